@@ -1,3 +1,46 @@
 #![forbid(unsafe_code)]
+//! `federator`: the hub controller and its command-line interface.
 
-fn main() {}
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Runs PostgreSQL (CloudNativePG) as one distributed database across Kubernetes clusters.
+#[derive(Parser)]
+#[command(name = "federator", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print Federator's CustomResourceDefinitions as YAML (or check them against deploy/crds).
+    Crds(cmd::crds::Args),
+    /// Validate DistributedTopology manifests and CNPG Clusters offline.
+    Validate(cmd::validate::Args),
+    /// Show the steps and exact patches of a switchover, touching nothing.
+    Plan(cmd::plan::Args),
+    /// Draw a topology (text, dot or svg).
+    Graph(cmd::graph::Args),
+    /// The local lab: real kube-apiservers, etcd and the CNPG emulator on loopback.
+    Lab(cmd::lab::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crds(args) => cmd::crds::run(args),
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
+        Command::Graph(args) => cmd::graph::run(args),
+        Command::Lab(args) => cmd::lab::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! `federator lab`.
+
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`federator lab` is not built yet")
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand; each exposes `Args` (clap) and `run(Args) -> anyhow::Result<ExitCode>`.
+
+pub mod crds;
+pub mod graph;
+pub mod lab;
+pub mod plan;
+pub mod validate;
