@@ -1,1 +1,4 @@
 #![forbid(unsafe_code)]
+//! The local lab (real kube-apiservers and etcd, later the CNPG emulator) and the e2e harness.
+
+pub mod lab;

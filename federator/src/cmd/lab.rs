@@ -1,10 +1,170 @@
-//! `federator lab`.
+//! `federator lab up | down | status | stop | start`: the local lab of real kube-apiservers.
+//! All the work is in `e2e::lab`; this file parses flags and prints.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use e2e::lab::{self, Ports};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`federator lab` is not built yet")
+#[derive(clap::Args)]
+pub struct Args {
+    /// Lab directory: state, PKI, logs and kubeconfigs.
+    #[arg(long, global = true, default_value = ".lab")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum LabCommand {
+    /// Start etcd and the four apiservers and set them up (idempotent: a running lab is left as is).
+    Up {
+        /// etcd client port; the peer port is the next one.
+        #[arg(long, default_value_t = lab::DEFAULT_ETCD_PORT)]
+        etcd_port: u16,
+        /// Port of the hub apiserver; eu-central, eu-western and eu-south take the next three.
+        #[arg(long, default_value_t = lab::DEFAULT_APISERVER_PORT)]
+        apiserver_port: u16,
+    },
+    /// Stop every process the lab started and wait for them to exit.
+    Down {
+        /// Also delete the lab directory (CA, etcd data, kubeconfigs).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Show each component and its health; exits non-zero unless all are healthy.
+    Status {
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Stop one component, or every component of a region (e.g. `eu-south`).
+    Stop { target: String },
+    /// Start again what `stop` stopped, and wait until it is healthy.
+    Start { target: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // kube's client logs every failed request at ERROR, which readiness polling expects.
+                "warn,kube_client=off".into()
+            }),
+        )
+        .try_init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(dispatch(args))
+}
+
+async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
+    let dir = args.dir;
+    match args.command {
+        LabCommand::Up {
+            etcd_port,
+            apiserver_port,
+        } => {
+            let ports = Ports {
+                etcd: etcd_port,
+                apiserver: apiserver_port,
+            };
+            let report = lab::up(&lab::UpOptions {
+                dir: dir.clone(),
+                ports,
+            })
+            .await
+            .with_context(|| format!("bringing the lab in {} up", dir.display()))?;
+            if report.already_running {
+                println!(
+                    "lab already running ({:.1} s)",
+                    report.elapsed.as_secs_f64()
+                );
+            } else {
+                println!("lab up in {:.1} s", report.elapsed.as_secs_f64());
+            }
+            print!("{}", report.status);
+            print_access(&report.status.dir);
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Down { purge } => {
+            let stopped = lab::down(&dir, purge)
+                .await
+                .with_context(|| format!("stopping the lab in {}", dir.display()))?;
+            println!(
+                "stopped: {}",
+                if stopped.is_empty() {
+                    "nothing was running".into()
+                } else {
+                    stopped.join(", ")
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Status { output } => {
+            let status = lab::status(&dir).await?;
+            match output {
+                Output::Text => print!("{status}"),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+            }
+            Ok(if status.healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        LabCommand::Stop { target } => {
+            let stopped = lab::stop(&dir, &target).await?;
+            println!(
+                "stopped: {}",
+                if stopped.is_empty() {
+                    "nothing was running".into()
+                } else {
+                    stopped.join(", ")
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Start { target } => {
+            let started = lab::start(&dir, &target).await?;
+            println!(
+                "started: {}",
+                if started.is_empty() {
+                    "already running".into()
+                } else {
+                    started.join(", ")
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_access(dir: &Path) {
+    let d = dir.display();
+    println!();
+    println!("Reach the lab with kubectl:");
+    println!(
+        "  export KUBECONFIG={d}/lab.kubeconfig      # contexts: hub, eu-central, eu-western, eu-south"
+    );
+    println!(
+        "  kubectl --context hub -n {} get secrets -l {}=true",
+        lab::HUB_NAMESPACE,
+        lab::MEMBER_SECRET_LABEL
+    );
+    println!("  kubectl --context eu-central get crd clusters.postgresql.cnpg.io");
+    println!(
+        "  kubectl --context eu-south -n {} get clusters",
+        lab::DATABASES_NAMESPACE
+    );
+    println!(
+        "  kubectl --kubeconfig {d}/eu-south.federator.kubeconfig auth can-i --list   # least privilege"
+    );
+    println!("Stop it with `make lab-down` (or `federator lab down --dir {d}`).");
 }

@@ -1,0 +1,403 @@
+//! `up`, `down`, `stop` and `start`: the lab's processes and their order.
+//!
+//! Every operation that changes processes holds an exclusive lock on `DIR/lab.lock`, so
+//! concurrent callers (several test binaries, a test run and a terminal) serialise instead of
+//! racing: the second `up` finds the lab running and returns at once.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::binaries;
+use super::bootstrap;
+use super::cnpg_crd;
+use super::error::{LabError, Result};
+use super::health::wait_healthy;
+use super::hub_crds;
+use super::kubeconfig::{self, Entry};
+use super::layout::LabLayout;
+use super::pki;
+use super::process;
+use super::state::{Component, HealthCheck, LabState};
+use super::status::{self, LabStatus};
+use super::topology::{
+    DATABASES_NAMESPACE, ETCD, FEDERATOR_SERVICE_ACCOUNT, HUB, MEMBERS, Ports, REGIONS,
+};
+
+const ETCD_READY_WITHIN: Duration = Duration::from_secs(60);
+/// Four apiservers starting at once on two cores reach /readyz in ~3.5 s; leave wide room for a
+/// loaded CI machine.
+const APISERVER_READY_WITHIN: Duration = Duration::from_secs(120);
+
+/// What `up` is asked to do.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub dir: PathBuf,
+    /// Used when nothing of the lab is running; a running lab keeps its recorded ports.
+    pub ports: Ports,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpReport {
+    /// The lab was already up and healthy; nothing was started.
+    pub already_running: bool,
+    pub elapsed: Duration,
+    pub status: LabStatus,
+}
+
+/// Holds `DIR/lab.lock` until dropped (closing the file releases the lock).
+pub(crate) async fn lock(layout: &LabLayout) -> Result<std::fs::File> {
+    let path = layout.lock_file();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(LabError::io("opening", &path))?;
+        file.lock().map_err(LabError::io("locking", &path))?;
+        Ok(file)
+    })
+    .await
+    .expect("the lock task does not panic")
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn is_running(layout: &LabLayout, component: &Component) -> bool {
+    component
+        .pid
+        .is_some_and(|pid| process::is_ours(pid, layout.root()))
+}
+
+/// Brings the lab up, or confirms that it is up. Idempotent.
+pub async fn up(options: &UpOptions) -> Result<UpReport> {
+    let started = Instant::now();
+    let layout = LabLayout::create(&options.dir)?;
+    let _lock = lock(&layout).await?;
+    let mut state = LabState::load(&layout)?.unwrap_or_else(|| LabState::new(options.ports));
+    if !state.components.iter().any(|c| is_running(&layout, c)) {
+        state.ports = options.ports;
+    }
+    let admin_token = pki::ensure(&layout)?;
+    let ca = std::fs::read_to_string(layout.ca_cert())
+        .map_err(LabError::io("reading", layout.ca_cert()))?;
+    write_admin_kubeconfigs(&layout, state.ports, &ca, &admin_token)?;
+
+    let fresh = state
+        .bootstrapped_at
+        .is_some_and(|t| now_unix().saturating_sub(t) < bootstrap::TOKEN_REFRESH_AFTER.as_secs());
+    if fresh && state.components.len() >= 1 + REGIONS.len() {
+        let current = status::of_state(&layout, &state).await;
+        if current.healthy {
+            return Ok(UpReport {
+                already_running: true,
+                elapsed: started.elapsed(),
+                status: current,
+            });
+        }
+    }
+
+    let etcd_bin = binaries::etcd()?;
+    let apiserver_bin = binaries::kube_apiserver()?;
+    for component in core_components(&layout, state.ports, &etcd_bin, &apiserver_bin) {
+        state.upsert(component);
+    }
+    let to_start: Vec<Component> = state
+        .components
+        .iter()
+        .filter(|c| (c.kind == "etcd" || c.kind == "apiserver") && !is_running(&layout, c))
+        .cloned()
+        .collect();
+    // Check every port before starting anything, so a clash leaves nothing half-started.
+    for component in &to_start {
+        for port in &component.ports {
+            process::ensure_port_free(*port, &component.name)?;
+        }
+    }
+    for component in to_start.iter().filter(|c| c.kind == "etcd") {
+        start_one(&layout, &mut state, component, ETCD_READY_WITHIN).await?;
+    }
+    let apiservers: Vec<Component> = to_start
+        .into_iter()
+        .filter(|c| c.kind == "apiserver")
+        .collect();
+    start_all(&layout, &mut state, &apiservers, APISERVER_READY_WITHIN).await?;
+    // Apiservers that were already running must be ready too before bootstrapping.
+    for region in REGIONS {
+        let component = state
+            .component(region)
+            .cloned()
+            .expect("core components were upserted");
+        wait_healthy(&layout, &component, APISERVER_READY_WITHIN).await?;
+    }
+
+    bootstrap_objects(&layout, &mut state, &ca).await?;
+    let status = status::of_state(&layout, &state).await;
+    Ok(UpReport {
+        already_running: false,
+        elapsed: started.elapsed(),
+        status,
+    })
+}
+
+/// Spawns the component, records its pid, and waits until it is healthy.
+async fn start_one(
+    layout: &LabLayout,
+    state: &mut LabState,
+    component: &Component,
+    within: Duration,
+) -> Result<()> {
+    start_all(layout, state, std::slice::from_ref(component), within).await
+}
+
+/// Spawns all components (pids saved at once, so `down` can stop them even if a later step
+/// fails), then waits for all of them concurrently.
+async fn start_all(
+    layout: &LabLayout,
+    state: &mut LabState,
+    components: &[Component],
+    within: Duration,
+) -> Result<()> {
+    let mut started = Vec::new();
+    for component in components {
+        let pid = process::spawn(component)?;
+        state.set_pid(&component.name, Some(pid));
+        state.save(layout)?;
+        started.push(Component {
+            pid: Some(pid),
+            ..component.clone()
+        });
+    }
+    let waits = started.iter().map(|c| wait_healthy(layout, c, within));
+    futures::future::try_join_all(waits).await.map(drop)
+}
+
+fn core_components(
+    layout: &LabLayout,
+    ports: Ports,
+    etcd: &Path,
+    apiserver: &Path,
+) -> Vec<Component> {
+    let root = layout.root().display().to_string();
+    let etcd_url = format!("http://127.0.0.1:{}", ports.etcd);
+    let peer_url = format!("http://127.0.0.1:{}", ports.etcd_peer());
+    let mut components = vec![Component {
+        name: ETCD.into(),
+        kind: "etcd".into(),
+        region: None,
+        ports: vec![ports.etcd, ports.etcd_peer()],
+        program: etcd.to_path_buf(),
+        args: vec![
+            "--name=lab".into(),
+            format!("--data-dir={}", layout.etcd_data_dir().display()),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=lab={peer_url}"),
+        ],
+        log: layout.log_file(ETCD),
+        health: HealthCheck::Etcd { port: ports.etcd },
+        pid: None,
+    }];
+    for region in REGIONS {
+        let port = ports.apiserver_of(region).expect("REGIONS are known");
+        let pki = |p: PathBuf| p.display().to_string();
+        components.push(Component {
+            name: region.into(),
+            kind: "apiserver".into(),
+            region: Some(region.into()),
+            ports: vec![port],
+            program: apiserver.to_path_buf(),
+            args: vec![
+                format!("--etcd-servers={etcd_url}"),
+                format!("--etcd-prefix=/{region}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                // No loopback endpoint for the `kubernetes` Service (stops a warning every 10 s).
+                "--endpoint-reconciler-type=none".into(),
+                format!("--secure-port={port}"),
+                format!("--cert-dir={root}/pki/{region}"),
+                format!("--tls-cert-file={}", pki(layout.apiserver_cert())),
+                format!("--tls-private-key-file={}", pki(layout.apiserver_key())),
+                format!("--client-ca-file={}", pki(layout.ca_cert())),
+                format!("--service-account-key-file={}", pki(layout.sa_pub())),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    pki(layout.sa_key())
+                ),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                "--authorization-mode=RBAC".into(),
+                format!("--token-auth-file={}", pki(layout.tokens_csv())),
+                "--service-cluster-ip-range=10.96.0.0/16".into(),
+                "--enable-priority-and-fairness=false".into(),
+                "--profiling=false".into(),
+            ],
+            log: layout.log_file(region),
+            health: HealthCheck::Apiserver {
+                region: region.into(),
+            },
+            pid: None,
+        });
+    }
+    components
+}
+
+fn server(ports: Ports, region: &str) -> String {
+    format!(
+        "https://127.0.0.1:{}",
+        ports.apiserver_of(region).expect("REGIONS are known")
+    )
+}
+
+fn write_admin_kubeconfigs(layout: &LabLayout, ports: Ports, ca: &str, token: &str) -> Result<()> {
+    let entries: Vec<Entry<'_>> = REGIONS
+        .iter()
+        .map(|region| Entry {
+            context: region,
+            server: server(ports, region),
+            ca_pem: ca,
+            user: "admin",
+            token,
+            namespace: None,
+        })
+        .collect();
+    for entry in &entries {
+        kubeconfig::write(
+            &layout.kubeconfig(entry.context),
+            std::slice::from_ref(entry),
+        )?;
+    }
+    kubeconfig::write(&layout.lab_kubeconfig(), &entries)
+}
+
+/// Members first (each returns its ServiceAccount token), then the hub with their Secrets.
+async fn bootstrap_objects(layout: &LabLayout, state: &mut LabState, ca: &str) -> Result<()> {
+    let (cnpg_crd, source) = tokio::task::spawn_blocking(cnpg_crd::load)
+        .await
+        .expect("CRD loading does not panic")?;
+    let hub_crds = hub_crds::load()?;
+    let ports = state.ports;
+    let members = MEMBERS.iter().map(|member| {
+        let cnpg_crd = &cnpg_crd;
+        async move {
+            let client = kubeconfig::client_from_file(&layout.kubeconfig(member)).await?;
+            let token = bootstrap::member(&client, cnpg_crd).await?;
+            let entry = Entry {
+                context: member,
+                server: server(ports, member),
+                ca_pem: ca,
+                user: FEDERATOR_SERVICE_ACCOUNT,
+                token: &token,
+                namespace: Some(DATABASES_NAMESPACE),
+            };
+            kubeconfig::write(
+                &layout.federator_kubeconfig(member),
+                std::slice::from_ref(&entry),
+            )?;
+            Ok::<_, LabError>(((*member).to_owned(), kubeconfig::render(&[entry])))
+        }
+    });
+    let member_kubeconfigs = futures::future::try_join_all(members).await?;
+    let hub = kubeconfig::client_from_file(&layout.kubeconfig(HUB)).await?;
+    bootstrap::hub(&hub, &hub_crds, &member_kubeconfigs).await?;
+    state.bootstrapped_at = Some(now_unix());
+    state.cnpg_crd_source = Some(source);
+    state.save(layout)
+}
+
+/// Stops every recorded process (etcd last) and waits for each to exit. Keeps the directory
+/// (CA, data), so the next `up` is quick and old kubeconfigs stay valid; `purge` removes it.
+pub async fn down(dir: impl AsRef<Path>, purge: bool) -> Result<Vec<String>> {
+    let layout = LabLayout::open(dir.as_ref())?;
+    let stopped = {
+        let _lock = lock(&layout).await?;
+        let mut state = LabState::load(&layout)?.unwrap_or_else(|| LabState::new(Ports::default()));
+        let all: Vec<String> = state.components.iter().map(|c| c.name.clone()).collect();
+        let not_etcd: Vec<String> = all.iter().filter(|n| *n != ETCD).cloned().collect();
+        let mut stopped = stop_components(&layout, &mut state, &not_etcd).await?;
+        stopped.extend(stop_components(&layout, &mut state, &[ETCD.to_owned()]).await?);
+        stopped
+    };
+    if purge {
+        std::fs::remove_dir_all(layout.root()).map_err(LabError::io("removing", layout.root()))?;
+    }
+    Ok(stopped)
+}
+
+async fn stop_components(
+    layout: &LabLayout,
+    state: &mut LabState,
+    names: &[String],
+) -> Result<Vec<String>> {
+    let targets: Vec<&Component> = state
+        .components
+        .iter()
+        .filter(|c| names.contains(&c.name) && is_running(layout, c))
+        .collect();
+    let stops = targets
+        .iter()
+        .map(|c| process::stop(c.pid.unwrap_or_default(), layout.root(), &c.ports));
+    futures::future::join_all(stops).await;
+    let stopped = targets.iter().map(|c| c.name.clone()).collect();
+    for name in names {
+        state.set_pid(name, None);
+    }
+    state.save(layout)?;
+    Ok(stopped)
+}
+
+/// Names of the components `target` designates: one component by name, or all of a region.
+fn select(state: &LabState, target: &str) -> Result<Vec<String>> {
+    let names: Vec<String> = state
+        .components
+        .iter()
+        .filter(|c| c.name == target || c.region.as_deref() == Some(target))
+        .map(|c| c.name.clone())
+        .collect();
+    if names.is_empty() {
+        let known: Vec<&str> = state.components.iter().map(|c| c.name.as_str()).collect();
+        return Err(LabError::UnknownComponent(
+            target.to_owned(),
+            known.join(", "),
+        ));
+    }
+    Ok(names)
+}
+
+/// Stops one component or every component of a region (e.g. `eu-south`), leaving the rest up.
+pub async fn stop(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
+    let layout = LabLayout::open(dir.as_ref())?;
+    let _lock = lock(&layout).await?;
+    let mut state =
+        LabState::load(&layout)?.ok_or_else(|| LabError::NotRunning(dir.as_ref().to_path_buf()))?;
+    let names = select(&state, target)?;
+    stop_components(&layout, &mut state, &names).await
+}
+
+/// Starts again what [`stop`] stopped, with the recorded command lines, and waits until healthy.
+pub async fn start(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
+    let layout = LabLayout::open(dir.as_ref())?;
+    let _lock = lock(&layout).await?;
+    let mut state =
+        LabState::load(&layout)?.ok_or_else(|| LabError::NotRunning(dir.as_ref().to_path_buf()))?;
+    let names = select(&state, target)?;
+    let to_start: Vec<Component> = state
+        .components
+        .iter()
+        .filter(|c| names.contains(&c.name) && !is_running(&layout, c))
+        .cloned()
+        .collect();
+    for component in &to_start {
+        for port in &component.ports {
+            process::ensure_port_free(*port, &component.name)?;
+        }
+    }
+    start_all(&layout, &mut state, &to_start, APISERVER_READY_WITHIN).await?;
+    Ok(to_start.into_iter().map(|c| c.name).collect())
+}
