@@ -91,7 +91,10 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     let fresh = state
         .bootstrapped_at
         .is_some_and(|t| now_unix().saturating_sub(t) < bootstrap::TOKEN_REFRESH_AFTER.as_secs());
-    if fresh && state.components.len() >= 1 + REGIONS.len() {
+    let complete = std::iter::once(ETCD)
+        .chain(REGIONS)
+        .all(|name| state.component(name).is_some());
+    if fresh && complete {
         let current = status::of_state(&layout, &state).await;
         if current.healthy {
             return Ok(UpReport {

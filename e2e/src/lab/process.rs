@@ -114,3 +114,24 @@ pub fn log_tail(log: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_reported_by_number_and_component() {
+        let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let message = ensure_port_free(port, "eu-south").unwrap_err().to_string();
+        assert!(message.contains(&port.to_string()) && message.contains("eu-south"), "{message}");
+        drop(taken);
+        ensure_port_free(port, "eu-south").unwrap();
+    }
+
+    #[test]
+    fn our_own_process_is_alive_but_not_a_lab_process() {
+        assert!(is_alive(std::process::id()));
+        assert!(!is_ours(std::process::id(), Path::new("/no/such/lab/dir")));
+    }
+}

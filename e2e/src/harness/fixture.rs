@@ -1,0 +1,148 @@
+//! Starting (or attaching to) the lab once per process, and clients for it.
+
+use std::path::PathBuf;
+
+use kube::Client;
+use kube::discovery::ApiResource;
+use tokio::sync::OnceCell;
+
+use crate::lab::{self, LabLayout, Ports};
+
+/// Default etcd port of the test lab (the `make demo` lab uses 23790).
+pub const HARNESS_ETCD_PORT: u16 = 23890;
+/// Default hub apiserver port of the test lab (the `make demo` lab uses 26443).
+pub const HARNESS_APISERVER_PORT: u16 = 26543;
+
+/// The running lab every test of this process shares. Holds only plain data: kube clients are
+/// tied to the runtime that made them, and each `#[tokio::test]` has its own runtime.
+#[derive(Debug)]
+pub struct SharedLab {
+    pub layout: LabLayout,
+    pub ports: Ports,
+}
+
+static LAB: OnceCell<Result<SharedLab, String>> = OnceCell::const_new();
+
+fn env_port(name: &str, default: u16) -> u16 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a port number")),
+        Err(_) => default,
+    }
+}
+
+/// The lab directory the harness uses: `$FEDERATOR_LAB_DIR`, else `<workspace>/target/e2e-lab`.
+pub fn lab_dir() -> PathBuf {
+    std::env::var_os("FEDERATOR_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-lab"))
+}
+
+/// Starts the lab, or attaches to the one already running in [`lab_dir`]. `up` is idempotent and
+/// takes a file lock, so concurrent test binaries share one lab. Panics — failing the test, never
+/// skipping it — with the reason if the lab cannot run (a missing etcd, Go, a taken port...).
+pub async fn lab() -> &'static SharedLab {
+    let result = LAB
+        .get_or_init(|| async {
+            let ports = Ports {
+                etcd: env_port("FEDERATOR_LAB_ETCD_PORT", HARNESS_ETCD_PORT),
+                apiserver: env_port("FEDERATOR_LAB_APISERVER_PORT", HARNESS_APISERVER_PORT),
+            };
+            let options = lab::UpOptions {
+                dir: lab_dir(),
+                ports,
+            };
+            match lab::up(&options).await {
+                Ok(report) => Ok(SharedLab {
+                    layout: LabLayout::open(&report.status.dir).map_err(|e| e.to_string())?,
+                    ports: report.status.ports,
+                }),
+                Err(e) => Err(format!("{e}")),
+            }
+        })
+        .await;
+    match result {
+        Ok(lab) => lab,
+        Err(e) => panic!(
+            "the e2e lab in {} could not start: {e}\n\
+             The e2e tests need etcd (apt-get install etcd-server), Go (to build kube-apiserver) or \
+             KUBEBUILDER_ASSETS/KUBE_APISERVER; `bash .ci/run` installs everything.",
+            lab_dir().display()
+        ),
+    }
+}
+
+impl SharedLab {
+    /// Admin (system:masters) client of an apiserver: `hub` or a member.
+    pub async fn admin(&self, region: &str) -> Client {
+        let path = self.layout.kubeconfig(region);
+        lab::kubeconfig::client_from_file(&path)
+            .await
+            .unwrap_or_else(|e| panic!("admin client for {region}: {e}"))
+    }
+
+    /// Client of a member's least-privilege ServiceAccount `databases/federator`.
+    pub async fn federator(&self, member: &str) -> Client {
+        let path = self.layout.federator_kubeconfig(member);
+        lab::kubeconfig::client_from_file(&path)
+            .await
+            .unwrap_or_else(|e| panic!("least-privilege client for {member}: {e}"))
+    }
+}
+
+/// The CNPG `Cluster` resource, for `Api::<DynamicObject>::namespaced_with`.
+pub fn cnpg_cluster() -> ApiResource {
+    ApiResource {
+        group: "postgresql.cnpg.io".into(),
+        version: "v1".into(),
+        api_version: "postgresql.cnpg.io/v1".into(),
+        kind: "Cluster".into(),
+        plural: "clusters".into(),
+    }
+}
+
+/// A valid CNPG `Cluster` of the lab's shape: a replica-cluster member of a distributed topology
+/// whose `self` is `region` and whose primary is `primary`, with the external clusters, bootstrap
+/// and storage a real manifest carries (so tests see what patches do to untouched fields).
+pub fn sample_cluster(name: &str, region: &str, primary: &str) -> kube::api::DynamicObject {
+    let external = |r: &str| {
+        serde_json::json!({
+            "name": r,
+            "connectionParameters": {"host": format!("{name}-rw.{r}.example"), "user": "streaming_replica", "dbname": "postgres"},
+            "sslKey": {"name": format!("{name}-replication"), "key": "tls.key"},
+            "sslCert": {"name": format!("{name}-replication"), "key": "tls.crt"},
+            "sslRootCert": {"name": format!("{name}-ca"), "key": "ca.crt"},
+        })
+    };
+    let externals: Vec<_> = crate::lab::MEMBERS.iter().map(|r| external(r)).collect();
+    let value = serde_json::json!({
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": name, "labels": {"app": name}, "annotations": {"example.com/owner": "e2e"}},
+        "spec": {
+            "instances": 3,
+            "primaryUpdateMethod": "switchover",
+            "storage": {"size": "1Gi"},
+            "postgresql": {"parameters": {"max_connections": "100"}},
+            "bootstrap": {"pg_basebackup": {"source": primary}},
+            "externalClusters": externals,
+            "replica": {"primary": primary, "source": primary, "self": region},
+        },
+    });
+    serde_json::from_value(value).expect("the sample Cluster is a valid object")
+}
+
+/// How long [`wait_until`] waits: far above what the lab needs on a loaded 2-core machine.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Polls `check` until it returns `Some` and returns that; panics naming `what` after [`WAIT`].
+pub async fn wait_until<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    lab::health::wait_for(what, WAIT, check)
+        .await
+        .unwrap_or_else(|e| panic!("waiting for {e}"))
+}

@@ -1,0 +1,26 @@
+//! The e2e fixture: one lab per test run, shared by every test (and attached to by every test
+//! binary), a namespace of its own for each test, and a dump of what the test touched when it
+//! fails.
+//!
+//! ```no_run
+//! # async fn t() {
+//! use e2e::harness::{self, TestNamespace};
+//! let lab = harness::lab().await;                      // starts or attaches, panics if it cannot
+//! let ns = TestNamespace::create("my-test").await;     // on all four apiservers
+//! let admin = lab.admin("eu-south").await;
+//! # }
+//! ```
+//!
+//! Environment: `FEDERATOR_LAB_DIR` (default `<workspace>/target/e2e-lab`) picks the lab;
+//! `FEDERATOR_LAB_ETCD_PORT` / `FEDERATOR_LAB_APISERVER_PORT` its ports when it has to start
+//! (defaults 23890 / 26543, apart from the `make demo` lab so both can run at once).
+
+mod dump;
+mod fixture;
+mod namespace;
+
+pub use fixture::{
+    HARNESS_APISERVER_PORT, HARNESS_ETCD_PORT, SharedLab, WAIT, cnpg_cluster, lab, lab_dir,
+    sample_cluster, wait_until,
+};
+pub use namespace::TestNamespace;
