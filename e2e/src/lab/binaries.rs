@@ -26,29 +26,34 @@ fn executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// `path` if it is an executable file, else the error `make` builds, naming where the path came
+/// from (the fix is to correct or unset that).
+fn checked(path: PathBuf, source: &str, make: fn(String) -> LabError) -> Result<PathBuf> {
+    if executable(&path) {
+        Ok(path)
+    } else {
+        Err(make(format!(
+            "{} (from {source}) is not an executable file; fix or unset {source}",
+            path.display()
+        )))
+    }
+}
+
 /// Resolves (and if needed builds) kube-apiserver. The build's progress goes to stderr.
 pub fn kube_apiserver() -> Result<PathBuf> {
     if let Some(dir) = assets_dir() {
-        let path = dir.join("kube-apiserver");
-        return if executable(&path) {
-            Ok(path)
-        } else {
-            Err(LabError::ApiserverBinary(format!(
-                "KUBEBUILDER_ASSETS is set but {} is not an executable file; fix or unset KUBEBUILDER_ASSETS",
-                path.display()
-            )))
-        };
+        return checked(
+            dir.join("kube-apiserver"),
+            "KUBEBUILDER_ASSETS",
+            LabError::ApiserverBinary,
+        );
     }
     if let Some(path) = std::env::var_os("KUBE_APISERVER").filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(path);
-        return if executable(&path) {
-            Ok(path)
-        } else {
-            Err(LabError::ApiserverBinary(format!(
-                "KUBE_APISERVER={} is not an executable file; fix or unset KUBE_APISERVER",
-                path.display()
-            )))
-        };
+        return checked(
+            PathBuf::from(path),
+            "KUBE_APISERVER",
+            LabError::ApiserverBinary,
+        );
     }
     let output = Command::new("bash")
         .arg("-c")
@@ -69,28 +74,17 @@ pub fn kube_apiserver() -> Result<PathBuf> {
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-    if executable(&path) {
-        Ok(path)
-    } else {
-        Err(LabError::ApiserverBinary(format!(
-            "the build script printed {:?}, which is not an executable file",
-            path.display()
-        )))
-    }
+    checked(
+        path,
+        "the output of hack/build-kube-apiserver.sh",
+        LabError::ApiserverBinary,
+    )
 }
 
 /// Resolves etcd.
 pub fn etcd() -> Result<PathBuf> {
     if let Some(dir) = assets_dir() {
-        let path = dir.join("etcd");
-        return if executable(&path) {
-            Ok(path)
-        } else {
-            Err(LabError::EtcdBinary(format!(
-                "KUBEBUILDER_ASSETS is set but {} is missing",
-                path.display()
-            )))
-        };
+        return checked(dir.join("etcd"), "KUBEBUILDER_ASSETS", LabError::EtcdBinary);
     }
     std::env::var_os("PATH")
         .iter()

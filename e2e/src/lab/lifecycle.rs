@@ -373,22 +373,24 @@ fn select(state: &LabState, target: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// The layout, the held lock and the state of an existing lab.
+async fn open_locked(dir: &Path) -> Result<(LabLayout, std::fs::File, LabState)> {
+    let layout = LabLayout::open(dir)?;
+    let lock = lock(&layout).await?;
+    let state = LabState::load(&layout)?.ok_or_else(|| LabError::NotRunning(dir.to_path_buf()))?;
+    Ok((layout, lock, state))
+}
+
 /// Stops one component or every component of a region (e.g. `eu-south`), leaving the rest up.
 pub async fn stop(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
-    let layout = LabLayout::open(dir.as_ref())?;
-    let _lock = lock(&layout).await?;
-    let mut state =
-        LabState::load(&layout)?.ok_or_else(|| LabError::NotRunning(dir.as_ref().to_path_buf()))?;
+    let (layout, _lock, mut state) = open_locked(dir.as_ref()).await?;
     let names = select(&state, target)?;
     stop_components(&layout, &mut state, &names).await
 }
 
 /// Starts again what [`stop`] stopped, with the recorded command lines, and waits until healthy.
 pub async fn start(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
-    let layout = LabLayout::open(dir.as_ref())?;
-    let _lock = lock(&layout).await?;
-    let mut state =
-        LabState::load(&layout)?.ok_or_else(|| LabError::NotRunning(dir.as_ref().to_path_buf()))?;
+    let (layout, _lock, mut state) = open_locked(dir.as_ref()).await?;
     let names = select(&state, target)?;
     let to_start: Vec<Component> = state
         .components

@@ -124,7 +124,10 @@ mod tests {
         let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = taken.local_addr().unwrap().port();
         let message = ensure_port_free(port, "eu-south").unwrap_err().to_string();
-        assert!(message.contains(&port.to_string()) && message.contains("eu-south"), "{message}");
+        assert!(
+            message.contains(&port.to_string()) && message.contains("eu-south"),
+            "{message}"
+        );
         drop(taken);
         ensure_port_free(port, "eu-south").unwrap();
     }

@@ -97,14 +97,7 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             let stopped = lab::down(&dir, purge)
                 .await
                 .with_context(|| format!("stopping the lab in {}", dir.display()))?;
-            println!(
-                "stopped: {}",
-                if stopped.is_empty() {
-                    "nothing was running".into()
-                } else {
-                    stopped.join(", ")
-                }
-            );
+            print_names("stopped", &stopped, "nothing was running");
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Status { output } => {
@@ -121,29 +114,24 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         }
         LabCommand::Stop { target } => {
             let stopped = lab::stop(&dir, &target).await?;
-            println!(
-                "stopped: {}",
-                if stopped.is_empty() {
-                    "nothing was running".into()
-                } else {
-                    stopped.join(", ")
-                }
-            );
+            print_names("stopped", &stopped, "nothing was running");
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Start { target } => {
             let started = lab::start(&dir, &target).await?;
-            println!(
-                "started: {}",
-                if started.is_empty() {
-                    "already running".into()
-                } else {
-                    started.join(", ")
-                }
-            );
+            print_names("started", &started, "already running");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_names(verb: &str, names: &[String], none: &str) {
+    let list = if names.is_empty() {
+        none.to_owned()
+    } else {
+        names.join(", ")
+    };
+    println!("{verb}: {list}");
 }
 
 fn print_access(dir: &Path) {
