@@ -112,3 +112,33 @@ async fn the_fallback_minimal_crd_is_accepted_by_a_real_apiserver() {
         .await
         .expect("minimal CRD is valid");
 }
+
+#[tokio::test]
+async fn a_taken_port_fails_up_naming_it_and_starts_nothing() {
+    // Ensure the binaries are resolved (and the shared lab is up) before timing anything else.
+    harness::lab().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let blocker = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("a free port");
+    let taken = blocker.local_addr().expect("address").port();
+    // eu-western listens on apiserver + 2: make that the taken port.
+    let ports = lab::Ports {
+        etcd: taken.wrapping_sub(40).max(1024),
+        apiserver: taken - 2,
+    };
+    let error = lab::up(&lab::UpOptions {
+        dir: dir.path().to_path_buf(),
+        ports,
+    })
+    .await
+    .expect_err("up must fail on a taken port");
+    let message = error.to_string();
+    assert!(
+        message.contains(&taken.to_string()) && message.contains("eu-western"),
+        "{message}"
+    );
+    let status = lab::status(dir.path()).await;
+    assert!(
+        status.is_err() || status.is_ok_and(|s| s.components.iter().all(|c| !c.running)),
+        "nothing may run"
+    );
+}
