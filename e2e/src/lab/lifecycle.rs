@@ -110,34 +110,11 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     for component in core_components(&layout, state.ports, &etcd_bin, &apiserver_bin) {
         state.upsert(component);
     }
-    let to_start: Vec<Component> = state
-        .components
-        .iter()
-        .filter(|c| (c.kind == "etcd" || c.kind == "apiserver") && !is_running(&layout, c))
-        .cloned()
-        .collect();
+    let core: Vec<&str> = std::iter::once(ETCD).chain(REGIONS).collect();
     // Check every port before starting anything, so a clash leaves nothing half-started.
-    for component in &to_start {
-        for port in &component.ports {
-            process::ensure_port_free(*port, &component.name)?;
-        }
-    }
-    for component in to_start.iter().filter(|c| c.kind == "etcd") {
-        start_one(&layout, &mut state, component, ETCD_READY_WITHIN).await?;
-    }
-    let apiservers: Vec<Component> = to_start
-        .into_iter()
-        .filter(|c| c.kind == "apiserver")
-        .collect();
-    start_all(&layout, &mut state, &apiservers, APISERVER_READY_WITHIN).await?;
-    // Apiservers that were already running must be ready too before bootstrapping.
-    for region in REGIONS {
-        let component = state
-            .component(region)
-            .cloned()
-            .expect("core components were upserted");
-        wait_healthy(&layout, &component, APISERVER_READY_WITHIN).await?;
-    }
+    check_ports(&layout, &state, &core)?;
+    ensure_running(&layout, &mut state, &[ETCD], ETCD_READY_WITHIN).await?;
+    ensure_running(&layout, &mut state, &REGIONS, APISERVER_READY_WITHIN).await?;
 
     bootstrap_objects(&layout, &mut state, &ca).await?;
     let status = status::of_state(&layout, &state).await;
@@ -148,14 +125,42 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     })
 }
 
-/// Spawns the component, records its pid, and waits until it is healthy.
-async fn start_one(
+/// Fails if a port of a component of `names` that is not running is taken.
+fn check_ports(layout: &LabLayout, state: &LabState, names: &[&str]) -> Result<()> {
+    let stopped = state
+        .components
+        .iter()
+        .filter(|c| names.contains(&c.name.as_str()) && !is_running(layout, c));
+    for component in stopped {
+        for port in &component.ports {
+            process::ensure_port_free(*port, &component.name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts the components of `names` (already in `state`) that are not running, and waits until
+/// every one of `names` is healthy. Returns the names it started. Public so that modules adding
+/// their own components (emulators, PostgreSQL) start them the same way: `state.upsert(..)`
+/// first, then this.
+pub async fn ensure_running(
     layout: &LabLayout,
     state: &mut LabState,
-    component: &Component,
+    names: &[&str],
     within: Duration,
-) -> Result<()> {
-    start_all(layout, state, std::slice::from_ref(component), within).await
+) -> Result<Vec<String>> {
+    check_ports(layout, state, names)?;
+    let selected: Vec<Component> = state
+        .components
+        .iter()
+        .filter(|c| names.contains(&c.name.as_str()))
+        .cloned()
+        .collect();
+    let (running, to_start): (Vec<Component>, Vec<Component>) =
+        selected.into_iter().partition(|c| is_running(layout, c));
+    start_all(layout, state, &to_start, within).await?;
+    futures::future::try_join_all(running.iter().map(|c| wait_healthy(layout, c, within))).await?;
+    Ok(to_start.into_iter().map(|c| c.name).collect())
 }
 
 /// Spawns all components (pids saved at once, so `down` can stop them even if a later step
@@ -392,17 +397,6 @@ pub async fn stop(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
 pub async fn start(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
     let (layout, _lock, mut state) = open_locked(dir.as_ref()).await?;
     let names = select(&state, target)?;
-    let to_start: Vec<Component> = state
-        .components
-        .iter()
-        .filter(|c| names.contains(&c.name) && !is_running(&layout, c))
-        .cloned()
-        .collect();
-    for component in &to_start {
-        for port in &component.ports {
-            process::ensure_port_free(*port, &component.name)?;
-        }
-    }
-    start_all(&layout, &mut state, &to_start, APISERVER_READY_WITHIN).await?;
-    Ok(to_start.into_iter().map(|c| c.name).collect())
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    ensure_running(&layout, &mut state, &names, APISERVER_READY_WITHIN).await
 }
