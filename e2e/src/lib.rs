@@ -1,5 +1,6 @@
 #![forbid(unsafe_code)]
 //! The local lab (real kube-apiservers and etcd, later the CNPG emulator) and the e2e harness.
 
+pub mod emulator;
 pub mod harness;
 pub mod lab;

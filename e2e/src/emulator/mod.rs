@@ -1,0 +1,3 @@
+//! The CNPG emulator (issue 4).
+
+pub mod webhook;
