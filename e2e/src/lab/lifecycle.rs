@@ -321,7 +321,11 @@ async fn bootstrap_objects(layout: &LabLayout, state: &mut LabState, ca: &str) -
 
 /// Stops every recorded process (etcd last) and waits for each to exit. Keeps the directory
 /// (CA, data), so the next `up` is quick and old kubeconfigs stay valid; `purge` removes it.
+/// A directory that does not exist is a lab that is not running: nothing to do.
 pub async fn down(dir: impl AsRef<Path>, purge: bool) -> Result<Vec<String>> {
+    if !dir.as_ref().exists() {
+        return Ok(Vec::new());
+    }
     let layout = LabLayout::open(dir.as_ref())?;
     let stopped = {
         let _lock = lock(&layout).await?;
