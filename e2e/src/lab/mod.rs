@@ -10,6 +10,7 @@
 pub mod binaries;
 pub mod bootstrap;
 pub mod cnpg_crd;
+pub mod emulators;
 pub mod error;
 pub mod health;
 pub mod hub_crds;

@@ -1,0 +1,71 @@
+//! Creating the instance of a new Cluster (contract §1.3): `initdb` for a cluster created as
+//! primary; for one created as a replica, a physical copy of its source's instance. The lab has
+//! no barman base backups, so `recovery` from an object store also copies the source instance
+//! with `pg_basebackup`, then follows the source's WAL archive like CNPG's recovery would.
+
+use kube::runtime::controller::Action;
+use topology::cnpg::{Role, phase};
+
+use super::error::Result;
+use super::pass::Pass;
+use super::settings;
+use super::status::{set_condition, set_operator_phase, text};
+
+pub async fn run(pass: &mut Pass<'_>) -> Result<Action> {
+    let role = pass.cluster.role();
+    let pod = pass.primary_pod();
+    let instances = pass.instances();
+    let creating = if role == Role::Primary {
+        phase::SETTING_UP_PRIMARY
+    } else {
+        phase::CREATING_REPLICA
+    };
+    pass.update_status(|s| {
+        set_operator_phase(s, creating, "");
+        set_condition(
+            &mut s.conditions,
+            text::INITIALIZED,
+            false,
+            text::BOOTSTRAP_PENDING,
+            "Cluster Is Not Ready",
+        );
+        s.instances = Some(instances);
+        s.ready_instances = Some(0);
+        s.current_primary.get_or_insert_with(|| pod.clone());
+        s.target_primary.get_or_insert_with(|| pod.clone());
+    })
+    .await?;
+
+    if role == Role::Primary {
+        tracing::info!(cluster = %pass.name, "initdb");
+        pass.instance.initdb().await?;
+    } else {
+        let Some(source) = bootstrap_source(pass) else {
+            tracing::warn!(cluster = %pass.name, "replica without a resolvable bootstrap source; waiting");
+            return Ok(Action::requeue(pass.config.timing.instance_manager()));
+        };
+        tracing::info!(cluster = %pass.name, source = %source.name, port = source.port, "pg_basebackup from the source instance");
+        pass.instance.basebackup(source.port).await?;
+    }
+    let standby = role == Role::Replica;
+    if standby {
+        pass.instance.make_standby().await?;
+    }
+    pass.instance
+        .write_settings(&settings::desired(pass, standby)?)
+        .await?;
+    pass.instance.start().await?;
+    Ok(Action::requeue(pass.config.timing.operator()))
+}
+
+/// The source named by `bootstrap.pg_basebackup` / `bootstrap.recovery`, else by
+/// `replica.source`, resolved to a lab instance.
+fn bootstrap_source(pass: &Pass<'_>) -> Option<super::layout::InstanceRecord> {
+    let bootstrap = pass.cluster.spec.bootstrap.as_ref();
+    let name = bootstrap
+        .and_then(|b| b.pg_basebackup.as_ref().or(b.recovery.as_ref()))
+        .and_then(|s| s.source.clone())
+        .or_else(|| pass.replica_spec().map(|r| r.source.clone()))?;
+    let entry = settings::external(pass, &name)?;
+    settings::resolve(&pass.layout, entry).filter(|r| r.name != pass.name)
+}

@@ -1,0 +1,194 @@
+//! Demotion (contract §5.1, checklist §9), one step per pass so that a restarted emulator
+//! continues from what the Cluster's status and the data directory show:
+//!
+//! 1. fencing annotation on, Ready instances → 0
+//! 2. internal conditions and `inProgress=true`; PostgreSQL fast shutdown
+//! 3. (instance manager) `standby.signal` + replica settings, `TransitionCompleted`
+//! 4. `.partial` of the REDO segment archived, then `demotionToken` from real pg_controldata
+//! 5. clean-up: annotation off, internal conditions removed, `ReplicaClusterSwitch` True,
+//!    `inProgress=false`
+//! 6. the steady state starts the instance as designated primary (pods Ready again)
+
+use kube::runtime::controller::Action;
+use topology::cnpg::condition;
+
+use super::error::Result;
+use super::pass::Pass;
+use super::settings;
+use super::status::{condition_is, remove_condition, set_condition, text};
+
+/// Whether a demotion is due or underway. `standby` is whether the data directory already
+/// holds `standby.signal` (the instance manager's step 3 happened).
+pub fn underway(pass: &Pass<'_>, standby: bool) -> bool {
+    let s = &pass.status;
+    let started = s
+        .switch_replica_cluster_status
+        .as_ref()
+        .is_some_and(|x| x.in_progress)
+        || s.conditions.iter().any(|c| {
+            c.type_ == condition::DESIGNATED_PRIMARY_TRANSITION
+                || c.type_ == condition::REPLICA_CLUSTER_FENCING
+        });
+    // A primary that is to become a replica, unless the "probe fails" (PR 11268).
+    (!standby && !pass.faults.skip_demotion) || started || (standby && pass.is_fenced())
+}
+
+pub async fn step(pass: &mut Pass<'_>, standby: bool) -> Result<Action> {
+    let timing = pass.config.timing;
+    if !standby {
+        return demote_primary(pass).await;
+    }
+    if !condition_is(&pass.status, condition::DESIGNATED_PRIMARY_TRANSITION, true)
+        && pass
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == condition::DESIGNATED_PRIMARY_TRANSITION)
+    {
+        // Restarted between writing standby.signal and recording it.
+        return complete_transition(pass).await;
+    }
+    let control = pass.instance.controldata().await?;
+    if !control.is_shut_down() {
+        tracing::info!(cluster = %pass.name, "waiting for PostgreSQL to be shut down before building the demotion token");
+        return Ok(Action::requeue(timing.instance_manager()));
+    }
+    let token = control.token()?;
+    let encoded = token.encode();
+    if pass.status.demotion_token.as_deref() != Some(encoded.as_str()) && !cleanup_done(pass) {
+        let dest = settings::own_archive(pass).join(format!("{}.partial", token.redo_wal_file));
+        pass.instance
+            .archive_copy(&token.redo_wal_file, &dest)
+            .await?;
+        tracing::info!(cluster = %pass.name, wal = %token.redo_wal_file, "archived the .partial; writing the demotion token");
+        pass.update_status(|s| s.demotion_token = Some(encoded))
+            .await?;
+    }
+    cleanup(pass).await?;
+    Ok(Action::requeue(timing.operator()))
+}
+
+/// Clean-up already happened (only a restart after it could bring us here).
+fn cleanup_done(pass: &Pass<'_>) -> bool {
+    !pass
+        .status
+        .switch_replica_cluster_status
+        .as_ref()
+        .is_some_and(|x| x.in_progress)
+        && condition_is(&pass.status, condition::REPLICA_CLUSTER_SWITCH, true)
+        && !pass.is_fenced()
+}
+
+async fn demote_primary(pass: &mut Pass<'_>) -> Result<Action> {
+    let timing = pass.config.timing;
+    if !pass.is_fenced() {
+        tracing::info!(cluster = %pass.name, "starting the transition to replica cluster: fencing");
+        pass.set_fenced(true).await?;
+        pass.update_status(|s| s.ready_instances = Some(0)).await?;
+        return Ok(Action::requeue(timing.operator()));
+    }
+    if !pass
+        .status
+        .switch_replica_cluster_status
+        .as_ref()
+        .is_some_and(|x| x.in_progress)
+    {
+        pass.update_status(|s| {
+            s.ready_instances = Some(0);
+            let c = &mut s.conditions;
+            set_condition(
+                c,
+                condition::DESIGNATED_PRIMARY_TRANSITION,
+                false,
+                text::AFTER_CREATION,
+                "Enabled external cluster after a node was generated",
+            );
+            set_condition(
+                c,
+                condition::REPLICA_CLUSTER_FENCING,
+                true,
+                text::AFTER_CREATION,
+                "Enabled external cluster after a node was generated",
+            );
+            set_condition(
+                c,
+                condition::REPLICA_CLUSTER_SWITCH,
+                false,
+                text::REPLICA_ENABLED_SET_TRUE,
+                text::SWITCH_STARTING_MSG,
+            );
+            s.switch_replica_cluster_status
+                .get_or_insert_with(Default::default)
+                .in_progress = true;
+        })
+        .await?;
+    }
+    // The fenced instance shuts down (fast), writing its shutdown checkpoint.
+    if pass.instance.is_running().await {
+        if let Some(delay) = pass.faults.slow_shutdown {
+            tracing::info!(cluster = %pass.name, ?delay, "fault: slow shutdown checkpoint");
+            tokio::time::sleep(delay).await;
+        }
+        pass.instance.stop().await?;
+    }
+    complete_transition(pass).await
+}
+
+/// The instance manager's part: a fenced, shut-down former primary becomes a designated
+/// primary (standby.signal + replica settings) and says so.
+async fn complete_transition(pass: &mut Pass<'_>) -> Result<Action> {
+    let timing = pass.config.timing;
+    if pass.faults.hang_before_transition {
+        tracing::info!(cluster = %pass.name, "fault: waiting for the instance manager to transition the primary instance to a designated primary");
+        return Ok(Action::requeue(timing.operator()));
+    }
+    if !pass.instance.controldata().await?.is_shut_down() {
+        return Ok(Action::requeue(timing.instance_manager()));
+    }
+    pass.instance
+        .write_settings(&settings::desired(pass, true)?)
+        .await?;
+    pass.instance.make_standby().await?;
+    let pod = pass.primary_pod();
+    pass.update_status(|s| {
+        s.current_primary = Some(pod);
+        s.current_primary_timestamp = Some(super::steady::timestamp());
+        set_condition(
+            &mut s.conditions,
+            condition::DESIGNATED_PRIMARY_TRANSITION,
+            true,
+            text::TRANSITION_COMPLETED,
+            text::TRANSITION_COMPLETED_MSG,
+        );
+    })
+    .await?;
+    Ok(Action::requeue(timing.operator()))
+}
+
+async fn cleanup(pass: &mut Pass<'_>) -> Result<()> {
+    if pass.is_fenced() {
+        pass.set_fenced(false).await?;
+    }
+    let wipe = pass.faults.wipe_demotion_token;
+    if wipe {
+        tracing::info!(cluster = %pass.name, "fault: wiping the demotion token (#11074)");
+    }
+    pass.update_status(|s| {
+        remove_condition(&mut s.conditions, condition::DESIGNATED_PRIMARY_TRANSITION);
+        remove_condition(&mut s.conditions, condition::REPLICA_CLUSTER_FENCING);
+        set_condition(
+            &mut s.conditions,
+            condition::REPLICA_CLUSTER_SWITCH,
+            true,
+            text::REPLICA_ENABLED_SET_TRUE,
+            text::SWITCH_COMPLETED_MSG,
+        );
+        s.switch_replica_cluster_status
+            .get_or_insert_with(Default::default)
+            .in_progress = false;
+        if wipe {
+            s.demotion_token = None;
+        }
+    })
+    .await
+}

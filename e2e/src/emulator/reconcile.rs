@@ -1,0 +1,93 @@
+//! The reconcile of one Cluster, as a pipeline: find its instance → bootstrap it if new →
+//! demotion, promotion or steady state, whichever the role rule and the instance call for.
+//! Each pass does one step and requeues at CNPG's (scaled) interval.
+
+use std::sync::Arc;
+
+use kube::Api;
+use kube::runtime::controller::Action;
+use topology::cnpg::{Cluster, Role};
+
+use super::config::EmulatorConfig;
+use super::error::{EmulatorError, Result};
+use super::faults::Faults;
+use super::layout::EmulatorLayout;
+use super::pass::Pass;
+use super::postgres::Instance;
+use super::{bootstrap, demotion, promotion, steady};
+
+pub struct Context {
+    pub client: kube::Client,
+    pub config: EmulatorConfig,
+}
+
+pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action> {
+    let mut pass = open(cluster, &ctx).await?;
+    if !pass.instance.is_bootstrapped() {
+        return bootstrap::run(&mut pass).await;
+    }
+    let role = pass.cluster.role();
+    let standby = pass.instance.is_standby();
+    if role == Role::Replica && demotion::underway(&pass, standby) {
+        return demotion::step(&mut pass, standby).await;
+    }
+    if role == Role::Primary
+        && let Some(action) = promotion::step(&mut pass, standby).await?
+    {
+        return Ok(action);
+    }
+    steady::run(&mut pass).await
+}
+
+pub fn error_policy(cluster: Arc<Cluster>, error: &EmulatorError, ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        cluster = cluster.metadata.name.as_deref().unwrap_or_default(),
+        %error,
+        "reconcile failed; retrying"
+    );
+    Action::requeue(
+        ctx.config
+            .timing
+            .operator()
+            .max(std::time::Duration::from_millis(200)),
+    )
+}
+
+async fn open(cluster: Arc<Cluster>, ctx: &Context) -> Result<Pass<'_>> {
+    let config = &ctx.config;
+    let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let uid = cluster.metadata.uid.clone().unwrap_or_default();
+    let layout = EmulatorLayout::new(&config.lab_dir);
+    let dir = layout.cluster_dir(&config.member, &namespace, &name);
+    if let Some(old) = layout.record(&config.member, &namespace, &name)
+        && old.uid != uid
+    {
+        tracing::info!(%namespace, %name, "Cluster was re-created; discarding the old instance");
+        discard(config, &dir).await?;
+    }
+    let record =
+        layout.ensure_record(&config.member, &namespace, &name, &uid, config.pg_port_base)?;
+    Ok(Pass {
+        config,
+        layout,
+        api: Api::namespaced(ctx.client.clone(), &namespace),
+        faults: Faults::of(&cluster),
+        status: cluster.status.clone().unwrap_or_default(),
+        instance: Instance::new(config.pg_bin.clone(), dir),
+        name,
+        record,
+        cluster,
+    })
+}
+
+/// Stops the instance of a Cluster that no longer exists and deletes its directory.
+pub async fn discard(config: &EmulatorConfig, dir: &std::path::Path) -> Result<()> {
+    let instance = Instance::new(config.pg_bin.clone(), dir);
+    if instance.is_bootstrapped() {
+        instance.stop().await?;
+    }
+    tokio::fs::remove_dir_all(dir)
+        .await
+        .map_err(EmulatorError::io("removing", dir))
+}

@@ -1,0 +1,101 @@
+//! What `emulator.conf` should hold for a Cluster, from its spec and the instance's state:
+//! its own object store for archiving, and on a standby its source's object store for
+//! `restore_command` plus streaming when the source has `connectionParameters`.
+
+use std::path::PathBuf;
+
+use topology::cnpg::ExternalCluster;
+
+use super::error::Result;
+use super::layout::{EmulatorLayout, InstanceRecord};
+use super::pass::Pass;
+use super::postgres::Settings;
+
+/// The external cluster `name` of this Cluster's spec.
+pub fn external<'a>(pass: &'a Pass<'_>, name: &str) -> Option<&'a ExternalCluster> {
+    pass.cluster
+        .spec
+        .external_clusters
+        .iter()
+        .find(|e| e.name == name)
+}
+
+/// The lab instance an external cluster stands for. The lab has no DNS, so the host of
+/// `connectionParameters` (`pg16-eu-south-rw.databases.svc`) is read as a Cluster name with
+/// CNPG's service suffix; the entry's own name is the fallback (the blog names entries after
+/// their Clusters).
+pub fn resolve(layout: &EmulatorLayout, entry: &ExternalCluster) -> Option<InstanceRecord> {
+    let from_host = entry
+        .connection_parameters
+        .as_ref()
+        .and_then(|p| p.get("host"))
+        .map(|host| {
+            let first = host.split('.').next().unwrap_or_default();
+            ["-rw", "-ro", "-r"]
+                .iter()
+                .find_map(|suffix| first.strip_suffix(suffix))
+                .unwrap_or(first)
+                .to_owned()
+        });
+    from_host
+        .into_iter()
+        .chain(std::iter::once(entry.name.clone()))
+        .find_map(|name| layout.find_by_cluster_name(&name))
+}
+
+/// This Cluster's own object store: `spec.backup.barmanObjectStore.destinationPath`, else the
+/// destination of the external cluster named after itself, else `s3://<name>/`.
+pub fn own_archive(pass: &Pass<'_>) -> PathBuf {
+    let backup = pass
+        .cluster
+        .spec
+        .other
+        .get("backup")
+        .and_then(|b| b.get("barmanObjectStore"))
+        .and_then(|s| s.get("destinationPath"))
+        .and_then(|d| d.as_str())
+        .map(str::to_owned);
+    let own_entry = external(pass, pass.cluster.topology_name())
+        .and_then(|e| e.destination_path())
+        .map(str::to_owned);
+    let destination = backup
+        .or(own_entry)
+        .unwrap_or_else(|| format!("s3://{}/", pass.name));
+    pass.layout.object_store(&destination)
+}
+
+/// The settings for the instance as it is now: a standby gets the replica configuration
+/// (archive_mode=always, restore and stream from `source`), a primary the primary one.
+pub fn desired(pass: &Pass<'_>, standby: bool) -> Result<Settings> {
+    let archive_dir = own_archive(pass);
+    super::postgres::run::create_owned_dir(&archive_dir)?;
+    let source = standby
+        .then(|| pass.replica_spec().map(|r| r.source.as_str()))
+        .flatten()
+        .and_then(|name| external(pass, name));
+    let restore_dir = source
+        .and_then(|e| e.destination_path())
+        .map(|d| pass.layout.object_store(d));
+    if let Some(dir) = &restore_dir {
+        super::postgres::run::create_owned_dir(dir)?;
+    }
+    let primary_conninfo = source
+        .filter(|e| e.connection_parameters.is_some())
+        .and_then(|e| resolve(&pass.layout, e))
+        .filter(|r| r.port != pass.record.port)
+        .map(|r| {
+            format!(
+                "host=127.0.0.1 port={} user=postgres application_name={}",
+                r.port,
+                pass.primary_pod()
+            )
+        });
+    Ok(Settings {
+        port: pass.record.port,
+        archive_always: standby,
+        archive_dir,
+        restore_dir,
+        primary_conninfo,
+        wal_retrieve_retry_interval: pass.config.wal_retrieve_retry_interval,
+    })
+}

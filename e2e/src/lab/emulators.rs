@@ -1,0 +1,128 @@
+//! The CNPG emulators of the lab: one `federator-emulator` process per member, recorded in
+//! `state.json` like every other component (kind `emulator`, region = the member), so
+//! `lab status`, `lab stop REGION` and `lab down` treat them like the apiservers. Their
+//! PostgreSQL instances are started by the emulators through `pg_ctl` and outlive an emulator
+//! restart; [`stop_postgres`] stops them all at `lab down`.
+//!
+//! Ports, derived from the lab's apiserver port so that two labs never share them:
+//! member `i` (0-based in [`MEMBERS`]) serves its admission webhook on `apiserver + 31 + i`
+//! (the emulator's health check) and gives its Clusters PostgreSQL ports in
+//! `apiserver - 10000 + 300·i .. +100`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::{LabError, Result};
+use super::layout::LabLayout;
+use super::state::{Component, HealthCheck, LabState};
+use super::topology::{MEMBERS, Ports};
+use crate::emulator::EmulatorLayout;
+use crate::emulator::postgres::run::DEFAULT_PG_BIN;
+use crate::emulator::postgres::{Instance, PgBin};
+
+/// CNPG's requeue intervals run 20× faster in the lab (50 ms operator, 500 ms instance manager).
+pub const LAB_TIME_SCALE: &str = "0.05";
+/// `wal_retrieve_retry_interval` in the lab: a standby retries its restore_command every
+/// 100 ms, so a switchover's floor is under a second (contract §10).
+pub const LAB_WAL_RETRY_MS: &str = "100";
+/// The emulator connects to its apiserver, serves and registers the webhook: seconds.
+const EMULATOR_READY_WITHIN: Duration = Duration::from_secs(60);
+
+pub fn component_name(member: &str) -> String {
+    format!("{member}-emulator")
+}
+
+fn member_index(member: &str) -> u16 {
+    MEMBERS
+        .iter()
+        .position(|m| *m == member)
+        .unwrap_or_default() as u16
+}
+
+/// Port of the member's admission webhook, also its health check.
+pub fn webhook_port(ports: Ports, member: &str) -> u16 {
+    ports.apiserver + 31 + member_index(member)
+}
+
+/// First PostgreSQL port of the member's Clusters.
+pub fn pg_port_base(ports: Ports, member: &str) -> u16 {
+    ports.apiserver - 10_000 + 300 * member_index(member)
+}
+
+/// `$FEDERATOR_EMULATOR`, else `federator-emulator` next to the running binary (or one level up,
+/// for test binaries in `target/<profile>/deps/`).
+pub fn binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("FEDERATOR_EMULATOR").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(LabError::io("locating", "the current binary"))?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("federator-emulator"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| LabError::Io {
+            action: "finding federator-emulator (build it: cargo build -p federator-e2e --bin federator-emulator, or set FEDERATOR_EMULATOR)",
+            path: exe.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
+}
+
+fn component(layout: &LabLayout, ports: Ports, member: &str, program: PathBuf) -> Component {
+    let name = component_name(member);
+    let port = webhook_port(ports, member);
+    Component {
+        kind: "emulator".into(),
+        region: Some(member.into()),
+        ports: vec![port],
+        program,
+        args: vec![
+            "run".into(),
+            format!("--lab-dir={}", layout.root().display()),
+            format!("--member={member}"),
+            format!("--pg-port-base={}", pg_port_base(ports, member)),
+            format!("--time-scale={LAB_TIME_SCALE}"),
+            format!("--wal-retrieve-retry-interval-ms={LAB_WAL_RETRY_MS}"),
+            format!("--webhook-port={port}"),
+        ],
+        log: layout.log_file(&name),
+        health: HealthCheck::Tcp { port },
+        pid: None,
+        name,
+    }
+}
+
+/// Records the emulators and starts those that are not running, waiting until each serves its
+/// webhook. Called by `lab up` once the member apiservers are bootstrapped.
+pub async fn start_all(layout: &LabLayout, state: &mut LabState) -> Result<Vec<String>> {
+    let program = binary()?;
+    for member in MEMBERS {
+        state.upsert(component(layout, state.ports, member, program.clone()));
+    }
+    let names: Vec<String> = MEMBERS.iter().map(|m| component_name(m)).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    super::lifecycle::ensure_running(layout, state, &names, EMULATOR_READY_WITHIN).await
+}
+
+/// Stops every PostgreSQL instance the emulators started in this lab (fast shutdown). Run after
+/// the emulators are stopped, so none is restarted behind our back.
+pub async fn stop_postgres(layout: &LabLayout) -> Vec<String> {
+    let emulator_layout = EmulatorLayout::new(layout.root());
+    let bin = PgBin::new(DEFAULT_PG_BIN);
+    let mut stopped = Vec::new();
+    for member in MEMBERS {
+        for record in emulator_layout.records(member) {
+            let dir = emulator_layout.cluster_dir(member, &record.namespace, &record.name);
+            let instance = Instance::new(bin.clone(), dir);
+            if instance.is_running().await {
+                match instance.stop().await {
+                    Ok(()) => {
+                        stopped.push(format!("{member}/{}/{}", record.namespace, record.name))
+                    }
+                    Err(error) => tracing::warn!(%error, "stopping PostgreSQL"),
+                }
+            }
+        }
+    }
+    stopped
+}
