@@ -16,8 +16,9 @@ help:
 	@echo "make lab-down  stop the demo lab"
 	@echo "make test      fmt, clippy, no-OpenSSL check, CRD drift check, every test (e2e on a real lab)"
 
+# The CLI and the CNPG emulator it starts (`lab up` finds it next to `federator`).
 build:
-	$(CARGO) build -p federator
+	$(CARGO) build -p federator -p federator-e2e --bins
 
 demo: build
 	$(FEDERATOR) lab up --dir $(LAB_DIR)
