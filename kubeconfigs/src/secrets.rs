@@ -1,0 +1,101 @@
+//! Member credentials from Secrets on the hub, in Federator's format or Argo CD's.
+//!
+//! Federator's format: label `federator.dev/member-cluster: "true"`, the member's name in label
+//! `federator.dev/cluster-name` (else the Secret's name), a kubeconfig under data key
+//! `kubeconfig`. The kubeconfig must be self-contained: file references are refused.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+
+use crate::argocd;
+use crate::credential::MemberCredential;
+use crate::directory::is_member_name;
+use crate::error::{CredentialError, Result};
+use crate::kubeconfig::{self, Rules};
+use crate::origin::{Origin, SecretFormat};
+
+/// Label marking a hub Secret as a member credential in Federator's format (value `"true"`).
+pub const MEMBER_SECRET_LABEL: &str = "federator.dev/member-cluster";
+/// Label naming the member a Federator-format Secret reaches.
+pub const CLUSTER_NAME_LABEL: &str = "federator.dev/cluster-name";
+/// Data key of a Federator-format Secret holding the kubeconfig.
+pub const KUBECONFIG_KEY: &str = "kubeconfig";
+/// Label selecting Federator-format Secrets.
+pub const MEMBER_SECRET_SELECTOR: &str = "federator.dev/member-cluster=true";
+
+/// The format a Secret's labels declare, if any.
+pub fn format_of(secret: &Secret) -> Option<SecretFormat> {
+    let labels = secret.labels();
+    if labels.get(argocd::SECRET_TYPE_LABEL).map(String::as_str)
+        == Some(argocd::SECRET_TYPE_CLUSTER)
+    {
+        Some(SecretFormat::ArgoCd)
+    } else if labels.get(MEMBER_SECRET_LABEL).map(String::as_str) == Some("true") {
+        Some(SecretFormat::Federator)
+    } else {
+        None
+    }
+}
+
+/// The credential a labelled Secret holds; `None` for a Secret of neither format.
+pub async fn from_secret(secret: &Secret, allow_plugins: bool) -> Option<Result<MemberCredential>> {
+    let format = format_of(secret)?;
+    let origin = Origin::Secret {
+        format,
+        namespace: secret.namespace().unwrap_or_default(),
+        name: secret.name_any(),
+    };
+    Some(match format {
+        SecretFormat::Federator => federator_format(secret, origin, allow_plugins).await,
+        SecretFormat::ArgoCd => argocd::from_secret(secret, origin, allow_plugins).await,
+    })
+}
+
+/// The string under `key` of a Secret's `data` (or `stringData`, as written by hand in tests).
+pub(crate) fn data<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.as_slice())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.as_bytes())
+        })
+}
+
+async fn federator_format(
+    secret: &Secret,
+    origin: Origin,
+    allow_plugins: bool,
+) -> Result<MemberCredential> {
+    let member = secret
+        .labels()
+        .get(CLUSTER_NAME_LABEL)
+        .cloned()
+        .unwrap_or_else(|| secret.name_any());
+    if !is_member_name(&member) {
+        return Err(CredentialError::Invalid {
+            member: None,
+            origin,
+            message: format!("{member:?} is not a member name (a DNS-1123 label)"),
+        });
+    }
+    let invalid = |message: &str| CredentialError::Invalid {
+        member: Some(member.clone()),
+        origin: origin.clone(),
+        message: message.to_owned(),
+    };
+    let bytes = data(secret, KUBECONFIG_KEY).ok_or_else(|| invalid("no data key `kubeconfig`"))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| invalid("data `kubeconfig` is not UTF-8"))?;
+    let parsed = kubeconfig::parse(text, Some(&member), &origin)?;
+    let rules = Rules {
+        allow_plugins,
+        allow_file_references: false,
+    };
+    let revision = kubeconfig::revision(&[b"federator", member.as_bytes(), bytes]);
+    kubeconfig::credential(parsed, &member, origin, rules, revision).await
+}
