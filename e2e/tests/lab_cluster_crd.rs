@@ -1,9 +1,13 @@
 //! The CNPG Cluster CRD on a real member apiserver behaves as Federator relies on: pruning,
 //! the status subresource, and JSON merge patches.
+//!
+//! The lab's CNPG emulator reconciles these Clusters too (it writes their status), so every
+//! before/after comparison uses `patch_pinned`: the patch carries the resourceVersion just read,
+//! so nothing else can have written in between.
 
-use e2e::harness::{TestNamespace, cnpg_cluster, sample_cluster};
+use e2e::harness::{Subresource, TestNamespace, cnpg_cluster, patch_pinned, sample_cluster};
 use e2e::lab::MEMBERS;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{Value, json};
 
 async fn clusters(ns: &TestNamespace, member: &str) -> Api<DynamicObject> {
@@ -34,27 +38,25 @@ async fn unknown_fields_are_pruned() {
         .expect("create succeeds (unknown fields pruned, not rejected)");
     let stored = api.get("pruned").await.expect("get");
     for object in [&created, &stored] {
+        let spec = &object.data["spec"];
         assert!(
-            object.data["spec"].get("notACnpgField").is_none(),
-            "unknown spec field kept: {:#}",
-            object.data
+            spec.get("notACnpgField").is_none(),
+            "unknown spec field kept: {spec:#}"
         );
         assert!(
-            object.data["spec"]["replica"].get("alsoUnknown").is_none(),
+            spec["replica"].get("alsoUnknown").is_none(),
             "unknown replica field kept"
         );
         assert_eq!(
-            object.data["spec"]["replica"]["self"], MEMBERS[0],
+            spec["replica"]["self"], MEMBERS[0],
             "declared fields survive"
         );
-        assert!(
-            object
-                .data
-                .get("status")
-                .is_none_or(|s| s.get("phase").is_none()),
-            "status is not writable on create"
-        );
     }
+    let phase = created.data.get("status").and_then(|s| s.get("phase"));
+    assert!(
+        phase.is_none(),
+        "status is not writable on create: {phase:?}"
+    );
 }
 
 #[tokio::test]
@@ -64,53 +66,42 @@ async fn spec_patches_leave_status_alone_and_status_patches_leave_generation_alo
     let created = api
         .create(
             &PostParams::default(),
-            &sample_cluster("gen", MEMBERS[1], MEMBERS[0]),
+            &sample_cluster("gen", MEMBERS[1], MEMBERS[1]),
         )
         .await
         .expect("create");
     assert_eq!(created.metadata.generation, Some(1));
 
-    let status = json!({"status": {"phase": "Cluster in healthy state", "demotionToken": "dG9rZW4=", "timelineID": 3}});
-    let after_status = api
-        .patch_status("gen", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("status patch");
+    let status = json!({"status": {"phaseReason": "set by e2e", "lastPromotionToken": "e2e"}});
+    let (before, after) = patch_pinned(&api, "gen", Subresource::Status, status).await;
     assert_eq!(
-        after_status.metadata.generation,
-        Some(1),
+        after.metadata.generation, before.metadata.generation,
         "a status patch must not bump generation"
     );
-    assert_eq!(after_status.data["status"]["demotionToken"], "dG9rZW4=");
+    assert_eq!(after.data["status"]["phaseReason"], "set by e2e");
     assert_eq!(
-        after_status.data["spec"], created.data["spec"],
+        after.data["spec"], before.data["spec"],
         "a status patch must not touch spec"
     );
 
-    // Spec sent to /status is ignored, and so is status sent to the main resource.
+    // Spec sent to /status is ignored.
     let spec_via_status = json!({"spec": {"instances": 5}});
-    let ignored = api
-        .patch_status(
-            "gen",
-            &PatchParams::default(),
-            &Patch::Merge(&spec_via_status),
-        )
-        .await
-        .expect("patch");
-    assert_eq!(ignored.data["spec"]["instances"], 3);
-    assert_eq!(ignored.metadata.generation, Some(1));
+    let (before, after) = patch_pinned(&api, "gen", Subresource::Status, spec_via_status).await;
+    assert_eq!(after.data["spec"], before.data["spec"]);
+    assert_eq!(after.metadata.generation, before.metadata.generation);
 
-    let spec = json!({"spec": {"instances": 2}, "status": {"phase": "forged via main resource"}});
-    let after_spec = api
-        .patch("gen", &PatchParams::default(), &Patch::Merge(&spec))
-        .await
-        .expect("spec patch");
+    // A spec patch bumps generation, and status sent with it is ignored.
+    let spec =
+        json!({"spec": {"instances": 2}, "status": {"phaseReason": "forged via main resource"}});
+    let (before, after) = patch_pinned(&api, "gen", Subresource::Main, spec).await;
+    assert_eq!(after.data["spec"]["instances"], 2);
     assert_eq!(
-        after_spec.metadata.generation,
-        Some(2),
+        after.metadata.generation,
+        before.metadata.generation.map(|g| g + 1),
         "a spec patch bumps generation"
     );
     assert_eq!(
-        after_spec.data["status"], after_status.data["status"],
+        after.data["status"], before.data["status"],
         "a spec patch must not touch status"
     );
 }
@@ -121,33 +112,24 @@ async fn a_merge_patch_of_spec_replica_changes_nothing_else() {
     let api = clusters(&ns, MEMBERS[2]).await;
     api.create(
         &PostParams::default(),
-        &sample_cluster("merge", MEMBERS[2], MEMBERS[0]),
+        &sample_cluster("merge", MEMBERS[2], MEMBERS[2]),
     )
     .await
     .expect("create");
-    let status =
-        json!({"status": {"phase": "Cluster in healthy state", "currentPrimary": "merge-1"}});
-    let before = api
-        .patch_status("merge", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("status");
 
-    let patch = json!({"spec": {"replica": {"primary": MEMBERS[2], "promotionToken": "dG9rZW4="}}});
-    let after = api
-        .patch("merge", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("merge patch");
+    // The demotion patch Federator sends: only spec.replica.primary.
+    let patch = json!({"spec": {"replica": {"primary": MEMBERS[0]}}});
+    let (before, after) = patch_pinned(&api, "merge", Subresource::Main, patch).await;
 
     let mut expected = stable(&before);
-    expected["spec"]["replica"]["primary"] = json!(MEMBERS[2]);
-    expected["spec"]["replica"]["promotionToken"] = json!("dG9rZW4=");
+    expected["spec"]["replica"]["primary"] = json!(MEMBERS[0]);
     assert_eq!(
         stable(&after),
         expected,
-        "only spec.replica.primary and promotionToken may change"
+        "only spec.replica.primary may change"
     );
     assert_eq!(
-        after.data["spec"]["replica"]["source"], MEMBERS[0],
+        after.data["spec"]["replica"]["source"], MEMBERS[2],
         "merge keeps sibling keys of replica"
     );
 }

@@ -13,29 +13,60 @@ fn is_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
     matches!(&result, Err(kube::Error::Api(status)) if status.code == 403)
 }
 
-/// Creates, as admin, a Cluster in `databases` on a member and returns its name.
-async fn admin_cluster(member: &str, ns: &TestNamespace) -> String {
-    let lab = harness::lab().await;
-    let name = format!("rbac-{}", &ns.name()[ns.name().len() - 6..]);
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        lab.admin(member).await,
-        DATABASES_NAMESPACE,
-        &cnpg_cluster(),
-    );
-    api.create(
-        &PostParams::default(),
-        &sample_cluster(&name, member, "eu-central"),
-    )
-    .await
-    .expect("admin creates a Cluster");
-    name
+/// A Cluster the admin created in `databases` on a member; deleted on drop, so the CNPG
+/// emulator stops its PostgreSQL (test namespaces clean up themselves; `databases` is shared).
+struct DatabasesCluster {
+    member: &'static str,
+    name: String,
+}
+
+impl DatabasesCluster {
+    async fn create(member: &'static str, ns: &TestNamespace) -> Self {
+        let name = format!("rbac-{}", &ns.name()[ns.name().len() - 6..]);
+        let api = Self::api(member).await;
+        api.create(
+            &PostParams::default(),
+            &sample_cluster(&name, member, member),
+        )
+        .await
+        .expect("admin creates a Cluster");
+        Self { member, name }
+    }
+
+    async fn api(member: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            harness::lab().await.admin(member).await,
+            DATABASES_NAMESPACE,
+            &cnpg_cluster(),
+        )
+    }
+}
+
+impl Drop for DatabasesCluster {
+    fn drop(&mut self) {
+        let (member, name) = (self.member, self.name.clone());
+        let worker = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let _ = Self::api(member)
+                    .await
+                    .delete(&name, &DeleteParams::default())
+                    .await;
+            })
+        });
+        let _ = worker.join();
+    }
 }
 
 #[tokio::test]
 async fn federator_may_get_list_watch_and_patch_clusters_in_databases() {
     let ns = TestNamespace::create("rbac-allows").await;
     let member = MEMBERS[1];
-    let name = admin_cluster(member, &ns).await;
+    let cluster = DatabasesCluster::create(member, &ns).await;
+    let name = cluster.name.clone();
     let api: Api<DynamicObject> = Api::namespaced_with(
         ns.lab.federator(member).await,
         DATABASES_NAMESPACE,
@@ -76,7 +107,8 @@ async fn federator_may_get_list_watch_and_patch_clusters_in_databases() {
 async fn federator_may_not_read_secrets_delete_create_or_write_status() {
     let ns = TestNamespace::create("rbac-forbids").await;
     let member = MEMBERS[2];
-    let name = admin_cluster(member, &ns).await;
+    let cluster = DatabasesCluster::create(member, &ns).await;
+    let name = cluster.name.clone();
     let client = ns.lab.federator(member).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), DATABASES_NAMESPACE);
     assert!(
@@ -94,7 +126,7 @@ async fn federator_may_not_read_secrets_delete_create_or_write_status() {
         is_forbidden(clusters.delete(&name, &DeleteParams::default()).await),
         "deleting a Cluster must be forbidden"
     );
-    let other = sample_cluster("not-mine", member, "eu-central");
+    let other = sample_cluster("not-mine", member, member);
     assert!(
         is_forbidden(clusters.create(&PostParams::default(), &other).await),
         "creating a Cluster must be forbidden"
@@ -124,7 +156,7 @@ async fn federator_may_not_touch_clusters_in_other_namespaces() {
     admin
         .create(
             &PostParams::default(),
-            &sample_cluster("elsewhere", member, "eu-central"),
+            &sample_cluster("elsewhere", member, member),
         )
         .await
         .expect("admin creates");

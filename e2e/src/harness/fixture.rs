@@ -116,6 +116,12 @@ pub fn sample_cluster(name: &str, region: &str, primary: &str) -> kube::api::Dyn
         })
     };
     let externals: Vec<_> = crate::lab::MEMBERS.iter().map(|r| external(r)).collect();
+    // As in a real topology: the primary's cluster is created empty, the others copy it.
+    let bootstrap = if region == primary {
+        serde_json::json!({"initdb": {"database": "app", "owner": "app"}})
+    } else {
+        serde_json::json!({"pg_basebackup": {"source": primary}})
+    };
     let value = serde_json::json!({
         "apiVersion": "postgresql.cnpg.io/v1",
         "kind": "Cluster",
@@ -125,7 +131,7 @@ pub fn sample_cluster(name: &str, region: &str, primary: &str) -> kube::api::Dyn
             "primaryUpdateMethod": "switchover",
             "storage": {"size": "1Gi"},
             "postgresql": {"parameters": {"max_connections": "100"}},
-            "bootstrap": {"pg_basebackup": {"source": primary}},
+            "bootstrap": bootstrap,
             "externalClusters": externals,
             "replica": {"primary": primary, "source": primary, "self": region},
         },
@@ -145,4 +151,45 @@ where
     lab::health::wait_for(what, WAIT, check)
         .await
         .unwrap_or_else(|e| panic!("waiting for {e}"))
+}
+
+/// Which endpoint [`patch_pinned`] writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subresource {
+    Main,
+    Status,
+}
+
+/// Reads the object, then JSON-merge-patches it with `patch` pinned to the resourceVersion just
+/// read, retrying on 409 Conflict. Returns `(before, after)` with no other write between them,
+/// so a test can compare the two exactly even while a controller (the CNPG emulator) writes
+/// the same object.
+pub async fn patch_pinned(
+    api: &kube::Api<kube::api::DynamicObject>,
+    name: &str,
+    subresource: Subresource,
+    patch: serde_json::Value,
+) -> (kube::api::DynamicObject, kube::api::DynamicObject) {
+    use kube::api::{Patch, PatchParams};
+    wait_until(&format!("a conflict-free patch of {name}"), || {
+        let mut patch = patch.clone();
+        async move {
+            let before = api
+                .get(name)
+                .await
+                .unwrap_or_else(|e| panic!("reading {name}: {e}"));
+            patch["metadata"]["resourceVersion"] = before.metadata.resource_version.clone().into();
+            let params = PatchParams::default();
+            let result = match subresource {
+                Subresource::Main => api.patch(name, &params, &Patch::Merge(&patch)).await,
+                Subresource::Status => api.patch_status(name, &params, &Patch::Merge(&patch)).await,
+            };
+            match result {
+                Ok(after) => Some((before, after)),
+                Err(kube::Error::Api(status)) if status.code == 409 => None,
+                Err(e) => panic!("patching {name}: {e}"),
+            }
+        }
+    })
+    .await
 }

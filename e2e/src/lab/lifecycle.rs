@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::binaries;
 use super::bootstrap;
 use super::cnpg_crd;
+use super::emulators;
 use super::error::{LabError, Result};
 use super::health::wait_healthy;
 use super::hub_crds;
@@ -91,8 +92,13 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     let fresh = state
         .bootstrapped_at
         .is_some_and(|t| now_unix().saturating_sub(t) < bootstrap::TOKEN_REFRESH_AFTER.as_secs());
+    let emulator_names: Vec<String> = MEMBERS
+        .iter()
+        .map(|m| emulators::component_name(m))
+        .collect();
     let complete = std::iter::once(ETCD)
         .chain(REGIONS)
+        .chain(emulator_names.iter().map(String::as_str))
         .all(|name| state.component(name).is_some());
     if fresh && complete {
         let current = status::of_state(&layout, &state).await;
@@ -117,6 +123,8 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     ensure_running(&layout, &mut state, &REGIONS, APISERVER_READY_WITHIN).await?;
 
     bootstrap_objects(&layout, &mut state, &ca).await?;
+    // The CNPG emulators watch their member's Clusters: they start once the CRD is there.
+    emulators::start_all(&layout, &mut state).await?;
     let status = status::of_state(&layout, &state).await;
     Ok(UpReport {
         already_running: false,
@@ -333,6 +341,9 @@ pub async fn down(dir: impl AsRef<Path>, purge: bool) -> Result<Vec<String>> {
         let all: Vec<String> = state.components.iter().map(|c| c.name.clone()).collect();
         let not_etcd: Vec<String> = all.iter().filter(|n| *n != ETCD).cloned().collect();
         let mut stopped = stop_components(&layout, &mut state, &not_etcd).await?;
+        // PostgreSQL instances are started by the emulators and outlive them: stop them once no
+        // emulator is left to restart one.
+        stopped.extend(emulators::stop_postgres(&layout).await);
         stopped.extend(stop_components(&layout, &mut state, &[ETCD.to_owned()]).await?);
         stopped
     };
@@ -401,6 +412,13 @@ pub async fn stop(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
 pub async fn start(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
     let (layout, _lock, mut state) = open_locked(dir.as_ref()).await?;
     let names = select(&state, target)?;
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    ensure_running(&layout, &mut state, &names, APISERVER_READY_WITHIN).await
+    // Apiservers first: what else runs in a region (its CNPG emulator) connects to them.
+    let (core, rest): (Vec<&str>, Vec<&str>) = names.iter().map(String::as_str).partition(|name| {
+        state
+            .component(name)
+            .is_some_and(|c| c.kind == "etcd" || c.kind == "apiserver")
+    });
+    let mut started = ensure_running(&layout, &mut state, &core, APISERVER_READY_WITHIN).await?;
+    started.extend(ensure_running(&layout, &mut state, &rest, APISERVER_READY_WITHIN).await?);
+    Ok(started)
 }
