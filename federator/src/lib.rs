@@ -1,0 +1,5 @@
+#![forbid(unsafe_code)]
+//! Federator's library: the parts of the hub controller that the binary and the integration
+//! tests share.
+
+pub mod members;

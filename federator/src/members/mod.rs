@@ -1,0 +1,423 @@
+//! The member pool: one client per member cluster (rebuilt when its credential changes) and, per
+//! member and watched namespace, a kube-runtime watcher on CNPG `Cluster`s feeding one shared
+//! store. Every real change is announced as a [`MemberEvent`], so the controller reacts to
+//! members without polling, and each member's [`Reachability`] is tracked for status and metrics.
+//!
+//! ```no_run
+//! # async fn f(credentials: kubeconfigs::CredentialSet) {
+//! use federator::members::MemberPool;
+//! let pool = MemberPool::new(["databases"]);
+//! tokio::spawn({ let pool = pool.clone(); async move { pool.run(credentials.subscribe()).await } });
+//! let events = pool.events(); // -> map to DistributedTopology refs -> Controller::reconcile_on
+//! # }
+//! ```
+
+mod events;
+mod reachability;
+mod store;
+mod watch;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::Stream;
+use kube::Client;
+use kube::runtime::watcher;
+use kubeconfigs::{MemberCredential, Snapshot, Timeouts};
+use tokio::sync::broadcast;
+use topology::cnpg::Cluster;
+
+pub use events::MemberEvent;
+pub use reachability::{MemberHealth, Reachability};
+pub use store::ClusterKey;
+
+use reachability::WatchHealth;
+use store::ClusterStore;
+use watch::{AbortOnDrop, Target};
+
+/// Room for bursts (a relist of a big namespace); a consumer further behind gets `Resync`.
+const EVENT_BUFFER: usize = 1024;
+
+/// What the pool knows about one Cluster.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// The watcher has the object, and the member is reachable.
+    Seen(Arc<Cluster>),
+    /// The member is reachable and listed the namespace: there is no such Cluster.
+    Missing,
+    /// The namespace's first list on that member has not completed yet (just started watching).
+    Syncing,
+    /// The member cannot be read; the text says why and holds no credential.
+    Unreachable(String),
+}
+
+/// Member clients, watches and the Clusters they saw. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct MemberPool {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    runtime: tokio::runtime::Handle,
+    state: Mutex<State>,
+    events: broadcast::Sender<MemberEvent>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Watched on every member.
+    namespaces: BTreeSet<String>,
+    members: BTreeMap<String, Member>,
+    /// Members named by a credential problem and without a usable credential: why.
+    no_credential: BTreeMap<String, String>,
+    clusters: ClusterStore,
+    health: BTreeMap<String, MemberHealth>,
+    next_generation: u64,
+}
+
+struct Member {
+    credential: MemberCredential,
+    /// Tells this entry's watch tasks from those of a replaced one.
+    generation: u64,
+    /// For gets and patches: a hung member fails within [`Timeouts::REQUESTS`].
+    requests: Result<Client, String>,
+    /// For watches: no read timeout (the watcher has its own idle timeout).
+    watches_client: Result<Client, String>,
+    watches: BTreeMap<String, Watch>,
+}
+
+struct Watch {
+    health: WatchHealth,
+    _task: Option<AbortOnDrop>,
+}
+
+impl std::fmt::Debug for MemberPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberPool")
+            .field("reachability", &self.reachability())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemberPool {
+    /// A pool watching `namespaces` on every member (more can be added with
+    /// [`watch_namespace`](Self::watch_namespace), or implicitly by [`read`](Self::read)).
+    /// Must be called within a tokio runtime: watch tasks are spawned on it.
+    pub fn new<S: Into<String>>(namespaces: impl IntoIterator<Item = S>) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let state = State {
+            namespaces: namespaces.into_iter().map(Into::into).collect(),
+            ..State::default()
+        };
+        Self {
+            inner: Arc::new(Inner {
+                runtime: tokio::runtime::Handle::current(),
+                state: Mutex::new(state),
+                events,
+            }),
+        }
+    }
+
+    /// Follows credential snapshots until the sender is dropped: members are added, rebuilt when
+    /// their credential changes, and removed when it goes away.
+    pub async fn run(&self, mut credentials: tokio::sync::watch::Receiver<Arc<Snapshot>>) {
+        loop {
+            let snapshot = credentials.borrow_and_update().clone();
+            self.apply_credentials(&snapshot);
+            if credentials.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Brings the members in line with `snapshot`. Unchanged credentials keep their clients and
+    /// watches.
+    pub fn apply_credentials(&self, snapshot: &Snapshot) {
+        let mut state = self.inner.lock();
+        let mut touched = BTreeSet::new();
+        let gone: Vec<String> = state
+            .members
+            .keys()
+            .filter(|m| !snapshot.members.contains_key(*m))
+            .cloned()
+            .collect();
+        for member in gone {
+            state.members.remove(&member);
+            let removed = state.clusters.replace(&member, None, Vec::new());
+            self.inner
+                .announce(removed.into_iter().map(MemberEvent::Cluster));
+            touched.insert(member);
+        }
+        for (name, credential) in &snapshot.members {
+            if state
+                .members
+                .get(name)
+                .is_some_and(|m| m.credential.same_as(credential))
+            {
+                continue;
+            }
+            state.next_generation += 1;
+            let build = |timeouts| credential.client(timeouts).map_err(|e| e.to_string());
+            let member = Member {
+                credential: credential.clone(),
+                generation: state.next_generation,
+                requests: build(Timeouts::REQUESTS),
+                watches_client: build(Timeouts::WATCHES),
+                watches: BTreeMap::new(),
+            };
+            // Replacing the entry drops (aborts) the old watches.
+            state.members.insert(name.clone(), member);
+            let namespaces: Vec<String> = state.namespaces.iter().cloned().collect();
+            for namespace in namespaces {
+                self.start_watch(&mut state, name, &namespace);
+            }
+            touched.insert(name.clone());
+        }
+        state.no_credential = snapshot
+            .problems
+            .iter()
+            .filter_map(|p| Some((p.member()?.to_owned(), p.to_string())))
+            .filter(|(member, _)| !snapshot.members.contains_key(member))
+            .collect();
+        let known: BTreeSet<String> = state
+            .members
+            .keys()
+            .chain(state.no_credential.keys())
+            .cloned()
+            .collect();
+        state.health.retain(|member, _| {
+            let keep = known.contains(member);
+            if !keep {
+                touched.insert(member.clone());
+            }
+            keep
+        });
+        touched.extend(known);
+        for member in touched {
+            self.inner.refresh_health(&mut state, &member);
+        }
+    }
+
+    /// Watches `namespace` on every member from now on.
+    pub fn watch_namespace(&self, namespace: &str) {
+        let mut state = self.inner.lock();
+        if !state.namespaces.insert(namespace.to_owned()) {
+            return;
+        }
+        let members: Vec<String> = state.members.keys().cloned().collect();
+        for member in members {
+            self.start_watch(&mut state, &member, namespace);
+            self.inner.refresh_health(&mut state, &member);
+        }
+    }
+
+    fn start_watch(&self, state: &mut State, member: &str, namespace: &str) {
+        let Some(entry) = state.members.get_mut(member) else {
+            return;
+        };
+        if entry.watches.contains_key(namespace) {
+            return;
+        }
+        let (health, task) = match &entry.watches_client {
+            Ok(client) => {
+                let target = Target {
+                    member: member.to_owned(),
+                    generation: entry.generation,
+                    namespace: namespace.to_owned(),
+                };
+                let task = watch::spawn(
+                    &self.inner.runtime,
+                    Arc::downgrade(&self.inner),
+                    target,
+                    client.clone(),
+                );
+                (WatchHealth::default(), Some(task))
+            }
+            Err(error) => (
+                WatchHealth {
+                    synced: false,
+                    error: Some(error.clone()),
+                },
+                None,
+            ),
+        };
+        entry.watches.insert(
+            namespace.to_owned(),
+            Watch {
+                health,
+                _task: task,
+            },
+        );
+    }
+
+    /// The Cluster `namespace/name` on `member`, as last seen. Starts watching `namespace` on
+    /// every member if it was not watched yet (then [`Lookup::Syncing`] until the first list; a
+    /// [`MemberEvent`] follows).
+    pub fn read(&self, member: &str, namespace: &str, name: &str) -> Lookup {
+        if !self.inner.lock().namespaces.contains(namespace) {
+            self.watch_namespace(namespace);
+        }
+        let state = self.inner.lock();
+        let Some(entry) = state.members.get(member) else {
+            return Lookup::Unreachable(state.no_credential_text(member));
+        };
+        let Some(watch) = entry.watches.get(namespace) else {
+            return Lookup::Syncing;
+        };
+        if let Some(error) = &watch.health.error {
+            return Lookup::Unreachable(format!("member {member}: {error}"));
+        }
+        if !watch.health.synced {
+            return Lookup::Syncing;
+        }
+        let key = ClusterKey {
+            member: member.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        match state.clusters.get(&key) {
+            Some(cluster) => Lookup::Seen(cluster),
+            None => Lookup::Missing,
+        }
+    }
+
+    /// A client for requests (gets, patches) to `member`, or why there is none. Its timeouts are
+    /// [`Timeouts::REQUESTS`], so an unreachable member fails within seconds.
+    pub fn client(&self, member: &str) -> Result<Client, String> {
+        let state = self.inner.lock();
+        match state.members.get(member) {
+            Some(entry) => entry.requests.clone(),
+            None => Err(state.no_credential_text(member)),
+        }
+    }
+
+    /// Redacts `text` with the credential of `member` (for errors of requests made with
+    /// [`client`](Self::client) before they go to status or Events).
+    pub fn redact(&self, member: &str, text: &str) -> String {
+        match self.inner.lock().members.get(member) {
+            Some(entry) => entry.credential.redact(text),
+            None => text.to_owned(),
+        }
+    }
+
+    /// Every known member's reachability (members with a credential, and members named by a
+    /// credential problem).
+    pub fn reachability(&self) -> BTreeMap<String, MemberHealth> {
+        self.inner.lock().health.clone()
+    }
+
+    /// Cluster changes and member state changes, from now on.
+    pub fn events(&self) -> impl Stream<Item = MemberEvent> + Send + 'static {
+        events::stream(self.inner.events.subscribe())
+    }
+}
+
+impl State {
+    fn no_credential_text(&self, member: &str) -> String {
+        match self.no_credential.get(member) {
+            Some(problem) => problem.clone(),
+            None => format!("no credential for member cluster {member}"),
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data; carry on with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn announce(&self, events: impl IntoIterator<Item = MemberEvent>) {
+        for event in events {
+            // No receiver is not an error: nobody listens yet.
+            let _ = self.events.send(event);
+        }
+    }
+
+    /// Recomputes `member`'s reachability; announces a change.
+    fn refresh_health(&self, state: &mut State, member: &str) {
+        let (reachability, origin) = match state.members.get(member) {
+            Some(entry) => (
+                reachability::of_watches(entry.watches.values().map(|w| &w.health)),
+                Some(entry.credential.origin().to_string()),
+            ),
+            None => match state.no_credential.get(member) {
+                Some(error) => (
+                    Reachability::NoCredential {
+                        error: error.clone(),
+                    },
+                    None,
+                ),
+                None => {
+                    if state.health.remove(member).is_some() {
+                        self.announce([MemberEvent::Member(member.to_owned())]);
+                    }
+                    return;
+                }
+            },
+        };
+        if reachability::update(&mut state.health, member, reachability, origin) {
+            tracing::info!(member, health = ?state.health[member].reachability, "member reachability");
+            self.announce([MemberEvent::Member(member.to_owned())]);
+        }
+    }
+
+    /// Applies one event of a watch task.
+    fn on_watch_event(
+        &self,
+        target: &Target,
+        event: Result<watcher::Event<Cluster>, watcher::Error>,
+        listing: &mut Vec<Cluster>,
+    ) {
+        let mut state = self.lock();
+        let State {
+            members, clusters, ..
+        } = &mut *state;
+        let Some(entry) = members
+            .get_mut(&target.member)
+            .filter(|m| m.generation == target.generation)
+        else {
+            return;
+        };
+        let Some(watch) = entry.watches.get_mut(&target.namespace) else {
+            return;
+        };
+        let member = target.member.as_str();
+        let changed: Vec<ClusterKey> = match event {
+            // Emitted before the list request: proves nothing about reachability yet.
+            Ok(watcher::Event::Init) => {
+                listing.clear();
+                Vec::new()
+            }
+            Ok(watcher::Event::InitApply(cluster)) => {
+                listing.push(cluster);
+                watch.health.error = None;
+                Vec::new()
+            }
+            Ok(watcher::Event::InitDone) => {
+                watch.health.synced = true;
+                watch.health.error = None;
+                clusters.replace(member, Some(&target.namespace), std::mem::take(listing))
+            }
+            Ok(watcher::Event::Apply(cluster)) => {
+                watch.health.error = None;
+                clusters.apply(member, cluster).into_iter().collect()
+            }
+            Ok(watcher::Event::Delete(cluster)) => {
+                watch.health.error = None;
+                clusters
+                    .delete(&ClusterKey::of(member, &cluster))
+                    .into_iter()
+                    .collect()
+            }
+            Err(error) => {
+                let text = entry.credential.redact(&error.to_string());
+                tracing::debug!(member, namespace = %target.namespace, error = %text, "member watch failed");
+                watch.health.error = Some(text);
+                Vec::new()
+            }
+        };
+        self.announce(changed.into_iter().map(MemberEvent::Cluster));
+        self.refresh_health(&mut state, member);
+    }
+}
