@@ -119,12 +119,16 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     let core: Vec<&str> = std::iter::once(ETCD).chain(REGIONS).collect();
     // Check every port before starting anything, so a clash leaves nothing half-started.
     check_ports(&layout, &state, &core)?;
+    // Phase timings at info level (RUST_LOG=e2e=info) show where a slow `up` spends its time.
     ensure_running(&layout, &mut state, &[ETCD], ETCD_READY_WITHIN).await?;
+    tracing::info!(elapsed = ?started.elapsed(), "etcd healthy");
     ensure_running(&layout, &mut state, &REGIONS, APISERVER_READY_WITHIN).await?;
-
+    tracing::info!(elapsed = ?started.elapsed(), "apiservers ready");
     bootstrap_objects(&layout, &mut state, &ca).await?;
+    tracing::info!(elapsed = ?started.elapsed(), "members and hub bootstrapped");
     // The CNPG emulators watch their member's Clusters: they start once the CRD is there.
     emulators::start_all(&layout, &mut state).await?;
+    tracing::info!(elapsed = ?started.elapsed(), "emulators serving");
     let status = status::of_state(&layout, &state).await;
     Ok(UpReport {
         already_running: false,
