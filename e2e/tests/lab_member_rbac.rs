@@ -45,19 +45,12 @@ impl DatabasesCluster {
 impl Drop for DatabasesCluster {
     fn drop(&mut self) {
         let (member, name) = (self.member, self.name.clone());
-        let worker = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let _ = Self::api(member)
-                    .await
-                    .delete(&name, &DeleteParams::default())
-                    .await;
-            })
+        harness::block_on_detached(async move {
+            let _ = Self::api(member)
+                .await
+                .delete(&name, &DeleteParams::default())
+                .await;
         });
-        let _ = worker.join();
     }
 }
 

@@ -193,3 +193,20 @@ pub async fn patch_pinned(
     })
     .await
 }
+
+/// Runs `future` to completion on a runtime and thread of its own, and waits for it. For `Drop`
+/// impls (clean-up, failure dumps): they cannot await, and the test's runtime may be shutting
+/// down around them.
+pub fn block_on_detached<F>(future: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let worker = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for clean-up");
+        runtime.block_on(future)
+    });
+    let _ = worker.join();
+}

@@ -20,7 +20,7 @@ mod fixture;
 mod namespace;
 
 pub use fixture::{
-    HARNESS_APISERVER_PORT, HARNESS_ETCD_PORT, SharedLab, Subresource, WAIT, cnpg_cluster, lab,
-    lab_dir, patch_pinned, sample_cluster, wait_until,
+    HARNESS_APISERVER_PORT, HARNESS_ETCD_PORT, SharedLab, Subresource, WAIT, block_on_detached,
+    cnpg_cluster, lab, lab_dir, patch_pinned, sample_cluster, wait_until,
 };
 pub use namespace::TestNamespace;

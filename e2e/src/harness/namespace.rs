@@ -90,31 +90,23 @@ impl Drop for TestNamespace {
     fn drop(&mut self) {
         let failed = std::thread::panicking();
         let (lab, name, resources) = (self.lab, self.name.clone(), self.dump.clone());
-        // Drop cannot await, and the test's runtime may be shutting down: use a thread of our own.
-        let worker = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                if failed {
-                    dump::namespace(lab, &name, &resources).await;
-                } else {
-                    for region in REGIONS {
-                        let client = lab.admin(region).await;
-                        // Deleting the Clusters lets the CNPG emulator stop their PostgreSQL
-                        // (the lab has no namespace controller to cascade the deletion).
-                        let clusters: Api<DynamicObject> =
-                            Api::namespaced_with(client.clone(), &name, &super::cnpg_cluster());
-                        let _ = clusters
-                            .delete_collection(&DeleteParams::default(), &ListParams::default())
-                            .await;
-                        let namespaces: Api<Namespace> = Api::all(client);
-                        let _ = namespaces.delete(&name, &DeleteParams::default()).await;
-                    }
-                }
-            })
+        super::block_on_detached(async move {
+            if failed {
+                dump::namespace(lab, &name, &resources).await;
+                return;
+            }
+            for region in REGIONS {
+                let client = lab.admin(region).await;
+                // Deleting the Clusters lets the CNPG emulator stop their PostgreSQL (the lab
+                // has no namespace controller to cascade the deletion).
+                let clusters: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), &name, &super::cnpg_cluster());
+                let _ = clusters
+                    .delete_collection(&DeleteParams::default(), &ListParams::default())
+                    .await;
+                let namespaces: Api<Namespace> = Api::all(client);
+                let _ = namespaces.delete(&name, &DeleteParams::default()).await;
+            }
         });
-        let _ = worker.join();
     }
 }
