@@ -18,7 +18,7 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum LabCommand {
-    /// Start etcd and the four apiservers and set them up (idempotent: a running lab is left as is).
+    /// Start etcd, the four apiservers and the CNPG emulators, and set them up (idempotent).
     Up {
         /// etcd client port; the peer port is the next one.
         #[arg(long, default_value_t = lab::DEFAULT_ETCD_PORT)]
