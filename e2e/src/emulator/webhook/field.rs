@@ -144,7 +144,7 @@ pub fn go_quote(s: &str) -> String {
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
                 out.push_str(&format!("\\x{:02x}", c as u32));
             }
-            c if c.is_control() || c == '\u{FEFF}' => {
+            c if !go_printable(c) => {
                 if (c as u32) < 0x10000 {
                     out.push_str(&format!("\\u{:04x}", c as u32));
                 } else {
@@ -156,6 +156,14 @@ pub fn go_quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Approximates Go's `strconv.IsPrint`: letters, marks, numbers, punctuation, symbols and the
+/// ASCII space; not controls, other spaces, or the common format characters.
+fn go_printable(c: char) -> bool {
+    !(c.is_control()
+        || (c.is_whitespace() && c != ' ')
+        || matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'))
 }
 
 #[cfg(test)]
@@ -212,6 +220,6 @@ mod tests {
 
     #[test]
     fn quoting_matches_strconv_quote() {
-        assert_eq!(go_quote("a\nb\\\u{1}é"), r#""a\nb\\\x01é""#);
+        assert_eq!(go_quote("a\nb\\\u{1}é\u{AD}"), r#""a\nb\\\x01é\u00ad""#);
     }
 }

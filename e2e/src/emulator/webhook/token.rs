@@ -207,16 +207,20 @@ fn go_syntax_error(bytes: &[u8], e: &serde_json::Error) -> String {
                 go_char(bytes, i)
             )
         }
-        _ if e.to_string().starts_with("trailing characters") => {
+        _ => {
+            let message = e.to_string();
+            let context = if message.starts_with("trailing characters") {
+                "after top-level value"
+            } else if message.starts_with("expected value") {
+                "looking for beginning of value"
+            } else {
+                return message;
+            };
             match offset_of(bytes, e.line(), e.column()) {
-                Some(i) => format!(
-                    "invalid character {} after top-level value",
-                    go_char(bytes, i)
-                ),
-                None => e.to_string(),
+                Some(i) => format!("invalid character {} {context}", go_char(bytes, i)),
+                None => message,
             }
         }
-        _ => e.to_string(),
     }
 }
 
@@ -287,6 +291,10 @@ mod tests {
         assert_eq!(
             format("{} x"),
             format!("{prefix}invalid character 'x' after top-level value")
+        );
+        assert_eq!(
+            format(r#"{"a":}"#),
+            format!("{prefix}invalid character '}}' looking for beginning of value")
         );
         assert_eq!(
             format("\"abc\""),
