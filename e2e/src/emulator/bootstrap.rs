@@ -67,5 +67,5 @@ fn bootstrap_source(pass: &Pass<'_>) -> Option<super::layout::InstanceRecord> {
         .and_then(|s| s.source.clone())
         .or_else(|| pass.replica_spec().map(|r| r.source.clone()))?;
     let entry = settings::external(pass, &name)?;
-    settings::resolve(&pass.layout, entry).filter(|r| r.name != pass.name)
+    settings::resolve(&pass.layout, entry, pass.namespace()).filter(|r| r.name != pass.name)
 }

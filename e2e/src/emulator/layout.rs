@@ -94,15 +94,26 @@ impl EmulatorLayout {
         found
     }
 
-    /// The instance of a Cluster named `name`, on any member: how a replica finds the
-    /// instance its `source` stands for (the lab has no DNS for `<name>-rw.<ns>.svc`).
-    pub fn find_by_cluster_name(&self, name: &str) -> Option<InstanceRecord> {
+    /// The instance of a Cluster named `name`, on any member, preferring one in `namespace`: how
+    /// a replica finds the instance its `source` stands for (the lab has no DNS for
+    /// `<name>-rw.<namespace>.svc`).
+    pub fn find_by_cluster_name(
+        &self,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Option<InstanceRecord> {
         let regions = std::fs::read_dir(self.lab_dir.join("regions")).ok()?;
-        regions
+        let candidates: Vec<InstanceRecord> = regions
             .flatten()
             .filter_map(|r| r.file_name().into_string().ok())
             .flat_map(|member| self.records(&member))
-            .find(|r| r.name == name)
+            .filter(|r| r.name == name)
+            .collect();
+        candidates
+            .iter()
+            .find(|r| Some(r.namespace.as_str()) == namespace)
+            .or_else(|| candidates.first())
+            .cloned()
     }
 
     /// The record of a Cluster, allocating its port on first sight. The slot is a stable hash
@@ -194,6 +205,6 @@ mod tests {
             .ensure_record("eu-central", "databases", "b", "u2", 41000)
             .expect("allocates");
         assert_ne!(a.port, b.port);
-        assert_eq!(layout.find_by_cluster_name("b"), Some(b));
+        assert_eq!(layout.find_by_cluster_name("b", Some("databases")), Some(b));
     }
 }

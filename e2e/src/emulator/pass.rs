@@ -37,6 +37,10 @@ impl Pass<'_> {
         format!("{}-1", self.name)
     }
 
+    pub fn namespace(&self) -> &str {
+        &self.record.namespace
+    }
+
     pub fn instances(&self) -> i64 {
         self.cluster.spec.instances.max(1)
     }

@@ -19,9 +19,26 @@ use super::{bootstrap, demotion, promotion, steady};
 pub struct Context {
     pub client: kube::Client,
     pub config: EmulatorConfig,
+    /// Namespaces being deleted. The lab has no namespace controller, so their Clusters are
+    /// never deleted; their instances are stopped and removed as if they were.
+    pub terminating: std::sync::RwLock<std::collections::HashSet<String>>,
+}
+
+impl Context {
+    pub fn is_terminating(&self, namespace: &str) -> bool {
+        self.terminating
+            .read()
+            .map(|set| set.contains(namespace))
+            .unwrap_or(false)
+    }
 }
 
 pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = cluster.metadata.namespace.as_deref().unwrap_or_default();
+    if ctx.is_terminating(namespace) {
+        // The sweep removes the instance; nothing to run for a namespace on its way out.
+        return Ok(Action::await_change());
+    }
     let mut pass = open(cluster, &ctx).await?;
     if !pass.instance.is_bootstrapped() {
         return bootstrap::run(&mut pass).await;

@@ -1,10 +1,11 @@
 //! The emulator's main loop: a kube-runtime Controller on every `Cluster` of its member, plus a
-//! sweep that stops the instances of deleted Clusters.
+//! sweep that stops the instances of deleted Clusters and of Clusters in deleted namespaces.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
@@ -26,8 +27,12 @@ pub async fn run(config: EmulatorConfig, client: kube::Client) {
     )
     .shutdown_on_signal();
     let store = controller.store();
-    let ctx = Arc::new(Context { client, config });
-    let sweeper = tokio::spawn(sweep(store, ctx.config.clone()));
+    let ctx = Arc::new(Context {
+        client,
+        config,
+        terminating: Default::default(),
+    });
+    let sweeper = tokio::spawn(sweep(store, ctx.clone()));
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -39,22 +44,36 @@ pub async fn run(config: EmulatorConfig, client: kube::Client) {
     sweeper.abort();
 }
 
-async fn sweep(store: Store<Cluster>, config: EmulatorConfig) {
+async fn sweep(store: Store<Cluster>, ctx: Arc<Context>) {
     if store.wait_until_ready().await.is_err() {
         return;
     }
+    let config = &ctx.config;
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     let layout = EmulatorLayout::new(&config.lab_dir);
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
+        if let Ok(list) = namespaces.list(&Default::default()).await {
+            let terminating = list
+                .items
+                .iter()
+                .filter(|n| n.metadata.deletion_timestamp.is_some())
+                .filter_map(|n| n.metadata.name.clone())
+                .collect();
+            if let Ok(mut set) = ctx.terminating.write() {
+                *set = terminating;
+            }
+        }
         for record in layout.records(&config.member) {
             let key = ObjectRef::<Cluster>::new(&record.name).within(&record.namespace);
-            let alive = store
-                .get(&key)
-                .is_some_and(|c| c.metadata.uid.as_deref() == Some(record.uid.as_str()));
+            let alive = !ctx.is_terminating(&record.namespace)
+                && store
+                    .get(&key)
+                    .is_some_and(|c| c.metadata.uid.as_deref() == Some(record.uid.as_str()));
             if !alive {
                 tracing::info!(namespace = %record.namespace, name = %record.name, "Cluster deleted; stopping its instance");
                 let dir = layout.cluster_dir(&config.member, &record.namespace, &record.name);
-                if let Err(error) = discard(&config, &dir).await {
+                if let Err(error) = discard(config, &dir).await {
                     tracing::warn!(%error, "discarding the instance of a deleted Cluster");
                 }
             }

@@ -24,23 +24,31 @@ pub fn external<'a>(pass: &'a Pass<'_>, name: &str) -> Option<&'a ExternalCluste
 /// `connectionParameters` (`pg16-eu-south-rw.databases.svc`) is read as a Cluster name with
 /// CNPG's service suffix; the entry's own name is the fallback (the blog names entries after
 /// their Clusters).
-pub fn resolve(layout: &EmulatorLayout, entry: &ExternalCluster) -> Option<InstanceRecord> {
-    let from_host = entry
+pub fn resolve(
+    layout: &EmulatorLayout,
+    entry: &ExternalCluster,
+    namespace: &str,
+) -> Option<InstanceRecord> {
+    let host = entry
         .connection_parameters
         .as_ref()
-        .and_then(|p| p.get("host"))
-        .map(|host| {
-            let first = host.split('.').next().unwrap_or_default();
-            ["-rw", "-ro", "-r"]
-                .iter()
-                .find_map(|suffix| first.strip_suffix(suffix))
-                .unwrap_or(first)
-                .to_owned()
-        });
+        .and_then(|p| p.get("host"));
+    let mut labels = host.map(|h| h.split('.')).into_iter().flatten();
+    let service = labels.next();
+    // `<service>.<namespace>.svc…` names the namespace; a bare service name means our own.
+    let host_namespace = labels.next().unwrap_or(namespace);
+    let from_host = service.map(|first| {
+        ["-rw", "-ro", "-r"]
+            .iter()
+            .find_map(|suffix| first.strip_suffix(suffix))
+            .unwrap_or(first)
+            .to_owned()
+    });
     from_host
+        .map(|name| (name, host_namespace))
         .into_iter()
-        .chain(std::iter::once(entry.name.clone()))
-        .find_map(|name| layout.find_by_cluster_name(&name))
+        .chain(std::iter::once((entry.name.clone(), namespace)))
+        .find_map(|(name, ns)| layout.find_by_cluster_name(&name, Some(ns)))
 }
 
 /// This Cluster's own object store: `spec.backup.barmanObjectStore.destinationPath`, else the
@@ -81,7 +89,7 @@ pub fn desired(pass: &Pass<'_>, standby: bool) -> Result<Settings> {
     }
     let primary_conninfo = source
         .filter(|e| e.connection_parameters.is_some())
-        .and_then(|e| resolve(&pass.layout, e))
+        .and_then(|e| resolve(&pass.layout, e, pass.namespace()))
         .filter(|r| r.port != pass.record.port)
         .map(|r| {
             format!(

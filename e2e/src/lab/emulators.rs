@@ -126,3 +126,12 @@ pub async fn stop_postgres(layout: &LabLayout) -> Vec<String> {
     }
     stopped
 }
+
+/// Makes sure the emulators of a running lab run, under the lab's lock: for a lab brought up
+/// before emulators existed, and for tests that need them.
+pub async fn ensure(layout: &LabLayout) -> Result<Vec<String>> {
+    let _lock = super::lifecycle::lock(layout).await?;
+    let mut state =
+        LabState::load(layout)?.ok_or_else(|| LabError::NotRunning(layout.root().to_path_buf()))?;
+    start_all(layout, &mut state).await
+}

@@ -1,0 +1,294 @@
+//! Helpers for tests that drive CNPG Clusters on the lab's emulators: the blog's manifests,
+//! waiting on status with a deadline, SQL on an instance, and the three documented manual
+//! switchover steps as JSON merge patches.
+
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use topology::cnpg::Cluster;
+
+use crate::harness::{SharedLab, lab};
+use crate::lab::health::wait_for;
+
+/// Deadline for anything a test waits for (bootstrap, demotion, promotion): wide, for a loaded
+/// two-core machine; the happy path takes about a second.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// The shared test lab with its emulators running.
+pub async fn lab_with_emulators() -> &'static SharedLab {
+    let lab = lab().await;
+    crate::lab::emulators::ensure(&lab.layout)
+        .await
+        .unwrap_or_else(|e| panic!("starting the emulators: {e}"));
+    lab
+}
+
+/// One member of a distributed topology in a test: the Cluster name and the region it lives in.
+#[derive(Clone, Copy, Debug)]
+pub struct Member<'a> {
+    pub name: &'a str,
+    pub region: &'a str,
+}
+
+/// A Cluster shaped like the CloudNativePG blog's distributed topology: every member listed in
+/// `externalClusters` with streaming parameters (when `stream`) and its object store
+/// `s3://<name>/`; its own backup to `s3://<name>/`. `initdb` when it is `primary`, else
+/// `pg_basebackup` from `source`.
+pub fn blog_cluster(
+    namespace: &str,
+    name: &str,
+    primary: &str,
+    source: &str,
+    members: &[Member<'_>],
+    stream: bool,
+) -> Cluster {
+    let externals: Vec<Value> = members
+        .iter()
+        .map(|m| {
+            let mut entry = json!({
+                "name": m.name,
+                "barmanObjectStore": {"destinationPath": format!("s3://{}-{namespace}/", m.name)},
+            });
+            if stream {
+                entry["connectionParameters"] = json!({
+                    "host": format!("{}-rw.{namespace}.svc", m.name),
+                    "user": "streaming_replica",
+                    "dbname": "postgres",
+                });
+            }
+            entry
+        })
+        .collect();
+    let bootstrap = if primary == name {
+        json!({"initdb": {"database": "app", "owner": "app"}})
+    } else {
+        json!({"pg_basebackup": {"source": source}})
+    };
+    serde_json::from_value(json!({
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "instances": 1,
+            "storage": {"size": "1Gi"},
+            "bootstrap": bootstrap,
+            "backup": {"barmanObjectStore": {"destinationPath": format!("s3://{name}-{namespace}/")}},
+            "replica": {"primary": primary, "source": source},
+            "externalClusters": externals,
+        },
+    }))
+    .expect("the blog Cluster is a valid object")
+}
+
+pub async fn clusters(lab: &SharedLab, region: &str, namespace: &str) -> Api<Cluster> {
+    Api::namespaced(lab.admin(region).await, namespace)
+}
+
+pub async fn create(api: &Api<Cluster>, cluster: &Cluster) {
+    api.create(&PostParams::default(), cluster)
+        .await
+        .unwrap_or_else(|e| panic!("creating Cluster {:?}: {e}", cluster.metadata.name));
+}
+
+/// A JSON merge patch on `spec.replica` (how Federator and the docs change roles).
+pub async fn patch_replica(
+    api: &Api<Cluster>,
+    name: &str,
+    replica: Value,
+) -> kube::Result<Cluster> {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replica": replica}})),
+    )
+    .await
+}
+
+pub async fn annotate(api: &Api<Cluster>, name: &str, key: &str, value: Option<&str>) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("annotating {name}: {e}"));
+}
+
+/// Waits until the Cluster satisfies `check`; panics naming `what` after [`DEADLINE`].
+pub async fn wait_cluster(
+    api: &Api<Cluster>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Cluster) -> bool,
+) -> Cluster {
+    let check = &check;
+    wait_for(what, DEADLINE, || async move {
+        api.get(name).await.ok().filter(|c| check(c))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{name}: waiting for {e}; last seen: {:#?}",
+            last_status(api, name)
+        )
+    })
+}
+
+fn last_status(api: &Api<Cluster>, name: &str) -> String {
+    // Best effort, for the panic message only.
+    let api = api.clone();
+    let name = name.to_owned();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()
+            .and_then(|rt| rt.block_on(api.get(&name)).ok())
+            .map(|c| serde_json::to_string_pretty(&c.status).unwrap_or_default())
+            .unwrap_or_default()
+    })
+    .join()
+    .unwrap_or_default()
+}
+
+pub fn phase(c: &Cluster) -> &str {
+    c.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
+}
+
+pub fn healthy(c: &Cluster) -> bool {
+    let Some(s) = c.status.as_ref() else {
+        return false;
+    };
+    phase(c) == topology::cnpg::phase::HEALTHY
+        && s.ready_instances == Some(c.spec.instances)
+        && s.current_primary.is_some()
+        && s.current_primary == s.target_primary
+}
+
+pub fn demotion_token(c: &Cluster) -> Option<String> {
+    c.status
+        .as_ref()
+        .and_then(|s| s.demotion_token.clone())
+        .filter(|t| !t.is_empty())
+}
+
+pub fn last_promotion_token(c: &Cluster) -> Option<&str> {
+    c.status.as_ref()?.last_promotion_token.as_deref()
+}
+
+/// A connection to the instance of a Cluster, retried until the instance accepts it.
+pub async fn connect(
+    lab: &SharedLab,
+    region: &str,
+    namespace: &str,
+    name: &str,
+) -> tokio_postgres::Client {
+    let dir = lab.layout.root().to_path_buf();
+    wait_for(
+        &format!("a connection to {region}/{namespace}/{name}"),
+        DEADLINE,
+        || {
+            let dir = dir.clone();
+            async move {
+                let dsn = super::dsn(&dir, region, namespace, name).ok()?;
+                let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(conn);
+                Some(client)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Values of `t.x` on an instance, sorted; `None` while the table is not there or the instance
+/// is unreachable.
+pub async fn rows(lab: &SharedLab, region: &str, namespace: &str, name: &str) -> Option<Vec<i32>> {
+    let dsn = super::dsn(lab.layout.root(), region, namespace, name).ok()?;
+    let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let rows = client.query("SELECT x FROM t ORDER BY x", &[]).await.ok()?;
+    Some(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Waits until the instance holds exactly `expected` in `t.x`.
+pub async fn wait_rows(
+    lab: &SharedLab,
+    region: &str,
+    namespace: &str,
+    name: &str,
+    expected: &[i32],
+) {
+    wait_for(
+        &format!("rows {expected:?} on {name}"),
+        DEADLINE,
+        || async move {
+            rows(lab, region, namespace, name)
+                .await
+                .filter(|r| r == expected)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `pg_is_in_recovery()` of an instance.
+pub async fn in_recovery(client: &tokio_postgres::Client) -> bool {
+    client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or_else(|e| panic!("pg_is_in_recovery: {e}"))
+}
+
+/// Timeline of the instance's latest checkpoint.
+pub async fn timeline(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT timeline_id::bigint FROM pg_control_checkpoint()",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or_else(|e| panic!("timeline: {e}"))
+}
+
+/// Deletes the Clusters (their instances are stopped by the emulators' sweep); the lab has no
+/// namespace controller, so deleting the namespace alone would leave them running.
+pub async fn delete_all(lab: &SharedLab, namespace: &str, members: &[Member<'_>]) {
+    for m in members {
+        let api = clusters(lab, m.region, namespace).await;
+        let _ = api.delete(m.name, &Default::default()).await;
+    }
+}
+
+/// Waits until the instance is a primary (accepts writes), trying a fresh connection each time:
+/// right after a promotion it restarts once for `archive_mode`, which breaks connections.
+pub async fn wait_until_writable(lab: &SharedLab, region: &str, namespace: &str, name: &str) {
+    let dir = lab.layout.root().to_path_buf();
+    let dir = &dir;
+    wait_for(&format!("{name} writable"), DEADLINE, || async move {
+        let dsn = super::dsn(dir, region, namespace, name).ok()?;
+        let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        client
+            .query_one("SELECT NOT pg_is_in_recovery()", &[])
+            .await
+            .ok()
+            .map(|r| r.get::<_, bool>(0))
+            .filter(|w| *w)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
