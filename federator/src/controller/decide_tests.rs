@@ -1,0 +1,396 @@
+//! The pipeline's pure part driven against a tiny CNPG simulation: every patch the controller
+//! decides is applied to fake Clusters, which react the way contract §5 says, and the status
+//! the controller decided is fed back as if the write had succeeded.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::ObjectMeta;
+use serde_json::json;
+use topology::api::{DistributedTopologySpec, Member, Outcome, ShapeSpec};
+use topology::cnpg::{
+    Cluster, ClusterSpec, ClusterStatus, ExternalCluster, ReplicaSpec, Role,
+    SwitchReplicaClusterStatus, condition, phase, phase_reason,
+};
+use topology::conditions::{kind, reason};
+use topology::plan::patch;
+use topology::token::PromotionToken;
+use topology::{DistributedTopology, StepKind};
+
+use super::*;
+use crate::controller::observe::fake::FakeMembers;
+use crate::controller::observe::observe;
+
+const SYSID: &str = "7400000000000000001";
+
+/// How the fake CNPG behaves.
+#[derive(Clone, Copy, Default)]
+struct Faults {
+    /// The old primary never produces a token.
+    no_token: bool,
+    /// This member rejects any token as fatal.
+    fatal_token_on: Option<&'static str>,
+}
+
+struct Sim {
+    topo: DistributedTopology,
+    clusters: BTreeMap<String, Cluster>,
+    now: Timestamp,
+    faults: Faults,
+    patches: Vec<(StepKind, String)>,
+}
+
+fn member(name: &str) -> Member {
+    Member {
+        name: name.into(),
+        cluster: format!("k8s-{name}"),
+        namespace: "databases".into(),
+        cluster_name: None,
+    }
+}
+
+fn cluster(name: &str, names: &[&str], primary: &str, source: &str) -> Cluster {
+    let mut c = Cluster::new(
+        name,
+        ClusterSpec {
+            instances: 1,
+            replica: Some(ReplicaSpec {
+                source: source.into(),
+                primary: Some(primary.into()),
+                ..ReplicaSpec::default()
+            }),
+            external_clusters: names
+                .iter()
+                .map(|n| {
+                    serde_json::from_value::<ExternalCluster>(
+                        json!({"name": n, "connectionParameters": {"host": n}}),
+                    )
+                    .unwrap()
+                })
+                .collect(),
+            ..ClusterSpec::default()
+        },
+    );
+    c.metadata.namespace = Some("databases".into());
+    c.status = Some(ClusterStatus {
+        phase: Some(phase::HEALTHY.into()),
+        ready_instances: Some(1),
+        system_id: Some(SYSID.into()),
+        timeline_id: (name == primary).then_some(1),
+        ..ClusterStatus::default()
+    });
+    c
+}
+
+impl Sim {
+    /// A ring of `names`, the first one primary.
+    fn ring(names: &[&str]) -> Sim {
+        let spec = DistributedTopologySpec {
+            members: names.iter().map(|n| member(n)).collect(),
+            shape: ShapeSpec {
+                ring: Some(names.iter().map(|n| (*n).to_owned()).collect()),
+                ..ShapeSpec::default()
+            },
+            primary: names[0].into(),
+            policies: policies::load_defaults().unwrap(),
+        };
+        let mut topo = DistributedTopology::new("pg", spec);
+        topo.metadata = ObjectMeta {
+            name: Some("pg".into()),
+            namespace: Some("db".into()),
+            generation: Some(1),
+            ..ObjectMeta::default()
+        };
+        let clusters = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let source = names[(i + names.len() - 1) % names.len()];
+                (n.to_string(), cluster(n, names, names[0], source))
+            })
+            .collect();
+        Sim {
+            topo,
+            clusters,
+            now: Timestamp::from_second(1_800_000_000).unwrap(),
+            faults: Faults::default(),
+            patches: Vec::new(),
+        }
+    }
+
+    fn pool(&self) -> FakeMembers {
+        let pool = FakeMembers::default();
+        for (name, c) in &self.clusters {
+            pool.put(&format!("k8s-{name}"), c.clone());
+        }
+        pool
+    }
+
+    fn decide(&mut self) -> Decided {
+        let observation = observe(&self.pool(), &self.topo.spec.members);
+        let decided = decide(&self.topo, &observation, self.now);
+        // As if the status write succeeded.
+        self.topo.status = Some(decided.status.clone());
+        decided
+    }
+
+    fn primaries_by_spec(&self) -> usize {
+        self.clusters
+            .values()
+            .filter(|c| c.role() == Role::Primary)
+            .count()
+    }
+
+    /// Applies a merge patch, then lets the fake CNPG react.
+    fn patch(&mut self, step: StepKind, name: &str, p: &serde_json::Value) {
+        self.patches.push((step, name.to_owned()));
+        let c = self.clusters.get_mut(name).unwrap();
+        let was = c.role();
+        let replica = patch::apply(c.spec.replica.as_ref(), p);
+        c.spec.replica = replica;
+        let now = self.now;
+        let role = c.role();
+        let spec_token = c
+            .spec
+            .replica
+            .as_ref()
+            .and_then(|r| r.promotion_token.clone());
+        let status = c.status.get_or_insert_with(ClusterStatus::default);
+        match (was, role) {
+            (Role::Primary, Role::Replica) => {
+                status.switch_replica_cluster_status =
+                    Some(SwitchReplicaClusterStatus { in_progress: true });
+                if !self.faults.no_token {
+                    let tl = status.timeline_id.unwrap_or(1);
+                    let token = PromotionToken {
+                        latest_checkpoint_timeline_id: tl.to_string(),
+                        redo_wal_file: format!("{tl:08X}0000000000000005"),
+                        database_system_identifier: SYSID.into(),
+                        latest_checkpoint_redo_location: "0/5000028".into(),
+                        time_of_latest_checkpoint: "Mon Nov 23 06:00:00 2026".into(),
+                        operator_version: "1.27.1".into(),
+                    };
+                    status.demotion_token = Some(token.encode());
+                    status.switch_replica_cluster_status =
+                        Some(SwitchReplicaClusterStatus { in_progress: false });
+                    status.conditions = vec![Condition {
+                        type_: condition::REPLICA_CLUSTER_SWITCH.into(),
+                        status: "True".into(),
+                        reason: "ReplicaEnabledSetTrue".into(),
+                        message: "Completed the Replica cluster transition".into(),
+                        observed_generation: None,
+                        last_transition_time: Time(now),
+                    }];
+                }
+            }
+            (_, Role::Primary) => match spec_token {
+                Some(_) if self.faults.fatal_token_on == Some(name) => {
+                    status.phase = Some(phase::UNRECOVERABLE.into());
+                    status.phase_reason = Some(phase_reason::TOKEN_NOT_CORRECT.into());
+                }
+                Some(t) if status.last_promotion_token.as_ref() != Some(&t) => {
+                    let tl = PromotionToken::parse(&t).unwrap().timeline().unwrap();
+                    status.last_promotion_token = Some(t);
+                    status.timeline_id = Some(i64::from(tl) + 1);
+                    status.demotion_token = None;
+                    status.phase = Some(phase::HEALTHY.into());
+                    status.phase_reason = None;
+                }
+                None => status.last_promotion_token = None,
+                Some(_) => {}
+            },
+            (Role::Replica, Role::Replica) => {
+                if spec_token.is_none() {
+                    // A fatal token error clears once the token is removed.
+                    if status.phase.as_deref() == Some(phase::UNRECOVERABLE) {
+                        status.phase = Some(phase::HEALTHY.into());
+                        status.phase_reason = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reconciles until the controller stops acting; returns the last decision.
+    fn run(&mut self, limit: usize) -> Decided {
+        for _ in 0..limit {
+            self.now += SignedDuration::from_millis(100);
+            let decided = self.decide();
+            assert!(self.primaries_by_spec() <= 1, "two primaries by spec");
+            match &decided.effect {
+                Some(action) => {
+                    let (step, member, p) =
+                        (action.step, action.member.clone(), action.patch.clone());
+                    self.patch(step, &member, &p);
+                    assert!(
+                        self.primaries_by_spec() <= 1,
+                        "two primaries by spec after {step} on {member}"
+                    );
+                }
+                None => return decided,
+            }
+        }
+        panic!("no quiescence after {limit} reconciles");
+    }
+
+    fn switch_to(&mut self, to: &str) {
+        self.topo.spec.primary = to.into();
+        self.topo.metadata.generation = self.topo.metadata.generation.map(|g| g + 1);
+    }
+
+    fn condition(&self, type_: &str) -> Condition {
+        let status = self.topo.status.as_ref().unwrap();
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap()
+            .clone()
+    }
+}
+
+#[test]
+fn idle_topology_is_ready_and_changes_nothing() {
+    let mut sim = Sim::ring(&["a", "b", "c"]);
+    let decided = sim.run(5);
+    assert!(decided.effect.is_none());
+    assert!(sim.patches.is_empty());
+    assert_eq!(sim.condition(kind::READY).status, "True");
+    assert_eq!(sim.condition(kind::SWITCHOVER_IN_PROGRESS).status, "False");
+    assert_eq!(sim.condition(kind::VALID).status, "True");
+    assert_eq!(sim.condition(kind::READY).observed_generation, Some(1));
+}
+
+#[test]
+fn full_ring_rotation_demotes_before_promoting_and_clears_tokens() {
+    let mut sim = Sim::ring(&["a", "b", "c"]);
+    for to in ["b", "c", "a"] {
+        sim.patches.clear();
+        sim.switch_to(to);
+        let decided = sim.run(40);
+        assert!(decided.effect.is_none());
+        let status = sim.topo.status.clone().unwrap();
+        assert!(status.operation.is_none(), "{:?}", status.operation);
+        let last = status.history.last().unwrap();
+        assert_eq!(last.outcome, Some(Outcome::Succeeded));
+        assert_eq!(last.to, to);
+        let steps: Vec<StepKind> = last.steps.iter().map(|s| s.step).collect();
+        assert_eq!(
+            steps,
+            [
+                StepKind::Validate,
+                StepKind::Demote,
+                StepKind::AwaitDemotionStarted,
+                StepKind::AwaitToken,
+                StepKind::CheckToken,
+                StepKind::Promote,
+                StepKind::AwaitPromotion,
+                StepKind::Bookkeeping,
+                StepKind::ClearToken,
+                StepKind::Done,
+            ]
+        );
+        // Demote strictly before Promote; every patch is one member.
+        let kinds: Vec<StepKind> = sim.patches.iter().map(|(s, _)| *s).collect();
+        let demote = kinds.iter().position(|k| *k == StepKind::Demote).unwrap();
+        let promote = kinds.iter().position(|k| *k == StepKind::Promote).unwrap();
+        assert!(demote < promote, "{kinds:?}");
+        assert_eq!(sim.clusters[to].role(), Role::Primary);
+        assert!(
+            sim.clusters[to]
+                .spec
+                .replica
+                .as_ref()
+                .unwrap()
+                .promotion_token
+                .is_none()
+        );
+        assert_eq!(
+            sim.condition(kind::READY).status,
+            "True",
+            "{:?}",
+            sim.condition(kind::READY)
+        );
+        assert_eq!(
+            sim.condition(kind::SWITCHOVER_IN_PROGRESS).reason,
+            reason::IDLE
+        );
+    }
+    assert_eq!(sim.topo.status.unwrap().history.len(), 3);
+}
+
+#[test]
+fn a_token_that_never_comes_holds_past_the_deadline_and_never_promotes() {
+    let mut sim = Sim::ring(&["a", "b"]);
+    sim.faults.no_token = true;
+    sim.switch_to("b");
+    let decided = sim.run(20);
+    let wait = decided.requeue_after.expect("a deadline timer");
+    assert!(wait > std::time::Duration::from_secs(60), "{wait:?}");
+    // The timer fires after the deadline.
+    sim.now += SignedDuration::from_secs(400);
+    let decided = sim.run(5);
+    let op = sim.topo.status.as_ref().unwrap().operation.clone().unwrap();
+    assert_eq!(op.hold.as_ref().unwrap().reason, reason::TOKEN_TIMEOUT);
+    assert!(
+        decided
+            .events
+            .iter()
+            .any(|e| e.warning && e.reason == reason::TOKEN_TIMEOUT)
+    );
+    assert!(!sim.patches.iter().any(|(s, _)| *s == StepKind::Promote));
+    assert_eq!(sim.primaries_by_spec(), 0);
+    let in_progress = sim.condition(kind::SWITCHOVER_IN_PROGRESS);
+    assert_eq!(
+        (in_progress.status.as_str(), in_progress.reason.as_str()),
+        ("True", reason::TOKEN_TIMEOUT)
+    );
+    // The hold is not re-announced on every reconcile.
+    let again = sim.run(2);
+    assert!(again.events.is_empty(), "{:?}", again.events);
+}
+
+#[test]
+fn a_fatal_token_error_rolls_back_to_the_old_primary() {
+    let mut sim = Sim::ring(&["a", "b"]);
+    sim.faults.fatal_token_on = Some("b");
+    sim.switch_to("b");
+    // b rejects a's token; b is put back, then a is promoted with its own token.
+    let decided = sim.run(30);
+    assert!(decided.effect.is_none());
+    let status = sim.topo.status.clone().unwrap();
+    let last = status
+        .history
+        .last()
+        .unwrap_or_else(|| panic!("not finished: {:#?}\n{:#?}", status.operation, sim.patches));
+    assert_eq!(last.outcome, Some(Outcome::RolledBack));
+    assert!(
+        last.steps
+            .iter()
+            .any(|s| s.step == StepKind::RollbackTarget)
+    );
+    assert_eq!(sim.clusters["a"].role(), Role::Primary);
+    assert_eq!(sim.clusters["b"].role(), Role::Replica);
+    assert!(
+        sim.patches
+            .iter()
+            .any(|(s, m)| *s == StepKind::RollbackTarget && m == "b")
+    );
+}
+
+#[test]
+fn an_invalid_topology_changes_nothing_and_says_why() {
+    let mut sim = Sim::ring(&["a", "b"]);
+    sim.topo.spec.shape.ring = Some(vec!["a".into(), "zz".into()]);
+    sim.switch_to("b");
+    let decided = sim.run(3);
+    assert!(decided.effect.is_none() && sim.patches.is_empty());
+    let valid = sim.condition(kind::VALID);
+    assert_eq!(
+        (valid.status.as_str(), valid.reason.as_str()),
+        ("False", reason::VALIDATION_FAILED)
+    );
+    assert!(valid.message.contains("zz"), "{}", valid.message);
+    assert!(sim.topo.status.unwrap().operation.is_none());
+}

@@ -1,0 +1,51 @@
+//! The controller's error type: each variant names the action that failed.
+
+/// Why a reconcile failed; the controller retries with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing the status of {topology}: {source}")]
+    WriteStatus {
+        topology: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Someone wrote the topology since we read it: our view is stale, so we must not act on it.
+    #[error("the status of {0} changed since it was read (resourceVersion precondition)")]
+    Conflict(String),
+    #[error("this controller is not the leader; nothing is written")]
+    NotLeader,
+    #[error("{action} timed out after {seconds}s")]
+    Timeout { action: String, seconds: u64 },
+    #[error("no client for member cluster {cluster}: {reason}")]
+    MemberClient { cluster: String, reason: String },
+    #[error("member {0} is not in spec.members")]
+    UnknownMember(String),
+    #[error("refusing to send a patch outside spec.replica to {0}")]
+    PatchOutsideReplica(String),
+    /// The text is redacted of credentials before it gets here.
+    #[error("patching Cluster {namespace}/{name} on {cluster}: {message}")]
+    PatchMember {
+        cluster: String,
+        namespace: String,
+        name: String,
+        message: String,
+    },
+}
+
+impl Error {
+    /// A label for the reconcile error metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::WriteStatus { .. } => "write_status",
+            Error::Conflict(_) => "conflict",
+            Error::NotLeader => "not_leader",
+            Error::Timeout { .. } => "timeout",
+            Error::MemberClient { .. } => "member_client",
+            Error::UnknownMember(_) => "unknown_member",
+            Error::PatchOutsideReplica(_) => "patch_outside_replica",
+            Error::PatchMember { .. } => "patch_member",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

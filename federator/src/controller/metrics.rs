@@ -1,0 +1,206 @@
+//! Prometheus metrics, served on `/metrics` (OpenMetrics text) by a small axum server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use topology::StepKind;
+use topology::api::Outcome;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabel {
+    step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabel {
+    error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabel {
+    topology: String,
+    member: String,
+}
+
+/// Every metric the controller exports.
+pub struct Metrics {
+    registry: Registry,
+    switchover_duration: Family<OutcomeLabel, Histogram>,
+    step_duration: Family<StepLabel, Histogram>,
+    reconcile_errors: Family<ErrorLabel, Counter>,
+    reconciles: Counter,
+    member_reachable: Family<MemberLabel, Gauge>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("federator");
+        // 50 ms .. ~7 min: a step can take milliseconds (a patch) or minutes (a token wait).
+        let switchover_duration = Family::<OutcomeLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.25, 2.0, 12))
+        });
+        let step_duration = Family::<StepLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.05, 2.0, 14))
+        });
+        let reconcile_errors = Family::<ErrorLabel, Counter>::default();
+        let reconciles = Counter::default();
+        let member_reachable = Family::<MemberLabel, Gauge>::default();
+        let leader = Gauge::default();
+        registry.register(
+            "switchover_duration_seconds",
+            "Duration of finished switchovers, from the start of Validate to Done",
+            switchover_duration.clone(),
+        );
+        registry.register(
+            "switchover_step_duration_seconds",
+            "Duration of each finished switchover step",
+            step_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by what failed",
+            reconcile_errors.clone(),
+        );
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register(
+            "member_reachable",
+            "1 when the member's Cluster can be read, 0 when not",
+            member_reachable.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this controller holds the lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            switchover_duration,
+            step_duration,
+            reconcile_errors,
+            reconciles,
+            member_reachable,
+            leader,
+        }
+    }
+
+    pub fn reconciled(&self) {
+        self.reconciles.inc();
+    }
+
+    pub fn error(&self, label: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabel {
+                error: label.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn step_finished(&self, step: StepKind, took: Duration) {
+        self.step_duration
+            .get_or_create(&StepLabel {
+                step: step.as_str().to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn operation_finished(&self, outcome: Outcome, took: Duration) {
+        self.switchover_duration
+            .get_or_create(&OutcomeLabel {
+                outcome: format!("{outcome:?}"),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn reachable(&self, topology: &str, member: &str, reachable: bool) {
+        self.member_reachable
+            .get_or_create(&MemberLabel {
+                topology: topology.to_owned(),
+                member: member.to_owned(),
+            })
+            .set(i64::from(reachable));
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Serves `/metrics` (and `/healthz`) on `addr` until the process exits.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    use axum::Router;
+    use axum::http::header;
+    use axum::routing::get;
+
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics");
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_after_use() {
+        let m = Metrics::new();
+        m.step_finished(StepKind::Demote, Duration::from_millis(120));
+        m.operation_finished(Outcome::Succeeded, Duration::from_secs(2));
+        m.error("conflict");
+        m.reachable("db/pg", "eu-south", false);
+        let text = m.render();
+        for needle in [
+            "federator_switchover_step_duration_seconds_bucket{le=",
+            "step=\"Demote\"",
+            "federator_switchover_duration_seconds_count{outcome=\"Succeeded\"} 1",
+            "federator_reconcile_errors_total{error=\"conflict\"} 1",
+            "federator_member_reachable{topology=\"db/pg\",member=\"eu-south\"} 0",
+        ] {
+            assert!(text.contains(needle), "{needle} not in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The hub controller: a kube-runtime `Controller` on `DistributedTopology`, woken by changes of
+//! the topologies themselves and of their members' CNPG `Cluster`s (watchers in the member pool),
+//! by deadlines (timers), and by gaining the lease. See `docs/controller.md`.
+
+mod act;
+mod conditions;
+mod deadlines;
+mod decide;
+mod error;
+mod events;
+mod leader;
+mod metrics;
+mod observe;
+mod reconcile;
+mod status_writer;
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use topology::DistributedTopology;
+use topology::api::Member;
+
+use crate::members::MemberEvent;
+
+pub use error::Error;
+pub use events::Events;
+pub use leader::{Leadership, LeaseOptions};
+pub use metrics::{Metrics, serve as serve_metrics};
+pub use observe::{MemberRead, Members};
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The hub: topologies, their status, Events.
+    pub hub: Client,
+    /// Member Clusters (watch-fed) and member clients.
+    pub members: Arc<dyn Members>,
+    pub leader: Leadership,
+    pub events: Events,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs the controller until `shutdown` resolves. `member_changes` yields every change the
+/// member pool sees; each wakes exactly the topologies concerned.
+pub async fn run(
+    ctx: Arc<Context>,
+    member_changes: impl Stream<Item = MemberEvent> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<DistributedTopology> = Api::all(ctx.hub.clone());
+    let controller = Controller::new(api, watcher::Config::default());
+    let store = controller.store();
+    let triggers =
+        member_changes.flat_map(move |event| futures::stream::iter(topologies_of(&store, &event)));
+    controller
+        .reconcile_on(triggers)
+        .reconcile_all_on(ctx.leader.gained())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+/// The topologies in `store` a member event concerns: those listing the changed Cluster, those
+/// with a member in a cluster whose reachability or credential changed, or all after a resync.
+fn topologies_of(
+    store: &Store<DistributedTopology>,
+    event: &MemberEvent,
+) -> Vec<ObjectRef<DistributedTopology>> {
+    let concerns = |member: &Member| match event {
+        MemberEvent::Cluster(key) => {
+            member.cluster == key.member
+                && member.namespace == key.namespace
+                && member.cluster_name() == key.name
+        }
+        MemberEvent::Member(cluster) => member.cluster == *cluster,
+        MemberEvent::Resync => true,
+    };
+    store
+        .state()
+        .iter()
+        .filter(|t| t.spec.members.iter().any(concerns))
+        .map(|t| ObjectRef::from_obj(t.as_ref()))
+        .collect()
+}

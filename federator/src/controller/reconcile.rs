@@ -1,0 +1,106 @@
+//! One reconcile of a `DistributedTopology`, as a pipeline:
+//!
+//! 1. **observe** (no request: the member pool's watch-fed stores) →
+//! 2. **validate, plan, decide** (pure, [`decide`]) →
+//! 3. **record**: write the status, step log included, with a resourceVersion precondition →
+//! 4. **act**: at most one member patch, only after step 3 succeeded →
+//! 5. **tell**: Events and metrics for what was recorded.
+//!
+//! Steps 3 and 4 are the only writes, and both happen only while this controller leads.
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::runtime::controller::Action;
+use topology::DistributedTopology;
+
+use super::Context;
+use super::act;
+use super::deadlines;
+use super::decide::decide;
+use super::error::{Error, Result};
+use super::observe::observe;
+use super::status_writer;
+
+pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconciled();
+    let leader = ctx.leader.is_leader();
+    ctx.metrics.set_leader(leader);
+    if !leader {
+        // A follower neither writes nor acts; becoming leader re-reconciles everything.
+        return Ok(Action::await_change());
+    }
+    let key = format!(
+        "{}/{}",
+        topo.metadata.namespace.as_deref().unwrap_or_default(),
+        topo.metadata.name.as_deref().unwrap_or_default()
+    );
+
+    // 1. observe
+    let observation = observe(ctx.members.as_ref(), &topo.spec.members);
+    if !observation.syncing.is_empty() {
+        // Deciding on half a picture could misreport (or mis-plan); the end of the first list
+        // is announced by the pool and wakes us again.
+        tracing::debug!(topology = %key, syncing = ?observation.syncing, "waiting for member watches to sync");
+        return Ok(Action::await_change());
+    }
+    for m in &observation.members {
+        ctx.metrics.reachable(&key, &m.name, m.reachable);
+    }
+
+    // 2. validate → plan → decide (pure)
+    let decided = decide(&topo, &observation, Timestamp::now());
+
+    // 3. record, before any side effect. The write also runs when the status is unchanged but a
+    // patch follows: its precondition proves our view of the step log is still the latest.
+    if decided.effect.is_some() || topo.status.as_ref() != Some(&decided.status) {
+        let api: Api<DistributedTopology> = Api::namespaced(
+            ctx.hub.clone(),
+            topo.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        match status_writer::write(&api, &ctx.leader, &topo, &decided.status).await {
+            Ok(_) => {}
+            // A newer version of the topology is on its way through the watch; it re-triggers us.
+            Err(Error::Conflict(_)) => {
+                ctx.metrics.error("conflict");
+                return Ok(Action::await_change());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for (step, took) in &decided.finished_steps {
+        ctx.metrics.step_finished(*step, *took);
+    }
+    if let Some((outcome, took)) = decided.finished_operation {
+        ctx.metrics.operation_finished(outcome, took);
+    }
+    for note in &decided.events {
+        tracing::info!(topology = %key, reason = %note.reason, "{}", note.message);
+        ctx.events.publish(&topo, note).await;
+    }
+
+    // 4. act: the single side effect, now that the step log says it is about to happen.
+    if let Some(action) = &decided.effect {
+        if !ctx.leader.is_leader() {
+            return Err(Error::NotLeader);
+        }
+        tracing::info!(topology = %key, step = %action.step, member = %action.member, patch = %action.patch, "patching member");
+        act::send(ctx.members.as_ref(), &topo.spec.members, action, false).await?;
+        // The member's watcher sees the change and wakes us; no timer needed.
+        return Ok(Action::await_change());
+    }
+    Ok(deadlines::action(decided.requeue_after))
+}
+
+/// After a failed reconcile: count it, log it, retry soon.
+pub fn error_policy(topo: Arc<DistributedTopology>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(error.metric_label());
+    tracing::warn!(
+        topology = %topo.metadata.name.as_deref().unwrap_or_default(),
+        error = %error,
+        "reconcile failed; retrying in {}s",
+        deadlines::RETRY.as_secs()
+    );
+    Action::requeue(deadlines::RETRY)
+}
