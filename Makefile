@@ -30,7 +30,7 @@ lab-down: build
 	$(FEDERATOR) lab down --dir $(LAB_DIR)
 
 test: fmt-check clippy no-openssl crds-check
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 fmt-check:
 	$(CARGO) fmt --all --check
