@@ -9,18 +9,22 @@ FEDERATOR := target/debug/federator
 LAB_DIR ?= .lab
 E2E_LAB_DIR ?= target/e2e-lab
 
-.PHONY: help build demo lab-down lab-status test fmt-check clippy no-openssl crds-check unit e2e-lab-down
+.PHONY: help deps build demo lab-down lab-status test fmt-check clippy no-openssl crds-check unit e2e-lab-down
 
 help:
 	@echo "make demo      build, bring the lab up in $(LAB_DIR)/ and print how to reach it (leaves it running)"
 	@echo "make lab-down  stop the demo lab"
 	@echo "make test      fmt, clippy, no-OpenSSL check, CRD drift check, every test (e2e on a real lab)"
 
+# Debian packages, Rust components and kube-apiserver; a quick no-op when all are present.
+deps:
+	bash hack/install-deps.sh
+
 # The CLI and the CNPG emulator it starts (`lab up` finds it next to `federator`).
 build:
 	$(CARGO) build -p federator -p federator-e2e --bins
 
-demo: build
+demo: deps build
 	$(FEDERATOR) lab up --dir $(LAB_DIR)
 
 lab-status: build
@@ -29,7 +33,7 @@ lab-status: build
 lab-down: build
 	$(FEDERATOR) lab down --dir $(LAB_DIR)
 
-test: fmt-check clippy no-openssl crds-check
+test: deps fmt-check clippy no-openssl crds-check
 	$(CARGO) test --workspace --no-fail-fast
 
 fmt-check:

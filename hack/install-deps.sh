@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what building, the lab and the tests need, skipping whatever is already there, so
+# it is a quick no-op on a prepared machine. Used by `make demo`, `make test` and .ci/run.
+# Debian/Ubuntu: etcd-server (the lab's etcd), postgresql-15 (the CNPG emulator's databases),
+# make and a C compiler (ring). kubectl is optional: the lab and the tests use kube-rs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo -n "$@"; fi; }
+
+packages=()
+command -v etcd >/dev/null || packages+=(etcd-server)
+command -v make >/dev/null || packages+=(make)
+command -v cc >/dev/null || packages+=(gcc libc6-dev)
+dpkg -s postgresql-15 >/dev/null 2>&1 || packages+=(postgresql-15)
+dpkg -s postgresql-client-15 >/dev/null 2>&1 || packages+=(postgresql-client-15)
+if ((${#packages[@]})); then
+  echo "installing ${packages[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_ apt-get update -q
+  sudo_ apt-get install -y -q --no-install-recommends "${packages[@]}"
+fi
+
+command -v cargo >/dev/null || { echo "error: cargo is required (install Rust with rustup)" >&2; exit 1; }
+if command -v rustup >/dev/null; then
+  for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+  done
+fi
+
+# kube-apiserver: honour KUBEBUILDER_ASSETS / KUBE_APISERVER, else build once and cache.
+if [[ -z "${KUBEBUILDER_ASSETS:-}" && -z "${KUBE_APISERVER:-}" ]]; then
+  command -v go >/dev/null || { echo "error: Go is required to build kube-apiserver (or set KUBE_APISERVER)" >&2; exit 1; }
+  bash hack/build-kube-apiserver.sh >/dev/null
+fi
