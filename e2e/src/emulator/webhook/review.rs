@@ -54,6 +54,15 @@ impl Reviewer {
         self.lock().get(&key).map_or(0, |c| c.reviewed)
     }
 
+    /// Failures the `webhook-fail-times` fault injected so far for `namespace/name`.
+    pub fn injected(&self, namespace: &str, name: &str) -> u64 {
+        let key = ClusterKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.lock().get(&key).map_or(0, |c| c.failed)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClusterKey, Counters>> {
         // A poisoned lock only means another request panicked mid-count; counts stay usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())

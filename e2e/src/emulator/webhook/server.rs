@@ -89,6 +89,11 @@ impl RunningWebhook {
         self.shared.reviewer.reviewed(namespace, name)
     }
 
+    /// Failures the `webhook-fail-times` annotation injected so far for one Cluster.
+    pub fn injected(&self, namespace: &str, name: &str) -> u64 {
+        self.shared.reviewer.injected(namespace, name)
+    }
+
     /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
     pub async fn shutdown(mut self) -> Result<()> {
         self.acceptor.abort();
