@@ -214,6 +214,9 @@ fn core_components(
         program: etcd.to_path_buf(),
         args: vec![
             "--name=lab".into(),
+            // One member on loopback: elect it in ~0.3 s instead of the default ~1 s.
+            "--heartbeat-interval=50".into(),
+            "--election-timeout=250".into(),
             format!("--data-dir={}", layout.etcd_data_dir().display()),
             format!("--listen-client-urls={etcd_url}"),
             format!("--advertise-client-urls={etcd_url}"),
