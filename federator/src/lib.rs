@@ -2,4 +2,5 @@
 //! Federator's library: the parts of the hub controller that the binary and the integration
 //! tests share.
 
+pub mod controller;
 pub mod members;

@@ -17,8 +17,14 @@ struct Cli {
 enum Command {
     /// Print Federator's CustomResourceDefinitions as YAML (or check them against deploy/crds).
     Crds(cmd::crds::Args),
+    /// Run the hub controller: switchovers driven by spec.primary, status, Events, /metrics.
+    Controller(cmd::controller::Args),
     /// Validate DistributedTopology manifests and CNPG Clusters offline.
     Validate(cmd::validate::Args),
+    /// Ask for a planned switchover (sets spec.primary); --wait follows it step by step.
+    Switchover(cmd::switchover::Args),
+    /// Show a topology: members, roles, timelines, conditions, the current and last switchovers.
+    Status(cmd::status::Args),
     /// Show the steps and exact patches of a switchover, touching nothing.
     Plan(cmd::plan::Args),
     /// Draw a topology (text, dot or svg).
@@ -31,7 +37,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds(args) => cmd::crds::run(args),
+        Command::Controller(args) => cmd::controller::run(args),
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Switchover(args) => cmd::switchover::run(args),
+        Command::Status(args) => cmd::status::run(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Graph(args) => cmd::graph::run(args),
         Command::Lab(args) => cmd::lab::run(args),

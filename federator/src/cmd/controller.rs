@@ -1,0 +1,157 @@
+//! `federator controller`: the hub controller. Hub access from `KUBECONFIG` (or the in-cluster
+//! config); member credentials from a directory and/or labelled Secrets on the hub.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use federator::controller::{self, Context, Events, Leadership, LeaseOptions, Metrics};
+use federator::members::MemberPool;
+use kubeconfigs::{CredentialOptions, CredentialSet};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory of member kubeconfig files, one per member cluster (`<member>.kubeconfig`).
+    #[arg(long, env = "FEDERATOR_MEMBER_KUBECONFIGS")]
+    member_kubeconfigs: Option<PathBuf>,
+    /// Hub namespace whose Secrets labelled `federator.dev/member-cluster=true` hold member
+    /// credentials ("" to not read Secrets).
+    #[arg(long, default_value = "federator-system")]
+    secret_namespace: String,
+    /// Hub namespace of Argo CD cluster Secrets to read as member credentials too.
+    #[arg(long)]
+    argocd_namespace: Option<String>,
+    /// Accept member kubeconfigs that use `exec` or auth-provider plugins.
+    #[arg(long)]
+    allow_auth_plugins: bool,
+    /// Namespaces of CNPG Clusters to watch on every member from the start (more are added as
+    /// topologies name them).
+    #[arg(long = "watch-namespace", default_value = "databases")]
+    watch_namespaces: Vec<String>,
+    /// Where to serve Prometheus `/metrics` (and `/healthz`).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics_addr: SocketAddr,
+    /// Take part in leader election (a Lease on the hub); off only for a single, sole controller.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the Lease.
+    #[arg(long, default_value = "federator-system")]
+    lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "federator-controller")]
+    lease_name: String,
+    /// This controller's identity in the election (default: hostname and pid).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Seconds a lease stays valid after its last renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,kube_lease_manager=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let hub = kube::Client::try_default()
+        .await
+        .context("connecting to the hub (KUBECONFIG or in-cluster config)")?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+
+    let credentials = CredentialSet::new(CredentialOptions {
+        directory: args.member_kubeconfigs.clone(),
+        secret_namespace: Some(args.secret_namespace.clone()).filter(|ns| !ns.is_empty()),
+        argocd_namespace: args.argocd_namespace.clone(),
+        allow_auth_plugins: args.allow_auth_plugins,
+    });
+    tokio::spawn({
+        let credentials = credentials.clone();
+        let hub = hub.clone();
+        async move {
+            if let Err(e) = credentials.run(Some(hub)).await {
+                tracing::error!(error = %e, "member credentials stopped reloading");
+            }
+        }
+    });
+    let pool = MemberPool::new(args.watch_namespaces.clone());
+    // Subscribe before the pool starts, so that no change is missed between the two.
+    let member_changes = pool.events();
+    tokio::spawn({
+        let pool = pool.clone();
+        let updates = credentials.subscribe();
+        async move { pool.run(updates).await }
+    });
+
+    let leader = if args.leader_election {
+        Leadership::elect(
+            hub.clone(),
+            LeaseOptions {
+                namespace: args.lease_namespace.clone(),
+                name: args.lease_name.clone(),
+                identity: identity.clone(),
+                duration: Duration::from_secs(args.lease_seconds),
+                grace: Duration::from_secs((args.lease_seconds / 3).max(1)),
+            },
+        )
+        .await
+        .context("joining leader election")?
+    } else {
+        Leadership::always()
+    };
+
+    let metrics = Arc::new(Metrics::new());
+    tokio::spawn({
+        let metrics = metrics.clone();
+        let addr = args.metrics_addr;
+        async move {
+            if let Err(e) = controller::serve_metrics(addr, metrics).await {
+                tracing::error!(error = %e, %addr, "serving /metrics");
+            }
+        }
+    });
+
+    let ctx = Arc::new(Context {
+        hub: hub.clone(),
+        members: Arc::new(pool),
+        leader,
+        events: Events::new(hub, identity.clone()),
+        metrics,
+    });
+    tracing::info!(%identity, "federator controller running");
+    controller::run(ctx, member_changes, shutdown_signal()).await;
+    tracing::info!("federator controller stopped");
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
