@@ -27,9 +27,11 @@ impl Timing {
     pub fn instance_manager(&self) -> Duration {
         self.scaled(10.0)
     }
-    /// Status refresh when nothing happens (CNPG's status probes run about every 30 s).
+    /// Status refresh when nothing happens. Not scaled: every change that matters arrives as a
+    /// watch event, and a lab holds dozens of Clusters (leftovers of failed tests included)
+    /// whose refresh costs two process spawns and a connection each on a 2-core machine.
     pub fn resync(&self) -> Duration {
-        self.scaled(30.0)
+        Duration::from_secs(10)
     }
 }
 

@@ -292,3 +292,95 @@ pub async fn wait_until_writable(lab: &SharedLab, region: &str, namespace: &str,
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// A primary `A` on eu-central and its replica `B` on eu-western (streaming and archive), both
+/// healthy, with `t = {1, 2}` written on A and replicated to B.
+pub struct Pair {
+    pub lab: &'static SharedLab,
+    pub namespace: String,
+    pub a: Member<'static>,
+    pub b: Member<'static>,
+    pub api_a: Api<Cluster>,
+    pub api_b: Api<Cluster>,
+}
+
+impl Pair {
+    pub async fn create(lab: &'static SharedLab, namespace: &str) -> Self {
+        let a = Member {
+            name: "pg-a",
+            region: "eu-central",
+        };
+        let b = Member {
+            name: "pg-b",
+            region: "eu-western",
+        };
+        let members = [a, b];
+        let api_a = clusters(lab, a.region, namespace).await;
+        let api_b = clusters(lab, b.region, namespace).await;
+        create(
+            &api_a,
+            &blog_cluster(namespace, a.name, a.name, b.name, &members, true),
+        )
+        .await;
+        wait_cluster(&api_a, a.name, "A healthy", healthy).await;
+        connect(lab, a.region, namespace, a.name)
+            .await
+            .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)")
+            .await
+            .expect("writes on A");
+        create(
+            &api_b,
+            &blog_cluster(namespace, b.name, a.name, a.name, &members, true),
+        )
+        .await;
+        wait_cluster(&api_b, b.name, "B healthy as a replica", healthy).await;
+        wait_rows(lab, b.region, namespace, b.name, &[1, 2]).await;
+        Self {
+            lab,
+            namespace: namespace.to_owned(),
+            a,
+            b,
+            api_a,
+            api_b,
+        }
+    }
+
+    /// Step 1 and 2 of the documented switchover: demote A, wait for its token.
+    pub async fn demote_a(&self) -> String {
+        patch_replica(&self.api_a, self.a.name, json!({"primary": self.b.name}))
+            .await
+            .expect("demote A");
+        let demoted = wait_cluster(&self.api_a, self.a.name, "the demotion token", |c| {
+            demotion_token(c).is_some()
+        })
+        .await;
+        demotion_token(&demoted).expect("token")
+    }
+
+    /// Step 3: promote B with `token` (`null` for a failover).
+    pub async fn promote_b(&self, token: Option<&str>) -> kube::Result<Cluster> {
+        patch_replica(
+            &self.api_b,
+            self.b.name,
+            json!({"primary": self.b.name, "promotionToken": token}),
+        )
+        .await
+    }
+
+    pub async fn b_in_recovery(&self) -> bool {
+        in_recovery(&connect(self.lab, self.b.region, &self.namespace, self.b.name).await).await
+    }
+
+    pub async fn delete(&self) {
+        delete_all(self.lab, &self.namespace, &[self.a, self.b]).await;
+    }
+}
+
+impl Pair {
+    /// Sets (or with `None` removes) B's `promotionToken` alone.
+    pub async fn patch_b_token(&self, token: Option<&str>) {
+        patch_replica(&self.api_b, self.b.name, json!({"promotionToken": token}))
+            .await
+            .unwrap_or_else(|e| panic!("patching B's token: {e}"));
+    }
+}
