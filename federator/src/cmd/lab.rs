@@ -1,4 +1,4 @@
-//! `federator lab up | down | status | stop | start`: the local lab of real kube-apiservers.
+//! `federator lab up | down | status | stop | start | dsn`: the local lab of real kube-apiservers.
 //! All the work is in `e2e::lab`; this file parses flags and prints.
 
 use std::path::{Path, PathBuf};
@@ -42,6 +42,14 @@ enum LabCommand {
     Stop { target: String },
     /// Start again what `stop` stopped, and wait until it is healthy.
     Start { target: String },
+    /// Print the libpq URI of a Cluster's PostgreSQL: `psql "$(federator lab dsn eu-central
+    /// databases/pg16-eu-central)"`.
+    Dsn {
+        /// Member region of the Cluster (eu-central, eu-western, eu-south).
+        cluster: String,
+        /// NAMESPACE/NAME of the CNPG Cluster.
+        target: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -120,6 +128,13 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         LabCommand::Start { target } => {
             let started = lab::start(&dir, &target).await?;
             print_names("started", &started, "already running");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Dsn { cluster, target } => {
+            let (namespace, name) = target
+                .split_once('/')
+                .context("the Cluster is NAMESPACE/NAME")?;
+            println!("{}", e2e::emulator::dsn(&dir, &cluster, namespace, name)?);
             Ok(ExitCode::SUCCESS)
         }
     }
