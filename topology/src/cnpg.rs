@@ -221,7 +221,7 @@ pub mod condition {
 pub const FENCED_INSTANCES_ANNOTATION: &str = "cnpg.io/fencedInstances";
 
 /// What the role rule (contract §1.1) makes of a cluster's spec.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Primary,

@@ -1,10 +1,164 @@
-//! `federator validate`.
+//! `federator validate`: check DistributedTopology manifests, and the CNPG Clusters given with
+//! them, offline. Also home of the file loading that `plan` and `graph` share.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::{Context as _, bail};
+use topology::cnpg::Cluster;
+use topology::manifest::{Manifests, Origin};
+use topology::validate::{Problem, validate_clusters};
+use topology::{DistributedTopology, Observed, Topology};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`federator validate` is not built yet")
+#[derive(clap::Args)]
+pub struct Args {
+    /// YAML files with DistributedTopology and CNPG Cluster documents (`-` for stdin).
+    #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+    files: Vec<PathBuf>,
+}
+
+/// Reads and parses every file; all syntax errors of all files are reported together.
+pub(crate) fn load(files: &[PathBuf]) -> anyhow::Result<Manifests> {
+    let mut manifests = Manifests::default();
+    let mut errors = Vec::new();
+    for file in files {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+        };
+        if let Err(e) = manifests.add(&file.display().to_string(), &text) {
+            errors.extend(e);
+        }
+    }
+    if !errors.is_empty() {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        bail!("cannot read the manifests:\n  {}", lines.join("\n  "));
+    }
+    Ok(manifests)
+}
+
+/// One topology with the Clusters that belong to it (by topology name).
+pub(crate) struct Loaded<'a> {
+    pub origin: &'a Origin,
+    pub object: &'a DistributedTopology,
+    pub clusters: Vec<Cluster>,
+}
+
+/// Groups the Clusters by the topology listing them; Clusters no topology lists go to the
+/// only topology when there is one, so that validation reports them.
+pub(crate) fn group(manifests: &Manifests) -> Vec<Loaded<'_>> {
+    let mut loaded: Vec<Loaded<'_>> = manifests
+        .topologies
+        .iter()
+        .map(|(origin, object)| Loaded {
+            origin,
+            object,
+            clusters: Vec::new(),
+        })
+        .collect();
+    for (_, cluster) in &manifests.clusters {
+        let name = cluster.topology_name();
+        let owner = loaded
+            .iter()
+            .position(|t| t.object.spec.members.iter().any(|m| m.name == name))
+            .or((loaded.len() == 1).then_some(0));
+        if let Some(i) = owner {
+            loaded[i].clusters.push(cluster.clone());
+        }
+    }
+    loaded
+}
+
+/// The single topology of the files (plan and graph work on one).
+pub(crate) fn single(manifests: &Manifests) -> anyhow::Result<Loaded<'_>> {
+    let mut all = group(manifests);
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        0 => bail!("no DistributedTopology (apiVersion federator.dev/v1alpha1) in the files"),
+        n => bail!("{n} DistributedTopology documents in the files; pass the files of one"),
+    }
+}
+
+/// Static validation, then live validation against the Clusters when there are any. Returns
+/// the model and the observed (or, without Clusters, assumed) member state.
+pub(crate) fn check(
+    loaded: &Loaded<'_>,
+    target: Option<&str>,
+) -> Result<(Topology, Observed), Vec<Problem>> {
+    let topology = Topology::from_spec(&loaded.object.spec).map_err(|e| e.problems)?;
+    if loaded.clusters.is_empty() {
+        let observed = Observed::conforming(&topology);
+        return Ok((topology, observed));
+    }
+    let observed =
+        validate_clusters(&topology, &loaded.clusters, target).map_err(|e| e.problems)?;
+    Ok((topology, observed))
+}
+
+pub(crate) fn describe(loaded: &Loaded<'_>) -> String {
+    let meta = &loaded.object.metadata;
+    format!(
+        "{}/{} ({})",
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or("?"),
+        loaded.origin
+    )
+}
+
+pub(crate) fn print_problems(what: &str, problems: &[Problem]) {
+    eprintln!(
+        "{what}: {} problem{}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        eprintln!("  - {}: {}\n    fix: {}", p.path, p.message, p.fix);
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let manifests = load(&args.files)?;
+    let all = group(&manifests);
+    if all.is_empty() {
+        bail!("no DistributedTopology (apiVersion federator.dev/v1alpha1) in the files");
+    }
+    let mut failed = false;
+    for loaded in &all {
+        let what = describe(loaded);
+        match check(loaded, None) {
+            Ok((topology, observed)) => println!(
+                "{}",
+                summary(&what, &topology, &observed, loaded.clusters.len())
+            ),
+            Err(problems) => {
+                failed = true;
+                print_problems(&what, &problems);
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn summary(what: &str, topology: &Topology, observed: &Observed, clusters: usize) -> String {
+    let head = format!(
+        "ok: {what}: {} shape, {} members, primary {}",
+        topology.shape().name(),
+        topology.names().len(),
+        topology.primary()
+    );
+    if clusters == 0 {
+        return format!("{head}; no CNPG Clusters given, live checks skipped");
+    }
+    match observed.primary() {
+        Some(p) if p != topology.primary() => format!(
+            "{head}; {clusters} Clusters consistent, but {p} is primary: a switchover to {} is pending",
+            topology.primary()
+        ),
+        _ => format!("{head}; {clusters} Clusters consistent"),
+    }
 }

@@ -1,0 +1,145 @@
+//! `status` of a `DistributedTopology`: what the controller saw and how far the current
+//! operation got. The operation log is written **before** each side effect (with a
+//! resourceVersion precondition), so a restarted controller resumes exactly where it stopped.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::cnpg::Role;
+pub use crate::step::{OperationKind, StepKind};
+
+/// How many finished operations `status.history` keeps (oldest dropped first).
+pub const HISTORY_LIMIT: usize = 10;
+
+/// Observed state of a distributed topology, written by the Federator controller.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DistributedTopologyStatus {
+    /// The `metadata.generation` of the spec this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The member whose CNPG Cluster is primary by its spec (contract §1.1), if exactly one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_primary: Option<String>,
+    /// Per-member observations, in `spec.members` order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// Standard conditions (`Ready`, `Valid`, `SwitchoverInProgress`, `Degraded`); types and
+    /// reasons are listed in Federator's `topology::conditions` module.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The switchover or failover in progress, as a durable step log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
+    /// The last finished operations, newest last, with their step timings (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Operation>,
+}
+
+/// What the controller last saw of one member's CNPG Cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Topology name of the member.
+    pub name: String,
+    /// The member Kubernetes cluster it runs in.
+    pub cluster: String,
+    /// Role by the CNPG role rule applied to its spec (`primary` or `replica`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// CNPG `status.phase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// CNPG `status.timelineID` (on a replica: the last value seen while it was primary).
+    #[serde(
+        rename = "timelineID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeline_id: Option<i64>,
+    /// CNPG `status.systemID`: the PostgreSQL system identifier.
+    #[serde(rename = "systemID", default, skip_serializing_if = "Option::is_none")]
+    pub system_id: Option<String>,
+    /// True when the phase is healthy and all instances are ready.
+    #[serde(default)]
+    pub ready: bool,
+    /// False when the member's API server could not be read; the other fields are then stale.
+    #[serde(default)]
+    pub reachable: bool,
+}
+
+/// The durable log of one switchover or failover.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    /// Unique id, e.g. `<generation>-<from>-to-<to>`; events and metrics carry it.
+    pub id: String,
+    /// `switchover` (token-gated) or `failover` (explicit, no token).
+    pub kind: OperationKind,
+    /// The member that was primary when the operation started.
+    pub from: String,
+    /// The member that should become primary.
+    pub to: String,
+    /// The current step; its side effect may or may not have happened yet.
+    pub step: StepKind,
+    /// The demotion token of `from`, persisted the first time it was seen (CNPG #11074 can wipe it
+    /// from the member's status afterwards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// True once a fatal token error sent the operation back to `from`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rolled_back: bool,
+    /// When the operation started.
+    pub started_at: Time,
+    /// When the operation finished (set together with `outcome`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Every step entered so far, with its timings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRecord>,
+    /// Why the operation is stopped waiting for a human, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+    /// How the operation ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+}
+
+/// Timings of one step of an operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    /// The step.
+    pub step: StepKind,
+    /// The member the step patches or watches, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// When the controller entered the step (recorded before its side effect).
+    pub started_at: Time,
+    /// When the step's completion was observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+}
+
+/// A stopped operation: what happened and what an operator should check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Hold {
+    /// Machine-readable reason (one of `topology::conditions::reason`).
+    pub reason: String,
+    /// Human-readable explanation, including what to check.
+    pub message: String,
+}
+
+/// How an operation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Outcome {
+    /// The target is primary and every member agrees.
+    Succeeded,
+    /// A fatal token error made Federator promote the old primary back.
+    RolledBack,
+    /// Abandoned by a human (e.g. `spec.primary` set back while holding).
+    Abandoned,
+}

@@ -1,0 +1,45 @@
+//! Condition types and reasons Federator writes on a `DistributedTopology`, in one place so the
+//! controller, the CLI and the docs use the same words.
+
+/// Condition types.
+pub mod kind {
+    /// The observed primary is the desired one, every member is reachable and ready.
+    pub const READY: &str = "Ready";
+    /// Static and live validation found no problem.
+    pub const VALID: &str = "Valid";
+    /// A switchover or failover is running (False when idle).
+    pub const SWITCHOVER_IN_PROGRESS: &str = "SwitchoverInProgress";
+    /// At least one member is unreachable or unhealthy.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// Condition reasons (CamelCase, as metav1.Condition requires). Hold reasons double as
+/// `status.operation.hold.reason`.
+pub mod reason {
+    pub const AS_DESIRED: &str = "AsDesired";
+    pub const VALIDATION_PASSED: &str = "ValidationPassed";
+    pub const VALIDATION_FAILED: &str = "ValidationFailed";
+    pub const IDLE: &str = "Idle";
+    pub const IN_PROGRESS: &str = "InProgress";
+    pub const MEMBER_UNREACHABLE: &str = "MemberUnreachable";
+    pub const MEMBER_NOT_READY: &str = "MemberNotReady";
+    pub const ALL_MEMBERS_HEALTHY: &str = "AllMembersHealthy";
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const ROLLED_BACK: &str = "RolledBack";
+    /// The old primary did not show `inProgress` nor a token before the deadline.
+    pub const DEMOTION_NOT_STARTED: &str = "DemotionNotStarted";
+    /// The demotion completed but its token is gone (CNPG #11074).
+    pub const TOKEN_LOST: &str = "TokenLost";
+    /// No token before the token deadline (CNPG #5754/#6317/#9591).
+    pub const TOKEN_TIMEOUT: &str = "TokenTimeout";
+    /// The token does not decode or does not belong to the target's system/timeline.
+    pub const TOKEN_INVALID: &str = "TokenInvalid";
+    /// The target did not report the promotion before the deadline.
+    pub const PROMOTION_TIMEOUT: &str = "PromotionTimeout";
+    /// A member's spec changed under the operation in a way that makes the next step unsafe.
+    pub const UNEXPECTED_SPEC: &str = "UnexpectedSpec";
+    /// A member the next step needs cannot be read.
+    pub const MEMBER_UNREACHABLE_HOLD: &str = "StepMemberUnreachable";
+    /// The rollback's own promotion failed too: only a human can decide now.
+    pub const ROLLBACK_FAILED: &str = "RollbackFailed";
+}

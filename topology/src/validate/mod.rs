@@ -1,0 +1,10 @@
+//! Validation of a topology on its own (static) and against its members' CNPG Clusters (live).
+//! Both report every problem at once, each with where it is, what is wrong and how to fix it.
+
+mod live;
+mod problem;
+mod spec_rules;
+
+pub use live::{validate_clusters, validate_live};
+pub use problem::{Problem, ValidationError};
+pub use spec_rules::validate_spec;
