@@ -223,39 +223,42 @@ impl ValidatedRotation {
         }
         // Only the target's lag matters: it must replay up to the demotion token before it can
         // be promoted, so its lag is the write-unavailability; the others keep replaying.
-        let target_facts = facts.members.get(target).cloned().unwrap_or_default();
-        let unknown = || PreconditionFailure::ReplayLagUnknown {
-            member: target.to_owned(),
-        };
-        if let Some(max) = pre.max_replay_lag {
-            let lag = target_facts.replay_lag.ok_or_else(unknown);
-            match lag {
-                Err(failure) => return Some(failure),
-                Ok(lag) if lag > max.as_std() => {
-                    return Some(PreconditionFailure::ReplayLagTooHigh {
-                        member: target.to_owned(),
-                        lag: Duration(lag).to_string(),
-                        max: max.to_string(),
-                    });
-                }
-                Ok(_) => {}
-            }
-        }
-        if let Some(max) = pre.max_replay_lag_bytes {
-            let lag = target_facts.replay_lag_bytes.ok_or_else(unknown);
-            match lag {
-                Err(failure) => return Some(failure),
-                Ok(lag) if lag > max => {
-                    return Some(PreconditionFailure::ReplayLagTooHigh {
-                        member: target.to_owned(),
-                        lag: format!("{lag} bytes"),
-                        max: format!("{max} bytes"),
-                    });
-                }
-                Ok(_) => {}
-            }
-        }
-        None
+        let lag = facts.members.get(target).cloned().unwrap_or_default();
+        lag_within(
+            target,
+            Some(pre.max_replay_lag.as_std()),
+            lag.replay_lag,
+            |d| Duration(d).to_string(),
+        )
+        .or_else(|| {
+            lag_within(
+                target,
+                pre.max_replay_lag_bytes,
+                lag.replay_lag_bytes,
+                |b| format!("{b} bytes"),
+            )
+        })
+    }
+}
+
+/// Checks one replay-lag limit: none set passes; a set limit needs a known lag within it.
+fn lag_within<T: PartialOrd + Copy>(
+    member: &str,
+    max: Option<T>,
+    lag: Option<T>,
+    show: impl Fn(T) -> String,
+) -> Option<PreconditionFailure> {
+    let max = max?;
+    match lag {
+        None => Some(PreconditionFailure::ReplayLagUnknown {
+            member: member.to_owned(),
+        }),
+        Some(lag) if lag > max => Some(PreconditionFailure::ReplayLagTooHigh {
+            member: member.to_owned(),
+            lag: show(lag),
+            max: show(max),
+        }),
+        Some(_) => None,
     }
 }
 

@@ -28,11 +28,13 @@ pub struct RotationPolicy {
     /// month day-of-week), read in `timeZone`. Example: `0 2 1 1,4,7,10 *` is 02:00 on the first
     /// day of each quarter. Names (`JAN`, `SAT`), ranges, lists, steps and `L`/`#`/`W` are allowed;
     /// seconds and years are not.
+    #[schemars(length(min = 1, max = 256))]
     pub schedule: String,
     /// IANA time zone in which `schedule` and `maintenanceWindows` are read, e.g.
     /// `Europe/Berlin` or `UTC`. Across daylight-saving changes a time that does not exist
     /// (spring forward) happens at the first instant after the gap, and a time that happens twice
     /// (fall back) happens once, at the first of the two.
+    #[schemars(length(min = 1, max = 64))]
     pub time_zone: String,
     /// Which member becomes primary at each rotation. Defaults to `nextInRing`.
     #[serde(default)]
@@ -88,9 +90,11 @@ pub struct MaintenanceWindow {
     #[schemars(length(min = 1, max = 7))]
     pub days: Vec<Weekday>,
     /// Local time at which the window opens, `HH:MM` (24-hour clock), e.g. `01:00`.
+    #[schemars(pattern(r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub start: String,
     /// Local time at which the window closes, `HH:MM`. When it is not after `start` the window
     /// closes on the next day (`22:00`–`04:00`); equal to `start` means 24 hours.
+    #[schemars(pattern(r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub end: String,
 }
 
@@ -149,10 +153,9 @@ fn date_time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub struct Preconditions {
     /// Every member must be Ready (default true). The target must be Ready whatever this says.
     pub all_members_ready: bool,
-    /// Largest replay lag, as time behind the primary, the target may have, e.g. `30s` (the
-    /// default). The target's lag must be known when this is set.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_replay_lag: Option<Duration>,
+    /// Largest replay lag, as time behind the primary, the target may have (default `30s`).
+    /// Always checked: a target whose lag is unknown does not take over.
+    pub max_replay_lag: Duration,
     /// Largest replay lag, in bytes of WAL, the target may have. Unset (the default): not
     /// checked.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -165,7 +168,7 @@ impl Default for Preconditions {
     fn default() -> Self {
         Preconditions {
             all_members_ready: true,
-            max_replay_lag: Some(DEFAULT_MAX_REPLAY_LAG),
+            max_replay_lag: DEFAULT_MAX_REPLAY_LAG,
             max_replay_lag_bytes: None,
             failure_cooldown: DEFAULT_FAILURE_COOLDOWN,
         }

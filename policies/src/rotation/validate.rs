@@ -444,6 +444,18 @@ mod tests {
         assert_eq!(errors.to_string().lines().count(), 4);
     }
 
+    /// Controller images may lack /usr/share/zoneinfo; the bundled copy must then answer.
+    #[test]
+    fn time_zones_resolve_without_a_system_tz_database() {
+        let bundled = jiff::tz::TimeZoneDatabase::bundled();
+        for name in ["Europe/Berlin", "America/New_York", "Asia/Singapore", "UTC"] {
+            assert!(
+                bundled.get(name).is_ok(),
+                "{name} missing from the bundled tzdb"
+            );
+        }
+    }
+
     #[test]
     fn window_times_must_be_hh_mm() {
         for good in ["00:00", "01:30", "23:59"] {
