@@ -276,6 +276,21 @@ fn dst_transitions_in_berlin_give_the_documented_instants() {
             "after {after}"
         );
     }
+    // In New York the clock falls back from 02:00 EDT to 01:00 EST (2026-11-01), so 01:30 is
+    // the ambiguous time there: it happens once, at 01:30 EDT.
+    let new_york = Schedule::parse(
+        "30 1 * * *",
+        jiff::tz::TimeZone::get("America/New_York").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        new_york.next_after(ts("2026-10-31T06:00:00Z")),
+        Some(ts("2026-11-01T05:30:00Z"))
+    );
+    assert_eq!(
+        new_york.next_after(ts("2026-11-01T05:30:00Z")),
+        Some(ts("2026-11-02T06:30:00Z"))
+    );
     // The backward search used by `decide` agrees, also from inside the repeated hour.
     for (now, expected) in [
         ("2026-03-29T01:00:30Z", "2026-03-29T01:00:00Z"),
@@ -576,6 +591,43 @@ proptest! {
                 prop_assert!(scheduled_for <= now);
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The "next rotation" shown in status is a time at which `decide` really rotates (given
+    /// healthy facts): never inside a freeze, never outside a window, never in the past.
+    #[test]
+    fn the_next_rotation_in_status_is_one_decide_would_start(
+        now in instant_in_2026(),
+        freeze_from_day in 0i64..365,
+        freeze_days in 1i64..60,
+        run_once in any::<bool>(),
+    ) {
+        let day = |d: i64| Timestamp::from_second(ts("2026-01-01T00:00:00Z").as_second() + d * 86_400).unwrap();
+        let (freeze_start, freeze_end) = (day(freeze_from_day), day(freeze_from_day + freeze_days));
+        let rotation = policy(serde_json::json!({
+            "schedule": "0 3 * * *",
+            "maintenanceWindows": [{"days": ["Saturday", "Sunday"], "start": "01:00", "end": "05:00"}],
+            "freezePeriods": [{"start": freeze_start, "end": freeze_end, "reason": "freeze"}],
+            "missedSchedule": {
+                "policy": if run_once { "RunOnce" } else { "Skip" },
+                "startingDeadline": "48h",
+            },
+        }));
+        let next = rotation.next_rotation_after(now).unwrap();
+        prop_assert!(next > now);
+        prop_assert!(!(freeze_start <= next && next < freeze_end));
+        let decision = rotation.decide(&RotationInput {
+            now: next,
+            history: RotationHistory { last_handled: None, active_since: now },
+            primary: "eu-west",
+            members: &MEMBERS,
+            facts: &healthy(),
+        });
+        prop_assert!(matches!(decision, RotationDecision::Rotate { .. }), "{decision:?} at {next}");
     }
 }
 
