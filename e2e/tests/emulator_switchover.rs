@@ -226,6 +226,37 @@ async fn pair_switchover_by_the_three_documented_steps() {
         Some("pg-a-1"),
         "currentPrimary names the designated primary throughout"
     );
+    let (sa, sb) = (
+        a_now.status.clone().unwrap_or_default(),
+        healthy_b.status.clone().unwrap_or_default(),
+    );
+    assert_eq!(sa.system_id, sb.system_id, "one system across the pair");
+    assert_eq!(
+        sa.timeline_id,
+        Some(tl),
+        "a replica keeps the timeline it last reported as primary"
+    );
+    assert!(
+        !sa.instances_reported_state.unwrap_or_default()["pg-a-1"].is_primary,
+        "a designated primary reports isPrimary: false"
+    );
+    let mode = |c: tokio_postgres::Client| async move {
+        c.query_one("SHOW archive_mode", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .expect("archive_mode")
+    };
+    assert_eq!(
+        mode(client_a).await,
+        "always",
+        "replica clusters archive always"
+    );
+    let client_b = testkit::connect(lab, b.region, &ns, b.name).await;
+    assert_eq!(
+        mode(client_b).await,
+        "on",
+        "restarted in place after the promotion"
+    );
     testkit::delete_all(lab, &ns, &members).await;
 }
 
