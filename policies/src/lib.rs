@@ -7,6 +7,7 @@
 //! are added as new optional fields of [`Policies`] with their own section in the defaults file.
 
 mod duration;
+pub mod rotation;
 
 use std::sync::OnceLock;
 
