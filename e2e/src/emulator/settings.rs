@@ -51,8 +51,24 @@ pub fn resolve(
         .find_map(|(name, ns)| layout.find_by_cluster_name(&name, Some(ns)))
 }
 
+/// The object store of an external cluster: its in-tree `barmanObjectStore.destinationPath`, or,
+/// for the barman-cloud plugin, `s3://<parameters.barmanObjectName>/` (the lab has no
+/// `ObjectStore` objects, so the object's name stands for its bucket).
+pub fn destination(entry: &ExternalCluster) -> Option<String> {
+    entry.destination_path().map(str::to_owned).or_else(|| {
+        let name = entry
+            .plugin
+            .as_ref()?
+            .get("parameters")?
+            .get("barmanObjectName")?
+            .as_str()?;
+        Some(format!("s3://{name}/"))
+    })
+}
+
 /// This Cluster's own object store: `spec.backup.barmanObjectStore.destinationPath`, else the
-/// destination of the external cluster named after itself, else `s3://<name>/`.
+/// WAL-archiver plugin's object, else the destination of the external cluster named after
+/// itself, else `s3://<name>/`.
 pub fn own_archive(pass: &Pass<'_>) -> PathBuf {
     let backup = pass
         .cluster
@@ -63,10 +79,20 @@ pub fn own_archive(pass: &Pass<'_>) -> PathBuf {
         .and_then(|s| s.get("destinationPath"))
         .and_then(|d| d.as_str())
         .map(str::to_owned);
-    let own_entry = external(pass, pass.cluster.topology_name())
-        .and_then(|e| e.destination_path())
-        .map(str::to_owned);
+    let plugin = pass
+        .cluster
+        .spec
+        .other
+        .get("plugins")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+        .find(|p| p.get("isWALArchiver").and_then(|w| w.as_bool()) == Some(true))
+        .and_then(|p| p.get("parameters")?.get("barmanObjectName")?.as_str())
+        .map(|name| format!("s3://{name}/"));
+    let own_entry = external(pass, pass.cluster.topology_name()).and_then(destination);
     let destination = backup
+        .or(plugin)
         .or(own_entry)
         .unwrap_or_else(|| format!("s3://{}/", pass.name));
     pass.layout.object_store(&destination)
@@ -82,8 +108,8 @@ pub fn desired(pass: &Pass<'_>, standby: bool) -> Result<Settings> {
         .flatten()
         .and_then(|name| external(pass, name));
     let restore_dir = source
-        .and_then(|e| e.destination_path())
-        .map(|d| pass.layout.object_store(d));
+        .and_then(destination)
+        .map(|d| pass.layout.object_store(&d));
     if let Some(dir) = &restore_dir {
         super::postgres::run::create_owned_dir(dir)?;
     }
