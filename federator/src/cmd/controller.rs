@@ -31,6 +31,9 @@ pub struct Args {
     /// topologies name them).
     #[arg(long = "watch-namespace", default_value = "databases")]
     watch_namespaces: Vec<String>,
+    /// Reconcile only the DistributedTopologies of this hub namespace (default: all namespaces).
+    #[arg(long)]
+    namespace: Option<String>,
     /// Where to serve Prometheus `/metrics` (and `/healthz`).
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
@@ -134,7 +137,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         metrics,
     });
     tracing::info!(%identity, "federator controller running");
-    controller::run(ctx, member_changes, shutdown_signal()).await;
+    controller::run(
+        ctx,
+        args.namespace.as_deref(),
+        member_changes,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("federator controller stopped");
     Ok(())
 }

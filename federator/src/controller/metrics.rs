@@ -177,7 +177,8 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
         )
         .route("/healthz", get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics");
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "serving /metrics");
     axum::serve(listener, app).await
 }
 

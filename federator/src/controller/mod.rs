@@ -43,14 +43,19 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
 }
 
-/// Runs the controller until `shutdown` resolves. `member_changes` yields every change the
+/// Runs the controller on the topologies of `namespace` (all namespaces: `None`) until
+/// `shutdown` resolves. `member_changes` yields every change the
 /// member pool sees; each wakes exactly the topologies concerned.
 pub async fn run(
     ctx: Arc<Context>,
+    namespace: Option<&str>,
     member_changes: impl Stream<Item = MemberEvent> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<DistributedTopology> = Api::all(ctx.hub.clone());
+    let api: Api<DistributedTopology> = match namespace {
+        Some(ns) => Api::namespaced(ctx.hub.clone(), ns),
+        None => Api::all(ctx.hub.clone()),
+    };
     let controller = Controller::new(api, watcher::Config::default());
     let store = controller.store();
     let triggers =
