@@ -46,6 +46,10 @@ pub struct MemberState {
     pub ready_instances: Option<i64>,
     /// `switchReplicaClusterStatus.inProgress`.
     pub switch_in_progress: bool,
+    /// Some instance reports `isPrimary: true` in `instancesReportedState`. A designated primary
+    /// (the standby leading a replica cluster) reports false, so this turns true only once the
+    /// cluster really promoted: the signal of a failover, which has no token to compare.
+    pub instance_is_primary: bool,
     /// `ReplicaClusterSwitch` condition: its status and last transition, when present. It stays
     /// True forever after the first demotion, so only a transition newer than the demote patch
     /// says "this demotion completed".
@@ -83,6 +87,9 @@ impl ObservedMember {
                 switch_in_progress: status
                     .switch_replica_cluster_status
                     .is_some_and(|s| s.in_progress),
+                instance_is_primary: status
+                    .instances_reported_state
+                    .is_some_and(|r| r.values().any(|i| i.is_primary)),
                 replica_switch,
             },
         }
@@ -180,6 +187,7 @@ impl Observed {
                     status: MemberState {
                         phase: Some(phase::HEALTHY.to_owned()),
                         ready_instances: Some(1),
+                        instance_is_primary: member.name == primary,
                         ..MemberState::default()
                     },
                 };

@@ -487,7 +487,8 @@ fn await_promotion(observed: &Observed, progress: &Progress, ctx: &Context<'_>) 
     };
     let promoted = match &progress.token {
         Some(token) => m.status.last_promotion_token.as_ref() == Some(token),
-        None => m.role() == Some(Role::Primary),
+        // A failover has no token: the promoted instance reporting itself primary is the fact.
+        None => m.role() == Some(Role::Primary) && m.status.instance_is_primary,
     };
     if promoted && m.is_healthy() {
         return advance(StepKind::Bookkeeping);
