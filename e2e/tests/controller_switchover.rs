@@ -412,27 +412,20 @@ async fn ring_of_three_full_rotation_under_writes() {
         },
     ];
     let [a, b, c] = members;
-    // A ring: each member's source is the previous one (A follows C).
-    let api_a = testkit::clusters(lab, a.region, &name).await;
-    testkit::create(
-        &api_a,
-        &testkit::blog_cluster(&name, a.name, a.name, c.name, &members, true),
-    )
-    .await;
-    testkit::wait_cluster(&api_a, a.name, "A healthy", testkit::healthy).await;
-    testkit::connect(lab, a.region, &name, a.name)
-        .await
-        .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)")
-        .await
-        .expect("writes on A");
-    for (m, source) in [(b, a), (c, b)] {
+    // A ring: each member's source is the previous one (A follows C). A is created first and
+    // gets the table; each replica then copies its source.
+    for (m, source) in [(a, c), (b, a), (c, b)] {
         let api = testkit::clusters(lab, m.region, &name).await;
-        testkit::create(
-            &api,
-            &testkit::blog_cluster(&name, m.name, a.name, source.name, &members, true),
-        )
-        .await;
-        testkit::wait_cluster(&api, m.name, "healthy as a replica", testkit::healthy).await;
+        let cluster = testkit::blog_cluster(&name, m.name, a.name, source.name, &members, true);
+        testkit::create(&api, &cluster).await;
+        testkit::wait_cluster(&api, m.name, "healthy", testkit::healthy).await;
+        if m.name == a.name {
+            testkit::connect(lab, a.region, &name, a.name)
+                .await
+                .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)")
+                .await
+                .expect("writes on A");
+        }
         testkit::wait_rows(lab, m.region, &name, m.name, &[1, 2]).await;
     }
     rotate(
