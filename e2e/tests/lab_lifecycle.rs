@@ -142,3 +142,24 @@ async fn a_taken_port_fails_up_naming_it_and_starts_nothing() {
         "nothing may run"
     );
 }
+
+#[tokio::test]
+async fn the_hub_serves_federators_crds() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let shared = harness::lab().await;
+    let api: Api<CustomResourceDefinition> = Api::all(shared.admin(HUB).await);
+    for crd in lab::hub_crds::all() {
+        let name = crd.metadata.name.unwrap_or_default();
+        let served = api
+            .get(&name)
+            .await
+            .unwrap_or_else(|e| panic!("CRD {name} on the hub: {e}"));
+        let conditions = served.status.and_then(|s| s.conditions).unwrap_or_default();
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True"),
+            "CRD {name} is not Established: {conditions:?}"
+        );
+    }
+}

@@ -100,9 +100,4 @@ impl LabError {
         let action = action.into();
         move |source| LabError::Kube { action, source }
     }
-
-    pub(crate) fn parse(what: impl Into<String>) -> impl FnOnce(String) -> Self {
-        let what = what.into();
-        move |message| LabError::Parse { what, message }
-    }
 }

@@ -100,7 +100,9 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
         .chain(REGIONS)
         .chain(emulator_names.iter().map(String::as_str))
         .all(|name| state.component(name).is_some());
-    if fresh && complete {
+    let up_to_date =
+        state.bootstrap_fingerprint.as_deref() == Some(bootstrap_fingerprint().as_str());
+    if fresh && complete && up_to_date {
         let current = status::of_state(&layout, &state).await;
         if current.healthy {
             return Ok(UpReport {
@@ -299,12 +301,25 @@ fn write_admin_kubeconfigs(layout: &LabLayout, ports: Ports, ca: &str, token: &s
     kubeconfig::write(&layout.lab_kubeconfig(), &entries)
 }
 
+/// What the bootstrap applies that a rebuilt binary may change: Federator's CRDs and the CNPG
+/// release. (std's hasher is not stable across Rust releases; a new toolchain merely causes one
+/// extra bootstrap.)
+fn bootstrap_fingerprint() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&hub_crds::all())
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    cnpg_crd::CNPG_VERSION.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
 /// Members first (each returns its ServiceAccount token), then the hub with their Secrets.
 async fn bootstrap_objects(layout: &LabLayout, state: &mut LabState, ca: &str) -> Result<()> {
     let (cnpg_crd, source) = tokio::task::spawn_blocking(cnpg_crd::load)
         .await
         .expect("CRD loading does not panic")?;
-    let hub_crds = hub_crds::load()?;
+    let hub_crds = hub_crds::all();
     let ports = state.ports;
     let members = MEMBERS.iter().map(|member| {
         let cnpg_crd = &cnpg_crd;
@@ -330,6 +345,7 @@ async fn bootstrap_objects(layout: &LabLayout, state: &mut LabState, ca: &str) -
     let hub = kubeconfig::client_from_file(&layout.kubeconfig(HUB)).await?;
     bootstrap::hub(&hub, &hub_crds, &member_kubeconfigs).await?;
     state.bootstrapped_at = Some(now_unix());
+    state.bootstrap_fingerprint = Some(bootstrap_fingerprint());
     state.cnpg_crd_source = Some(source);
     state.save(layout)
 }

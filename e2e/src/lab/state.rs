@@ -56,6 +56,10 @@ pub struct LabState {
     /// Where the CNPG Cluster CRD came from (module version or the committed fallback).
     #[serde(default)]
     pub cnpg_crd_source: Option<String>,
+    /// Fingerprint of what the last bootstrap applied (see `lifecycle`): a rebuilt binary with
+    /// changed CRDs re-bootstraps a running lab instead of taking the fast path.
+    #[serde(default)]
+    pub bootstrap_fingerprint: Option<String>,
 }
 
 impl LabState {
@@ -65,6 +69,7 @@ impl LabState {
             components: Vec::new(),
             bootstrapped_at: None,
             cnpg_crd_source: None,
+            bootstrap_fingerprint: None,
         }
     }
 
