@@ -42,9 +42,11 @@ pub struct RotationPolicy {
     /// When a rotation may start. A due rotation outside every window is held back
     /// (`OutsideMaintenanceWindow`). Empty or absent: at any time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub maintenance_windows: Vec<MaintenanceWindow>,
     /// Periods in which no rotation starts, e.g. a year-end freeze (`FreezePeriod`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub freeze_periods: Vec<FreezePeriod>,
     /// What must hold for a rotation to start; defaults apply to fields left out.
     #[serde(default)]
@@ -74,6 +76,7 @@ pub struct RotationOrder {
     /// current primary becomes primary (the first entry when the primary is not listed).
     /// At least two distinct members of `spec.members`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 50)))]
     pub explicit: Option<Vec<String>>,
 }
 
