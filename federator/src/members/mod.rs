@@ -179,20 +179,10 @@ impl MemberPool {
             .filter_map(|p| Some((p.member()?.to_owned(), p.to_string())))
             .filter(|(member, _)| !snapshot.members.contains_key(member))
             .collect();
-        let known: BTreeSet<String> = state
-            .members
-            .keys()
-            .chain(state.no_credential.keys())
-            .cloned()
-            .collect();
-        state.health.retain(|member, _| {
-            let keep = known.contains(member);
-            if !keep {
-                touched.insert(member.clone());
-            }
-            keep
-        });
-        touched.extend(known);
+        // Members that lost their credential are in `health` still: refresh_health drops them
+        // and announces it.
+        touched.extend(state.health.keys().cloned());
+        touched.extend(state.no_credential.keys().cloned());
         for member in touched {
             self.inner.refresh_health(&mut state, &member);
         }
@@ -307,7 +297,7 @@ impl MemberPool {
     }
 
     /// Cluster changes and member state changes, from now on.
-    pub fn events(&self) -> impl Stream<Item = MemberEvent> + Send + 'static {
+    pub fn events(&self) -> impl Stream<Item = MemberEvent> + Send + use<> {
         events::stream(self.inner.events.subscribe())
     }
 }
