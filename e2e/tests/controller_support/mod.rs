@@ -1,0 +1,253 @@
+//! Shared by the controller e2e tests: the controller and CLI as child processes, a writer and a
+//! two-primaries sampler on the emulator's PostgreSQL instances, topology manifests.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use e2e::emulator::testkit::{DEADLINE, Member};
+use e2e::harness::SharedLab;
+use e2e::lab::health::wait_for;
+use kube::Api;
+use serde_json::json;
+use topology::DistributedTopology;
+
+/// Wide deadlines for a loaded two-core machine; a hold fails a happy-path test anyway.
+pub fn wide_timeouts() -> serde_json::Value {
+    json!({"demotionStart": "2m", "tokenWait": "3m", "promotionWait": "3m"})
+}
+
+/// `$FEDERATOR_BIN`, else `federator` next to this test binary's directory.
+pub fn federator_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("FEDERATOR_BIN").filter(|v| !v.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("federator"))
+        .find(|p| p.is_file())
+        .expect("the federator binary: run `cargo build -p federator` first, or set FEDERATOR_BIN")
+}
+
+/// `federator controller` for one test namespace; killed when dropped, its log printed if the
+/// test failed.
+pub struct Controller {
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Controller {
+    pub fn start(lab: &SharedLab, ns: &str) -> Self {
+        let log = lab.layout.log_file(&format!("controller-{ns}"));
+        let file = std::fs::File::create(&log).expect("controller log file");
+        let child = tokio::process::Command::new(federator_binary())
+            .args(["controller", "--namespace", ns, "--watch-namespace", ns])
+            .args([
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--lease-name",
+                &format!("federator-{ns}"),
+            ])
+            .env("KUBECONFIG", lab.layout.kubeconfig("hub"))
+            .env("RUST_LOG", "info,federator=debug")
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting federator controller");
+        Controller { child, log }
+    }
+}
+
+impl Controller {
+    /// SIGKILL, as a crash would: no graceful shutdown, no lease release.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("killing the controller");
+        let _ = self.child.wait().await;
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(80).collect();
+            eprintln!(
+                "--- controller log (last 80 lines, {}) ---",
+                self.log.display()
+            );
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// `federator switchover NAME -n NS --to TO --wait`, printing its output; returns the exit
+/// code, stdout and the wall-clock time.
+pub async fn switchover(lab: &SharedLab, ns: &str, to: &str) -> (i32, String, Duration) {
+    let started = Instant::now();
+    let out = tokio::process::Command::new(federator_binary())
+        .args([
+            "switchover",
+            "pg",
+            "-n",
+            ns,
+            "--to",
+            to,
+            "--wait",
+            "--timeout",
+            "180",
+        ])
+        .env("KUBECONFIG", lab.layout.kubeconfig("hub"))
+        .output()
+        .await
+        .expect("running federator switchover");
+    println!(
+        "$ federator switchover pg -n {ns} --to {to} --wait\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), stdout, started.elapsed())
+}
+
+pub async fn pg(
+    lab: &SharedLab,
+    ns: &str,
+    m: Member<'_>,
+    within: Duration,
+) -> Option<tokio_postgres::Client> {
+    let dsn = e2e::emulator::dsn(lab.layout.root(), m.region, ns, m.name).ok()?;
+    let (client, conn) =
+        tokio::time::timeout(within, tokio_postgres::connect(&dsn, tokio_postgres::NoTls))
+            .await
+            .ok()?
+            .ok()?;
+    tokio::spawn(conn);
+    Some(client)
+}
+
+/// Inserts increasing values into `t` on whichever instance accepts writes, until `stop`;
+/// returns the values whose INSERT was acknowledged.
+pub async fn writer(
+    lab: &'static SharedLab,
+    ns: String,
+    members: Vec<Member<'static>>,
+    stop: Arc<AtomicBool>,
+) -> Vec<i32> {
+    let mut acked = Vec::new();
+    let mut next = 1000;
+    let mut current: Option<tokio_postgres::Client> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(client) = &current else {
+            for m in &members {
+                if let Some(c) = pg(lab, &ns, *m, Duration::from_millis(300)).await
+                    && let Ok(row) = c.query_one("SELECT NOT pg_is_in_recovery()", &[]).await
+                    && row.get::<_, bool>(0)
+                {
+                    current = Some(c);
+                    break;
+                }
+            }
+            if current.is_none() {
+                // Nobody accepts writes right now (mid-switchover): try again shortly.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            continue;
+        };
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&next];
+        let insert = client.execute("INSERT INTO t VALUES ($1)", &params);
+        match tokio::time::timeout(Duration::from_secs(2), insert).await {
+            Ok(Ok(_)) => acked.push(next),
+            _ => current = None,
+        }
+        next += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    acked
+}
+
+/// Every ~100 ms, asks every instance `pg_is_in_recovery()`; returns (samples, violations).
+pub async fn sampler(
+    lab: &'static SharedLab,
+    ns: String,
+    members: Vec<Member<'static>>,
+    stop: Arc<AtomicBool>,
+) -> (usize, Vec<String>) {
+    let mut clients: Vec<Option<tokio_postgres::Client>> = members.iter().map(|_| None).collect();
+    let mut samples = 0;
+    let mut violations = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let mut writable = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            if clients[i].is_none() {
+                clients[i] = pg(lab, &ns, *m, Duration::from_millis(200)).await;
+            }
+            let Some(c) = &clients[i] else { continue };
+            match tokio::time::timeout(
+                Duration::from_millis(500),
+                c.query_one("SELECT pg_is_in_recovery()", &[]),
+            )
+            .await
+            {
+                Ok(Ok(row)) if !row.get::<_, bool>(0) => writable.push(m.name),
+                Ok(Ok(_)) => {}
+                _ => clients[i] = None,
+            }
+        }
+        samples += 1;
+        if writable.len() > 1 {
+            violations.push(format!("sample {samples}: {writable:?} all accept writes"));
+        }
+    }
+    (samples, violations)
+}
+
+pub fn topology(
+    ns: &str,
+    members: &[Member<'_>],
+    shape: serde_json::Value,
+    primary: &str,
+    timeouts: serde_json::Value,
+) -> DistributedTopology {
+    serde_json::from_value(json!({
+        "apiVersion": "federator.dev/v1alpha1",
+        "kind": "DistributedTopology",
+        "metadata": {"name": "pg", "namespace": ns},
+        "spec": {
+            "members": members.iter().map(|m| json!({"name": m.name, "cluster": m.region, "namespace": ns})).collect::<Vec<_>>(),
+            "shape": shape,
+            "primary": primary,
+            "policies": {"timeouts": timeouts},
+        },
+    }))
+    .expect("a valid DistributedTopology")
+}
+
+/// Waits until the topology's condition `type_` is True.
+pub async fn wait_condition(api: &Api<DistributedTopology>, type_: &str) -> DistributedTopology {
+    wait_for(
+        &format!("{type_}=True on the topology"),
+        DEADLINE,
+        || async move {
+            let t = api.get("pg").await.ok()?;
+            let ok = t
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == type_ && c.status == "True");
+            ok.then_some(t)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
