@@ -93,8 +93,9 @@ pub struct World {
     /// Demotion progress per member (0: none, 1: in progress, 2: token written, 3: cleaned up).
     demotion: BTreeMap<String, u8>,
     pub fault: Fault,
-    /// The first member that ever got a token rejected (the fault fires once).
-    fatal_fired: bool,
+    /// Tokens a member rejected as fatal; CNPG keeps rejecting the same token on every pass
+    /// (contract §3 "Outcomes"), and the fault fires for the first promotion only.
+    rejected: BTreeSet<(String, String)>,
     pub now: Timestamp,
     timeline: i64,
     lsn: u64,
@@ -114,7 +115,7 @@ impl World {
             hidden: BTreeSet::new(),
             demotion: BTreeMap::new(),
             fault,
-            fatal_fired: false,
+            rejected: BTreeSet::new(),
             now: Timestamp::from_second(1_800_000_000).expect("valid"),
             timeline: 1,
             lsn: 0x3000028,
@@ -241,7 +242,7 @@ impl World {
         if self.demotion.contains_key(name) {
             return; // still shutting down from an earlier demotion
         }
-        let fatal_now = self.fault == Fault::FatalToken && !self.fatal_fired;
+        let first_promotion = self.rejected.is_empty() && self.timeline == 1;
         let m = self.truth.get_mut(name).expect("known");
         let token = m.promotion_token().map(str::to_owned);
         if let Some(token) = &token {
@@ -249,8 +250,12 @@ impl World {
                 return;
             }
             let decoded = PromotionToken::parse(token).expect("tokens in tests decode");
-            if fatal_now || decoded.database_system_identifier != SYSID {
-                self.fatal_fired = true;
+            let key = (name.to_owned(), token.clone());
+            if self.rejected.contains(&key)
+                || (self.fault == Fault::FatalToken && first_promotion)
+                || decoded.database_system_identifier != SYSID
+            {
+                self.rejected.insert(key);
                 m.status.phase = Some(phase::UNRECOVERABLE.into());
                 m.status.phase_reason = Some(phase_reason::TOKEN_NOT_CORRECT.into());
                 return;
