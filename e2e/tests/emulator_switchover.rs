@@ -114,6 +114,24 @@ async fn pair_switchover_by_the_three_documented_steps() {
         history
     });
 
+    // Every phase B shows from here on: a correct token must never look unrecoverable.
+    let watch_b = api_b.clone();
+    let phases = tokio::spawn(async move {
+        let config = watcher::Config::default().fields("metadata.name=pg-b");
+        let mut seen: Vec<String> = Vec::new();
+        let mut stream = watcher(watch_b, config).applied_objects().boxed();
+        while let Some(Ok(c)) = stream.next().await {
+            let phase = testkit::phase(&c).to_owned();
+            if seen.last() != Some(&phase) {
+                seen.push(phase);
+            }
+            if testkit::last_promotion_token(&c).is_some() && testkit::healthy(&c) {
+                break;
+            }
+        }
+        seen
+    });
+
     // Step 1: demote A.
     let started = Instant::now();
     testkit::patch_replica(&api_a, a.name, json!({"primary": b.name}))
@@ -155,6 +173,17 @@ async fn pair_switchover_by_the_three_documented_steps() {
     let _ = promoted;
 
     let history = recorder.await.expect("recorder");
+    let phases = phases.await.expect("phase recorder");
+    assert!(
+        !phases
+            .iter()
+            .any(|p| p == topology::cnpg::phase::UNRECOVERABLE),
+        "B's phases: {phases:?}"
+    );
+    assert!(
+        phases.iter().any(|p| p == topology::cnpg::phase::PROMOTING),
+        "B's phases: {phases:?}"
+    );
     let fenced = first(&history, "fencing", |s| s.fenced);
     let not_ready = first(&history, "no Ready instances", |s| {
         s.fenced && s.ready == Some(0)
@@ -287,11 +316,11 @@ async fn ring_of_three_switchover_follows_around_the_ring() {
     let mut apis = Vec::new();
     for m in &members {
         let api = testkit::clusters(lab, m.region, &ns).await;
-        testkit::create(
-            &api,
-            &testkit::blog_cluster(&ns, m.name, central.name, source(m), &members, true),
-        )
-        .await;
+        let mut cluster =
+            testkit::blog_cluster(&ns, m.name, central.name, source(m), &members, true);
+        // Three instances, as in the blog: one PostgreSQL reports for all three.
+        cluster.spec.instances = 3;
+        testkit::create(&api, &cluster).await;
         testkit::wait_cluster(&api, m.name, "healthy", testkit::healthy).await;
         if m.name == central.name {
             let c = testkit::connect(lab, m.region, &ns, m.name).await;

@@ -11,6 +11,9 @@ use super::pass::Pass;
 use super::settings;
 use super::status::{set_condition, set_operator_phase, text};
 
+/// How often a new replica looks for its source's instance.
+const SOURCE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn run(pass: &mut Pass<'_>) -> Result<Action> {
     let role = pass.cluster.role();
     let pod = pass.primary_pod();
@@ -42,7 +45,9 @@ pub async fn run(pass: &mut Pass<'_>) -> Result<Action> {
     } else {
         let Some(source) = bootstrap_source(pass) else {
             tracing::warn!(cluster = %pass.name, "replica without a resolvable bootstrap source; waiting");
-            return Ok(Action::requeue(pass.config.timing.instance_manager()));
+            // The source appearing is no event on this Cluster: poll, gently (leftover test
+            // Clusters whose source never comes would otherwise keep two cores busy).
+            return Ok(Action::requeue(SOURCE_POLL));
         };
         tracing::info!(cluster = %pass.name, source = %source.name, port = source.port, "pg_basebackup from the source instance");
         pass.instance.basebackup(source.port).await?;

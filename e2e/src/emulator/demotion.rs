@@ -10,7 +10,7 @@
 //! 6. the steady state starts the instance as designated primary (pods Ready again)
 
 use kube::runtime::controller::Action;
-use topology::cnpg::condition;
+use topology::cnpg::{ClusterStatus, condition};
 
 use super::error::Result;
 use super::pass::Pass;
@@ -20,17 +20,32 @@ use super::status::{condition_is, remove_condition, set_condition, text};
 /// Whether a demotion is due or underway. `standby` is whether the data directory already
 /// holds `standby.signal` (the instance manager's step 3 happened).
 pub fn underway(pass: &Pass<'_>, standby: bool) -> bool {
-    let s = &pass.status;
-    let started = s
+    due_or_underway(
+        &pass.status,
+        pass.is_fenced(),
+        standby,
+        pass.faults.skip_demotion,
+    )
+}
+
+/// The pure rule behind [`underway`], for a Cluster whose role is replica: a primary instance
+/// is to be demoted (unless the "probe fails", PR 11268), and a demotion recorded in status or
+/// the fencing annotation is continued.
+pub fn due_or_underway(
+    status: &ClusterStatus,
+    fenced: bool,
+    standby: bool,
+    skip_demotion: bool,
+) -> bool {
+    let started = status
         .switch_replica_cluster_status
         .as_ref()
         .is_some_and(|x| x.in_progress)
-        || s.conditions.iter().any(|c| {
+        || status.conditions.iter().any(|c| {
             c.type_ == condition::DESIGNATED_PRIMARY_TRANSITION
                 || c.type_ == condition::REPLICA_CLUSTER_FENCING
         });
-    // A primary that is to become a replica, unless the "probe fails" (PR 11268).
-    (!standby && !pass.faults.skip_demotion) || started || (standby && pass.is_fenced())
+    (!standby && !skip_demotion) || started || (standby && fenced)
 }
 
 pub async fn step(pass: &mut Pass<'_>, standby: bool) -> Result<Action> {
@@ -191,4 +206,47 @@ async fn cleanup(pass: &mut Pass<'_>) -> Result<()> {
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_progress() -> ClusterStatus {
+        let mut status = ClusterStatus::default();
+        set_condition(
+            &mut status.conditions,
+            condition::DESIGNATED_PRIMARY_TRANSITION,
+            true,
+            text::TRANSITION_COMPLETED,
+            text::TRANSITION_COMPLETED_MSG,
+        );
+        status
+            .switch_replica_cluster_status
+            .get_or_insert_with(Default::default)
+            .in_progress = true;
+        status
+    }
+
+    #[test]
+    fn a_primary_instance_is_demoted_unless_the_probe_fails() {
+        let idle = ClusterStatus::default();
+        assert!(due_or_underway(&idle, false, false, false));
+        assert!(!due_or_underway(&idle, false, false, true));
+        // A designated primary with nothing recorded: nothing to do (§5.1 step 7).
+        assert!(!due_or_underway(&idle, false, true, false));
+    }
+
+    #[test]
+    fn a_recorded_demotion_is_continued_after_a_restart() {
+        // Restarted after standby.signal: status says in progress.
+        assert!(due_or_underway(&in_progress(), true, true, false));
+        // Restarted after the status clean-up but before unfencing.
+        assert!(due_or_underway(
+            &ClusterStatus::default(),
+            true,
+            true,
+            false
+        ));
+    }
 }

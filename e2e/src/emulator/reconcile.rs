@@ -39,7 +39,9 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         // The sweep removes the instance; nothing to run for a namespace on its way out.
         return Ok(Action::await_change());
     }
-    let mut pass = open(cluster, &ctx).await?;
+    let Some(mut pass) = open(cluster, &ctx).await? else {
+        return Ok(Action::await_change());
+    };
     if !pass.instance.is_bootstrapped() {
         return bootstrap::run(&mut pass).await;
     }
@@ -70,10 +72,17 @@ pub fn error_policy(cluster: Arc<Cluster>, error: &EmulatorError, ctx: Arc<Conte
     )
 }
 
-async fn open(cluster: Arc<Cluster>, ctx: &Context) -> Result<Pass<'_>> {
+async fn open(cluster: Arc<Cluster>, ctx: &Context) -> Result<Option<Pass<'_>>> {
     let config = &ctx.config;
     let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
     let name = cluster.metadata.name.clone().unwrap_or_default();
+    let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The watch cache may not hold this emulator's own last write yet; deciding from it would
+    // redo a step (a promoted primary checked against its token again, removed conditions
+    // written back). A quorum read costs one request per pass.
+    let Some(cluster) = api.get_opt(&name).await?.map(Arc::new) else {
+        return Ok(None);
+    };
     let uid = cluster.metadata.uid.clone().unwrap_or_default();
     let layout = EmulatorLayout::new(&config.lab_dir);
     let dir = layout.cluster_dir(&config.member, &namespace, &name);
@@ -85,17 +94,17 @@ async fn open(cluster: Arc<Cluster>, ctx: &Context) -> Result<Pass<'_>> {
     }
     let record =
         layout.ensure_record(&config.member, &namespace, &name, &uid, config.pg_port_base)?;
-    Ok(Pass {
+    Ok(Some(Pass {
         config,
         layout,
-        api: Api::namespaced(ctx.client.clone(), &namespace),
+        api,
         faults: Faults::of(&cluster),
         status: cluster.status.clone().unwrap_or_default(),
         instance: Instance::new(config.pg_bin.clone(), dir),
         name,
         record,
         cluster,
-    })
+    }))
 }
 
 /// Stops the instance of a Cluster that no longer exists and deletes its directory.
