@@ -43,7 +43,12 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(lab: &SharedLab, ns: &str) -> Self {
-        let log = lab.layout.log_file(&format!("controller-{ns}"));
+        Self::start_with(lab, ns, "", &[])
+    }
+
+    /// With extra flags; `tag` tells the log files of several controllers of one test apart.
+    pub fn start_with(lab: &SharedLab, ns: &str, tag: &str, extra: &[&str]) -> Self {
+        let log = lab.layout.log_file(&format!("controller-{ns}{tag}"));
         let file = std::fs::File::create(&log).expect("controller log file");
         let child = tokio::process::Command::new(federator_binary())
             .args(["controller", "--namespace", ns, "--watch-namespace", ns])
@@ -53,6 +58,7 @@ impl Controller {
                 "--lease-name",
                 &format!("federator-{ns}"),
             ])
+            .args(extra)
             .env("KUBECONFIG", lab.layout.kubeconfig("hub"))
             .env("RUST_LOG", "info,federator=debug")
             .stdout(file.try_clone().expect("log fd"))

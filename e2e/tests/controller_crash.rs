@@ -1,0 +1,178 @@
+#![forbid(unsafe_code)]
+//! kill -9 of the controller during a switchover, then a fresh controller: it waits out the dead
+//! one's Lease, reads the step log from the hub and finishes the switchover — with the same
+//! invariants (never two primaries, every acknowledged row kept). One switchover per kill point,
+//! alternating direction.
+
+mod controller_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use controller_support::{
+    Controller, pg, sampler, topology, wait_condition, wide_timeouts, writer,
+};
+use e2e::emulator::faults;
+use e2e::emulator::testkit::{self, DEADLINE, Pair};
+use e2e::harness::TestNamespace;
+use e2e::lab::health::wait_for;
+use futures::{StreamExt, TryStreamExt};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use topology::api::Outcome;
+use topology::conditions::kind;
+use topology::{DistributedTopology, StepKind};
+
+/// A short Lease, so the replacement takes over within seconds of the kill.
+const LEASE: [&str; 2] = ["--lease-seconds", "3"];
+
+/// Waits, on the topology's watch, until the operation of `generation` is at `step` or later;
+/// returns the step it saw (`None`: the operation finished first).
+async fn reach(
+    hub: &Api<DistributedTopology>,
+    generation: i64,
+    step: StepKind,
+) -> Option<StepKind> {
+    let config = watcher::Config::default().fields("metadata.name=pg");
+    let mut updates = watcher(hub.clone(), config).applied_objects().boxed();
+    let prefix = format!("{generation}-");
+    let watch = async {
+        while let Some(topo) = updates.try_next().await.expect("watching the topology") {
+            let status = topo.status.unwrap_or_default();
+            if status.history.iter().any(|op| op.id.starts_with(&prefix)) {
+                return None;
+            }
+            if let Some(op) = status.operation.filter(|op| op.id.starts_with(&prefix))
+                && op.step >= step
+            {
+                return Some(op.step);
+            }
+        }
+        panic!("the watch on the topology ended")
+    };
+    tokio::time::timeout(DEADLINE, watch)
+        .await
+        .expect("the switchover to reach the step")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_each_step_then_a_new_controller_finishes() {
+    let lab = testkit::lab_with_emulators().await;
+    let ns = TestNamespace::create("ctl-crash").await;
+    ns.grant_federator().await;
+    let pair = Pair::create(lab, ns.name()).await;
+    // A slower shutdown checkpoint widens AwaitToken, so a kill lands inside it.
+    for (api, name) in [(&pair.api_a, pair.a.name), (&pair.api_b, pair.b.name)] {
+        testkit::annotate(api, name, faults::SLOW_SHUTDOWN, Some("1500ms")).await;
+    }
+    let members = [pair.a, pair.b];
+    let hub: Api<DistributedTopology> = Api::namespaced(lab.admin("hub").await, ns.name());
+    hub.create(
+        &PostParams::default(),
+        &topology(
+            ns.name(),
+            &members,
+            json!({"star": {}}),
+            pair.a.name,
+            wide_timeouts(),
+        ),
+    )
+    .await
+    .expect("creating the topology");
+    let mut controller = Controller::start_with(lab, ns.name(), "-0", &LEASE);
+    wait_condition(&hub, kind::READY).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = tokio::spawn(writer(
+        lab,
+        ns.name().to_owned(),
+        members.to_vec(),
+        stop.clone(),
+    ));
+    let sampling = tokio::spawn(sampler(
+        lab,
+        ns.name().to_owned(),
+        members.to_vec(),
+        stop.clone(),
+    ));
+
+    let kill_points = [
+        StepKind::Demote,
+        StepKind::AwaitToken,
+        StepKind::AwaitPromotion,
+        StepKind::Bookkeeping,
+        StepKind::ClearToken,
+    ];
+    let mut to = pair.b.name;
+    for (i, kill_at) in kill_points.into_iter().enumerate() {
+        let patched = hub
+            .patch(
+                "pg",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"primary": to}})),
+            )
+            .await
+            .expect("setting spec.primary");
+        let generation = patched.metadata.generation.unwrap_or_default();
+        let seen = reach(&hub, generation, kill_at).await;
+        controller.kill().await;
+        println!("switchover to {to}: kill -9 at {kill_at} (saw {seen:?})");
+        controller = Controller::start_with(lab, ns.name(), &format!("-{}", i + 1), &LEASE);
+        let prefix = format!("{generation}-");
+        let (prefix, hub) = (&prefix, &hub);
+        let done = wait_for(
+            &format!("the switchover to {to} to finish"),
+            DEADLINE,
+            || async move {
+                let topo = hub.get("pg").await.ok()?;
+                topo.status?
+                    .history
+                    .into_iter()
+                    .find(|op| op.id.starts_with(prefix))
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(done.outcome, Some(Outcome::Succeeded), "{done:#?}");
+        to = if to == pair.a.name {
+            pair.b.name
+        } else {
+            pair.a.name
+        };
+    }
+    wait_condition(&hub, kind::READY).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = writing.await.expect("writer");
+    let (samples, violations) = sampling.await.expect("sampler");
+    println!(
+        "writer: {} acknowledged rows; sampler: {samples} samples",
+        acked.len()
+    );
+    assert!(violations.is_empty(), "two primaries: {violations:#?}");
+
+    // Five switchovers from A end on B.
+    let primary = pg(lab, ns.name(), pair.b, Duration::from_secs(5))
+        .await
+        .expect("final primary");
+    let rows: Vec<i32> = primary
+        .query("SELECT x FROM t", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing: Vec<i32> = acked
+        .iter()
+        .filter(|x| !rows.contains(x))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged rows missing on the final primary: {missing:?}"
+    );
+    drop(controller);
+    pair.delete().await;
+}
