@@ -178,7 +178,11 @@ async fn secrets_of_both_formats_load_reload_and_go_away_without_a_restart() {
             &PostParams::default(),
             &secret(
                 "argo-western",
-                &[("argocd.argoproj.io/secret-type", "cluster")],
+                // Both labels: read once, as Argo CD's format, not reported as a conflict.
+                &[
+                    ("argocd.argoproj.io/secret-type", "cluster"),
+                    (MEMBER_SECRET_LABEL, "true"),
+                ],
                 &[
                     ("name", "eu-western"),
                     ("server", &server),
@@ -192,6 +196,7 @@ async fn secrets_of_both_formats_load_reload_and_go_away_without_a_restart() {
         s.get("eu-south").is_some() && s.get("eu-western").is_some()
     })
     .await;
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
     let western_client = loaded
         .get("eu-western")
         .unwrap()

@@ -23,6 +23,7 @@ use crate::argocd;
 use crate::credential::MemberCredential;
 use crate::directory::{self, Fingerprint};
 use crate::error::{CredentialError, Result};
+use crate::origin::SecretFormat;
 use crate::secrets;
 
 /// Where member credentials come from.
@@ -119,7 +120,16 @@ fn merge<'a>(entries: impl Iterator<Item = &'a Entry>, complete: bool) -> Snapsh
     }
 }
 
-/// One watched kind of hub Secret.
+/// Where and how one kind of hub Secret is watched.
+#[derive(Debug, Clone)]
+struct SecretSourceSpec {
+    namespace: String,
+    format: SecretFormat,
+    selector: &'static str,
+    what: &'static str,
+}
+
+/// What one watched kind of hub Secret holds now.
 #[derive(Default)]
 struct SecretSource {
     synced: bool,
@@ -190,22 +200,24 @@ impl CredentialSet {
         self.inner.tx.subscribe()
     }
 
-    /// (namespace, label selector, description) of each configured Secret source.
-    fn secret_sources(options: &CredentialOptions) -> Vec<(String, &'static str, &'static str)> {
+    /// The configured Secret sources.
+    fn secret_sources(options: &CredentialOptions) -> Vec<SecretSourceSpec> {
         let mut sources = Vec::new();
         if let Some(ns) = &options.secret_namespace {
-            sources.push((
-                ns.clone(),
-                secrets::MEMBER_SECRET_SELECTOR,
-                "member Secrets",
-            ));
+            sources.push(SecretSourceSpec {
+                namespace: ns.clone(),
+                format: SecretFormat::Federator,
+                selector: secrets::MEMBER_SECRET_SELECTOR,
+                what: "member Secrets",
+            });
         }
         if let Some(ns) = &options.argocd_namespace {
-            sources.push((
-                ns.clone(),
-                argocd::CLUSTER_SECRET_SELECTOR,
-                "Argo CD cluster Secrets",
-            ));
+            sources.push(SecretSourceSpec {
+                namespace: ns.clone(),
+                format: SecretFormat::ArgoCd,
+                selector: argocd::CLUSTER_SECRET_SELECTOR,
+                what: "Argo CD cluster Secrets",
+            });
         }
         sources
     }
@@ -296,15 +308,10 @@ impl CredentialSet {
     /// Watches the configured Secret sources on the hub until dropped.
     pub async fn watch_secrets(&self, hub: Client) {
         let sources = Self::secret_sources(&self.inner.options);
-        let watches =
-            sources
-                .into_iter()
-                .enumerate()
-                .map(|(index, (namespace, selector, what))| {
-                    let api: Api<Secret> = Api::namespaced(hub.clone(), &namespace);
-                    let what = format!("{what} in namespace {namespace}");
-                    self.watch_source(index, api, selector, what)
-                });
+        let watches = sources
+            .into_iter()
+            .enumerate()
+            .map(|(index, source)| self.watch_source(index, hub.clone(), source));
         futures::future::join_all(watches).await;
     }
 
@@ -327,14 +334,22 @@ impl CredentialSet {
         }
     }
 
-    async fn watch_source(&self, index: usize, api: Api<Secret>, selector: &str, what: String) {
+    async fn watch_source(&self, index: usize, hub: Client, source: SecretSourceSpec) {
         let allow_plugins = self.inner.options.allow_auth_plugins;
-        let config = watcher::Config::default().labels(selector);
+        let api: Api<Secret> = Api::namespaced(hub, &source.namespace);
+        let what = format!("{} in namespace {}", source.what, source.namespace);
+        let config = watcher::Config::default().labels(source.selector);
         let mut events = watcher::watcher(api, config).default_backoff().boxed();
         let mut buffer: Option<BTreeMap<(String, String), Entry>> = None;
         while let Some(event) = events.next().await {
             let key = |s: &Secret| (s.namespace().unwrap_or_default(), s.name_any());
+            // A Secret carrying both labels is read only by the source of the format it declares
+            // (Argo CD's wins, see `secrets::format_of`); otherwise two sources watching one
+            // namespace would each load it and report a conflict with itself.
             let convert = |s: Secret| async move {
+                if secrets::format_of(&s) != Some(source.format) {
+                    return None;
+                }
                 secrets::from_secret(&s, allow_plugins)
                     .await
                     .map(|r| r.map_err(Arc::new))

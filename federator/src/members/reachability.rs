@@ -9,9 +9,9 @@ use std::time::SystemTime;
 pub enum Reachability {
     /// It has a credential; no watch has completed its first list yet.
     Connecting,
-    /// Every watch on it is listing or watching successfully.
+    /// A watch on it is listing or watching successfully.
     Reachable,
-    /// A watch on it fails (connection refused, timeout, forbidden, ...).
+    /// Every watch on it fails (connection refused, timeout, forbidden, ...).
     Unreachable { error: String },
     /// It has no usable credential (refused, unreadable, conflicting, or removed).
     NoCredential { error: String },
@@ -49,22 +49,25 @@ pub(crate) struct WatchHealth {
     pub error: Option<String>,
 }
 
-/// A member's reachability from its watches: any failing watch makes it unreachable (its cached
-/// objects may be stale); otherwise reachable once one has listed.
+/// A member's reachability from its watches: reachable while one of them lists or watches
+/// successfully (a namespace the member's credential may not read is that namespace's problem,
+/// reported by reads there, not the whole member's); unreachable when they all fail.
 pub(crate) fn of_watches<'a>(watches: impl IntoIterator<Item = &'a WatchHealth>) -> Reachability {
-    let mut synced = false;
+    let mut first_error = None;
     for watch in watches {
-        if let Some(error) = &watch.error {
-            return Reachability::Unreachable {
-                error: error.clone(),
-            };
+        match &watch.error {
+            None if watch.synced => return Reachability::Reachable,
+            None => {}
+            Some(error) => {
+                first_error.get_or_insert(error);
+            }
         }
-        synced |= watch.synced;
     }
-    if synced {
-        Reachability::Reachable
-    } else {
-        Reachability::Connecting
+    match first_error {
+        Some(error) => Reachability::Unreachable {
+            error: error.clone(),
+        },
+        None => Reachability::Connecting,
     }
 }
 
@@ -97,7 +100,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn any_failing_watch_makes_the_member_unreachable() {
+    fn a_member_is_reachable_while_one_watch_works() {
         let ok = WatchHealth {
             synced: true,
             error: None,
@@ -107,15 +110,15 @@ mod tests {
             synced: true,
             error: Some("connection refused".into()),
         };
+        let refused = Reachability::Unreachable {
+            error: "connection refused".into(),
+        };
         assert_eq!(of_watches([]), Reachability::Connecting);
         assert_eq!(of_watches([&pending]), Reachability::Connecting);
         assert_eq!(of_watches([&ok, &pending]), Reachability::Reachable);
-        assert_eq!(
-            of_watches([&ok, &failing]),
-            Reachability::Unreachable {
-                error: "connection refused".into()
-            }
-        );
+        assert_eq!(of_watches([&failing, &ok]), Reachability::Reachable);
+        assert_eq!(of_watches([&failing]), refused);
+        assert_eq!(of_watches([&pending, &failing]), refused);
     }
 
     #[test]
