@@ -114,8 +114,13 @@ fn parse<T: DeserializeOwned>(origin: &Origin, doc: &str) -> Result<T, ManifestE
                 rest.split_once(": ")
                     .filter(|(pos, _)| pos.starts_with("line "))
             })
-            .map_or(text.as_str(), |(_, msg)| msg)
-            .to_owned();
+            .map_or(text.as_str(), |(_, msg)| msg);
+        // Some messages repeat the document-relative position at the end; drop it too.
+        let message = match message.rsplit_once(" at line ") {
+            Some((msg, pos)) if pos.contains(", column ") => msg,
+            _ => message,
+        }
+        .to_owned();
         ManifestError {
             file: origin.file.clone(),
             line: origin.line + line - 1,
@@ -191,6 +196,7 @@ spec:
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].file, "x.yaml");
         assert!((13..=14).contains(&errors[0].line), "{errors:?}");
+        assert!(!errors[0].message.contains("line"), "{errors:?}");
 
         let wrong_type = TWO_DOCS.replace("instances: 1", "instances: many");
         let errors = Manifests::default().add("y.yaml", &wrong_type).unwrap_err();
