@@ -322,3 +322,53 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Manifests;
+
+    fn ring() -> (Topology, Observed) {
+        let mut m = Manifests::default();
+        m.add(
+            "ring.yaml",
+            include_str!("../../examples/ring-of-three.yaml"),
+        )
+        .unwrap();
+        let topology = Topology::from_spec(&m.topologies[0].1.spec).unwrap();
+        let clusters: Vec<_> = m.clusters.iter().map(|(_, c)| c.clone()).collect();
+        (topology, Observed::from_clusters(&clusters))
+    }
+
+    #[test]
+    fn ring_text_and_dot_follow_wal_from_the_primary() {
+        let (topology, observed) = ring();
+        let graph = TopologyGraph::observed(&topology, &observed);
+        assert!(graph.not_fed_by_primary().is_empty());
+        insta::assert_snapshot!(graph.to_text());
+        insta::assert_snapshot!(graph.to_dot());
+    }
+
+    #[test]
+    fn svg_has_one_box_per_member_and_one_arrow_per_edge() {
+        let (topology, observed) = ring();
+        let svg = TopologyGraph::observed(&topology, &observed).to_svg();
+        assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<rect ").count(), 3);
+        assert_eq!(svg.matches("<line ").count(), 3);
+        assert_eq!(
+            svg.matches("stroke-dasharray").count(),
+            1,
+            "the primary's dormant source"
+        );
+    }
+
+    #[test]
+    fn a_member_whose_source_leads_nowhere_is_not_fed() {
+        let (topology, mut observed) = ring();
+        let south = observed.members.get_mut("pg16-eu-south").unwrap();
+        south.replica.as_mut().unwrap().source = "pg16-eu-south".into();
+        let graph = TopologyGraph::observed(&topology, &observed);
+        assert_eq!(graph.not_fed_by_primary(), ["pg16-eu-south"]);
+    }
+}
