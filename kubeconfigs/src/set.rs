@@ -288,21 +288,25 @@ impl CredentialSet {
         Ok(changed)
     }
 
-    /// Re-reads the directory on every SIGHUP, forever.
-    pub async fn reload_on_sighup(&self) -> Result<()> {
+    /// Installs the SIGHUP handler at once (from then on SIGHUP no longer terminates the
+    /// process) and returns the task that re-reads the directory on every SIGHUP, forever.
+    /// Must be called within a tokio runtime.
+    pub fn reload_on_sighup(&self) -> Result<impl Future<Output = ()> + Send + use<>> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangups = signal(SignalKind::hangup()).map_err(|source| CredentialError::Io {
             action: "installing the SIGHUP handler for",
             path: self.inner.options.directory.clone().unwrap_or_default(),
             source,
         })?;
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: re-reading member credentials");
-            if let Err(e) = self.reload_directory().await {
-                tracing::warn!(error = %e, "re-reading member credentials");
+        let set = self.clone();
+        Ok(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: re-reading member credentials");
+                if let Err(e) = set.reload_directory().await {
+                    tracing::warn!(error = %e, "re-reading member credentials");
+                }
             }
-        }
-        Ok(())
+        })
     }
 
     /// Watches the configured Secret sources on the hub until dropped.
@@ -316,9 +320,12 @@ impl CredentialSet {
     }
 
     /// Reads the directory once, then follows every source (Secrets on `hub`, SIGHUP) until
-    /// dropped. The first read's problems are in the snapshot; its error is returned only if the
+    /// dropped. The first read's problems are in the snapshot; an error is returned only if the
     /// SIGHUP handler cannot be installed.
     pub async fn run(&self, hub: Option<Client>) -> Result<()> {
+        // Before the first read, so that a SIGHUP sent right after start-up reloads rather than
+        // kills.
+        let hangups = self.reload_on_sighup()?;
         if let Err(e) = self.reload_directory().await {
             tracing::warn!(error = %e, "reading member credentials");
         }
@@ -326,12 +333,9 @@ impl CredentialSet {
             if let Some(hub) = hub {
                 self.watch_secrets(hub).await;
             }
-            futures::future::pending::<()>().await;
         };
-        tokio::select! {
-            result = self.reload_on_sighup() => result,
-            () = secrets => Ok(()),
-        }
+        tokio::join!(hangups, secrets);
+        Ok(())
     }
 
     async fn watch_source(&self, index: usize, hub: Client, source: SecretSourceSpec) {

@@ -82,3 +82,28 @@ async fn with_secret_sources_the_snapshot_is_incomplete_until_listed() {
     });
     assert!(!set.snapshot().complete);
 }
+
+#[tokio::test]
+async fn sighup_rereads_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("eu-central"), token_kubeconfig()).unwrap();
+    let set = CredentialSet::new(options(dir.path()));
+    set.reload_directory().await.unwrap();
+    let mut changes = set.subscribe();
+    changes.mark_unchanged();
+    // Installed before the signal is sent: SIGHUP's default action would end the test process.
+    let task = tokio::spawn(set.reload_on_sighup().unwrap());
+    std::fs::write(dir.path().join("eu-south"), token_kubeconfig()).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reloaded = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        changes.wait_for(|s| s.get("eu-south").is_some()),
+    )
+    .await;
+    assert!(matches!(reloaded, Ok(Ok(_))), "no reload after SIGHUP");
+    task.abort();
+}
