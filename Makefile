@@ -12,7 +12,7 @@ E2E_LAB_DIR ?= target/e2e-lab
 .PHONY: help deps build demo lab-down lab-status test fmt-check clippy no-openssl crds-check unit e2e-lab-down
 
 help:
-	@echo "make demo      build, bring the lab up in $(LAB_DIR)/ and print how to reach it (leaves it running)"
+	@echo "make demo      lab up in $(LAB_DIR)/, the ring of three, the controller, one switchover (leaves it running)"
 	@echo "make lab-down  stop the demo lab"
 	@echo "make test      fmt, clippy, no-OpenSSL check, CRD drift check, every test (e2e on a real lab)"
 
@@ -24,13 +24,15 @@ deps:
 build:
 	$(CARGO) build -p federator -p federator-e2e --bins
 
+# Lab up, the ring of three applied, the controller started, one switchover, the status table.
 demo: deps build
-	$(FEDERATOR) lab up --dir $(LAB_DIR)
+	LAB_DIR=$(LAB_DIR) FEDERATOR=$(FEDERATOR) bash hack/demo.sh
 
 lab-status: build
 	$(FEDERATOR) lab status --dir $(LAB_DIR)
 
 lab-down: build
+	@if [[ -f $(LAB_DIR)/controller.pid ]]; then kill "$$(cat $(LAB_DIR)/controller.pid)" 2>/dev/null || true; rm -f $(LAB_DIR)/controller.pid; fi
 	$(FEDERATOR) lab down --dir $(LAB_DIR)
 
 test: deps fmt-check clippy no-openssl crds-check
