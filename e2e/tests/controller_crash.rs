@@ -6,12 +6,8 @@
 
 mod controller_support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
 use controller_support::{
-    Controller, pg, sampler, topology, wait_condition, wide_timeouts, writer,
+    Controller, Load, assert_rows_kept, deploy, wait_condition, wide_timeouts,
 };
 use e2e::emulator::faults;
 use e2e::emulator::testkit::{self, DEADLINE, Pair};
@@ -19,7 +15,7 @@ use e2e::harness::TestNamespace;
 use e2e::lab::health::wait_for;
 use futures::{StreamExt, TryStreamExt};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use topology::api::Outcome;
@@ -69,35 +65,18 @@ async fn kill_9_at_each_step_then_a_new_controller_finishes() {
         testkit::annotate(api, name, faults::SLOW_SHUTDOWN, Some("1500ms")).await;
     }
     let members = [pair.a, pair.b];
-    let hub: Api<DistributedTopology> = Api::namespaced(lab.admin("hub").await, ns.name());
-    hub.create(
-        &PostParams::default(),
-        &topology(
-            ns.name(),
-            &members,
-            json!({"star": {}}),
-            pair.a.name,
-            wide_timeouts(),
-        ),
+    let hub = deploy(
+        lab,
+        ns.name(),
+        &members,
+        json!({"star": {}}),
+        wide_timeouts(),
     )
-    .await
-    .expect("creating the topology");
+    .await;
     let mut controller = Controller::start_with(lab, ns.name(), "-0", &LEASE);
     wait_condition(&hub, kind::READY).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writing = tokio::spawn(writer(
-        lab,
-        ns.name().to_owned(),
-        members.to_vec(),
-        stop.clone(),
-    ));
-    let sampling = tokio::spawn(sampler(
-        lab,
-        ns.name().to_owned(),
-        members.to_vec(),
-        stop.clone(),
-    ));
+    let load = Load::start(lab, ns.name(), &members, true);
 
     let kill_points = [
         StepKind::Demote,
@@ -144,35 +123,9 @@ async fn kill_9_at_each_step_then_a_new_controller_finishes() {
         };
     }
     wait_condition(&hub, kind::READY).await;
-    stop.store(true, Ordering::Relaxed);
-    let acked = writing.await.expect("writer");
-    let (samples, violations) = sampling.await.expect("sampler");
-    println!(
-        "writer: {} acknowledged rows; sampler: {samples} samples",
-        acked.len()
-    );
-    assert!(violations.is_empty(), "two primaries: {violations:#?}");
-
+    let acked = load.finish().await;
     // Five switchovers from A end on B.
-    let primary = pg(lab, ns.name(), pair.b, Duration::from_secs(5))
-        .await
-        .expect("final primary");
-    let rows: Vec<i32> = primary
-        .query("SELECT x FROM t", &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let missing: Vec<i32> = acked
-        .iter()
-        .filter(|x| !rows.contains(x))
-        .copied()
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged rows missing on the final primary: {missing:?}"
-    );
+    assert_rows_kept(lab, ns.name(), pair.b, &acked).await;
     drop(controller);
     pair.delete().await;
 }

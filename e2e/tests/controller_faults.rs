@@ -6,16 +6,13 @@
 
 mod controller_support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use controller_support::{Controller, sampler, switchover, topology, wait_condition};
+use controller_support::{Controller, Load, deploy, switchover, wait_condition};
 use e2e::emulator::faults;
 use e2e::emulator::testkit::{self, Pair};
 use e2e::harness::TestNamespace;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::json;
 use topology::DistributedTopology;
 use topology::cnpg::Role;
@@ -34,35 +31,14 @@ async fn switchover_with_fault(
     let pair = Pair::create(lab, ns.name()).await;
     testkit::annotate(&pair.api_a, pair.a.name, fault, Some("true")).await;
     let members = [pair.a, pair.b];
-    let hub: Api<DistributedTopology> = Api::namespaced(lab.admin("hub").await, ns.name());
     let timeouts = json!({"demotionStart": "5s", "tokenWait": "6s", "promotionWait": "2m"});
-    hub.create(
-        &PostParams::default(),
-        &topology(
-            ns.name(),
-            &members,
-            json!({"star": {}}),
-            pair.a.name,
-            timeouts,
-        ),
-    )
-    .await
-    .expect("creating the topology");
+    let hub = deploy(lab, ns.name(), &members, json!({"star": {}}), timeouts).await;
     let _controller = Controller::start(lab, ns.name());
     wait_condition(&hub, kind::READY).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampling = tokio::spawn(sampler(
-        lab,
-        ns.name().to_owned(),
-        members.to_vec(),
-        stop.clone(),
-    ));
+    let load = Load::start(lab, ns.name(), &members, false);
     let (code, out, _) = switchover(lab, ns.name(), pair.b.name).await;
-    stop.store(true, Ordering::Relaxed);
-    let (samples, violations) = sampling.await.expect("sampler");
-    assert!(violations.is_empty(), "two primaries: {violations:#?}");
-    assert!(samples > 5, "the sampler ran {samples} times");
+    load.finish().await;
     let topo = hub.get("pg").await.expect("the topology");
     (ns, pair, code, out, topo)
 }

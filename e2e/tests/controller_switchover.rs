@@ -11,20 +11,15 @@
 
 mod controller_support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use controller_support::{
-    Controller, pg, sampler, switchover, topology, wait_condition, wide_timeouts, writer,
+    Controller, Load, assert_rows_kept, deploy, pg, switchover, wait_condition, wide_timeouts,
 };
 use e2e::emulator::testkit::{self, DEADLINE, Member};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
-use kube::Api;
-use kube::api::PostParams;
 use serde_json::json;
-use topology::DistributedTopology;
 use topology::api::Outcome;
 use topology::conditions::kind;
 
@@ -36,19 +31,11 @@ async fn rotate(
     shape: serde_json::Value,
     targets: &[&str],
 ) {
-    let hub: Api<DistributedTopology> = Api::namespaced(lab.admin("hub").await, ns);
-    hub.create(
-        &PostParams::default(),
-        &topology(ns, members, shape, members[0].name, wide_timeouts()),
-    )
-    .await
-    .expect("creating the topology");
+    let hub = deploy(lab, ns, members, shape, wide_timeouts()).await;
     let _controller = Controller::start(lab, ns);
     wait_condition(&hub, kind::READY).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(writer(lab, ns.to_owned(), members.to_vec(), stop.clone()));
-    let sampler = tokio::spawn(sampler(lab, ns.to_owned(), members.to_vec(), stop.clone()));
+    let load = Load::start(lab, ns, members, true);
     for to in targets {
         let (code, _, took) = switchover(lab, ns, to).await;
         assert_eq!(code, 0, "switchover to {to} did not succeed");
@@ -59,45 +46,13 @@ async fn rotate(
         // Let the writer land a few rows on the new primary before the next move.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let acked = writer.await.expect("writer");
-    let (samples, violations) = sampler.await.expect("sampler");
-    println!(
-        "writer: {} acknowledged rows; sampler: {samples} samples",
-        acked.len()
-    );
-    assert!(violations.is_empty(), "two primaries: {violations:#?}");
-    assert!(samples > 10, "the sampler ran {samples} times");
-    assert!(
-        !acked.is_empty(),
-        "the writer never got a write acknowledged"
-    );
-
+    let acked = load.finish().await;
     let last = members
         .iter()
         .find(|m| m.name == *targets.last().unwrap())
         .copied()
         .unwrap();
-    let primary = pg(lab, ns, last, Duration::from_secs(5))
-        .await
-        .expect("final primary");
-    let rows: Vec<i32> = primary
-        .query("SELECT x FROM t", &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let missing: Vec<i32> = acked
-        .iter()
-        .filter(|x| !rows.contains(x))
-        .copied()
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged rows missing on the final primary {}: {missing:?}",
-        last.name
-    );
+    let primary = assert_rows_kept(lab, ns, last, &acked).await;
 
     // Every other instance follows the final primary's timeline: it replays a row written now.
     primary

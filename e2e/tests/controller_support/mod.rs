@@ -257,3 +257,96 @@ pub async fn wait_condition(api: &Api<DistributedTopology>, type_: &str) -> Dist
     .await
     .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Creates the topology `pg` in `ns` on the hub, `members[0]` primary.
+pub async fn deploy(
+    lab: &SharedLab,
+    ns: &str,
+    members: &[Member<'_>],
+    shape: serde_json::Value,
+    timeouts: serde_json::Value,
+) -> Api<DistributedTopology> {
+    let hub: Api<DistributedTopology> = Api::namespaced(lab.admin("hub").await, ns);
+    let topo = topology(ns, members, shape, members[0].name, timeouts);
+    hub.create(&kube::api::PostParams::default(), &topo)
+        .await
+        .expect("creating the topology");
+    hub
+}
+
+/// The writer (optional) and the two-primaries sampler, running until [`Load::finish`].
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    writer: Option<tokio::task::JoinHandle<Vec<i32>>>,
+    sampler: tokio::task::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Load {
+    pub fn start(
+        lab: &'static SharedLab,
+        ns: &str,
+        members: &[Member<'static>],
+        write: bool,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer =
+            write.then(|| tokio::spawn(writer(lab, ns.to_owned(), members.to_vec(), stop.clone())));
+        let sampler = tokio::spawn(sampler(lab, ns.to_owned(), members.to_vec(), stop.clone()));
+        Load {
+            stop,
+            writer,
+            sampler,
+        }
+    }
+
+    /// Stops both; asserts that no sample saw two primaries; returns the acknowledged rows.
+    pub async fn finish(self) -> Vec<i32> {
+        self.stop.store(true, Ordering::Relaxed);
+        let acked = match self.writer {
+            Some(w) => w.await.expect("writer"),
+            None => Vec::new(),
+        };
+        let (samples, violations) = self.sampler.await.expect("sampler");
+        println!(
+            "writer: {} acknowledged rows; sampler: {samples} samples",
+            acked.len()
+        );
+        assert!(violations.is_empty(), "two primaries: {violations:#?}");
+        assert!(samples > 5, "the sampler ran {samples} times");
+        acked
+    }
+}
+
+/// Every acknowledged row is on `primary`; returns a connection to it.
+pub async fn assert_rows_kept(
+    lab: &SharedLab,
+    ns: &str,
+    primary: Member<'_>,
+    acked: &[i32],
+) -> tokio_postgres::Client {
+    assert!(
+        !acked.is_empty(),
+        "the writer never got a write acknowledged"
+    );
+    let client = pg(lab, ns, primary, Duration::from_secs(5))
+        .await
+        .expect("final primary");
+    let rows: Vec<i32> = client
+        .query("SELECT x FROM t", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing: Vec<i32> = acked
+        .iter()
+        .filter(|x| !rows.contains(x))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged rows missing on the final primary {}: {missing:?}",
+        primary.name
+    );
+    client
+}
