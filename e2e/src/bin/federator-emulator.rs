@@ -106,7 +106,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 webhook::serve(WebhookConfig::new(([127, 0, 0, 1], port).into(), cert, key))
                     .await?;
             let ca = e2e::lab::pki::ca_pem(&lab_dir)?;
-            webhook::register(client.clone(), &ca, &server.url()).await?;
+            // The member apiserver may be down (`lab stop REGION`, a restart): keep trying
+            // rather than exit, as CNPG's operator does.
+            while let Err(error) = webhook::register(client.clone(), &ca, &server.url()).await {
+                tracing::warn!(%error, "registering the admission webhook; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             tracing::info!(url = %server.url(), "admission webhook serving and registered");
             Some(server)
         }

@@ -14,6 +14,9 @@ use super::error::{EmulatorError, Result};
 /// Ports per member for PostgreSQL: `pg_port_base + slot`, slot in `0..PORTS_PER_MEMBER`.
 pub const PORTS_PER_MEMBER: u16 = 100;
 
+/// Serialises port allocation within one emulator (each member has its own port range).
+static ALLOCATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// What the emulator records about the instance of one Cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -127,6 +130,16 @@ impl EmulatorLayout {
         uid: &str,
         pg_port_base: u16,
     ) -> Result<InstanceRecord> {
+        if let Some(record) = self.record(member, namespace, name)
+            && record.uid == uid
+        {
+            return Ok(record);
+        }
+        // Reconciles of new Clusters run concurrently: without this, two could both find the
+        // same port free before either records it.
+        let _allocating = ALLOCATION
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(record) = self.record(member, namespace, name)
             && record.uid == uid
         {

@@ -116,7 +116,8 @@ pub async fn annotate(api: &Api<Cluster>, name: &str, key: &str, value: Option<&
     .unwrap_or_else(|e| panic!("annotating {name}: {e}"));
 }
 
-/// Waits until the Cluster satisfies `check`; panics naming `what` after [`DEADLINE`].
+/// Waits until the Cluster satisfies `check`; panics naming `what` and showing the last status
+/// after [`DEADLINE`].
 pub async fn wait_cluster(
     api: &Api<Cluster>,
     name: &str,
@@ -124,33 +125,21 @@ pub async fn wait_cluster(
     check: impl Fn(&Cluster) -> bool,
 ) -> Cluster {
     let check = &check;
-    wait_for(what, DEADLINE, || async move {
+    let found = wait_for(what, DEADLINE, || async move {
         api.get(name).await.ok().filter(|c| check(c))
     })
-    .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "{name}: waiting for {e}; last seen: {:#?}",
-            last_status(api, name)
-        )
-    })
-}
-
-fn last_status(api: &Api<Cluster>, name: &str) -> String {
-    // Best effort, for the panic message only.
-    let api = api.clone();
-    let name = name.to_owned();
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()
-            .and_then(|rt| rt.block_on(api.get(&name)).ok())
-            .map(|c| serde_json::to_string_pretty(&c.status).unwrap_or_default())
-            .unwrap_or_default()
-    })
-    .join()
-    .unwrap_or_default()
+    .await;
+    match found {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            let last = api
+                .get(name)
+                .await
+                .map(|c| serde_json::to_string_pretty(&c.status).unwrap_or_default())
+                .unwrap_or_else(|e| e.to_string());
+            panic!("{name}: waiting for {e}; last status: {last}")
+        }
+    }
 }
 
 pub fn phase(c: &Cluster) -> &str {
