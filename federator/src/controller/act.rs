@@ -9,7 +9,8 @@ use kube::api::{Patch, PatchParams};
 use serde_json::Value;
 use topology::api::Member;
 use topology::cnpg::Cluster;
-use topology::plan::Action;
+use topology::plan::{Action, Desired};
+use topology::{Observed, OperationKind, StepKind, Topology};
 
 use super::error::{Error, Result};
 use super::observe::Members;
@@ -67,6 +68,52 @@ pub async fn send(
         ))),
         Ok(Err(other)) => Err(failed(pool.redact(&member.cluster, &other.to_string()))),
         Ok(Ok(_)) => Ok(()),
+    }
+}
+
+/// Dry-runs (server side, `dryRun=All`) the Demote patch and every Bookkeeping patch of the
+/// switchover about to start, each on its member, before the first real change: RBAC, the CNPG
+/// webhook and the CRD schema judge them all while nothing has changed yet. Returns every refusal.
+pub async fn dry_run_switchover(
+    pool: &dyn Members,
+    topology: &Topology,
+    observed: &Observed,
+) -> std::result::Result<(), String> {
+    let desired = Desired {
+        topology,
+        to: topology.primary(),
+        kind: OperationKind::Switchover,
+    };
+    let plan = topology::plan(observed, &desired).map_err(|e| e.to_string())?;
+    let mut refusals = Vec::new();
+    let mut tried = 0;
+    let planned = plan
+        .steps
+        .into_iter()
+        .filter(|s| matches!(s.step, StepKind::Demote | StepKind::Bookkeeping));
+    for step in planned {
+        let (Some(member), Some(patch)) = (step.member, step.patch) else {
+            continue;
+        };
+        let trial = Action {
+            step: step.step,
+            member,
+            patch,
+        };
+        tried += 1;
+        if let Err(e) = send(pool, topology.members(), &trial, true).await {
+            refusals.push(format!("{} on {}: {e}", trial.step, trial.member));
+        }
+    }
+    tracing::info!(
+        patches = tried,
+        refused = refusals.len(),
+        "server-side dry run of the switchover's patches"
+    );
+    if refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(refusals.join("; "))
     }
 }
 

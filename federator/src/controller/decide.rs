@@ -37,6 +37,8 @@ pub struct Decided {
     pub finished_operation: Option<(Outcome, Duration)>,
     /// A timer: re-check after this long even if nothing changes (a deadline or a retry).
     pub requeue_after: Option<Duration>,
+    /// What the conditions were computed from, to recompute them after [`refuse`].
+    facts: Facts,
 }
 
 /// A Kubernetes Event to publish on the topology.
@@ -120,7 +122,43 @@ pub fn decide(topo: &DistributedTopology, observation: &Observation, now: Timest
     let wanted = conditions::wanted(&status, &facts);
     conditions::merge(&mut status.conditions, wanted, generation, now);
     out.status = status;
+    out.facts = facts;
     out
+}
+
+/// The server-side dry run of the switchover's patches failed (`problems`): instead of sending
+/// the Demote patch, the operation holds with `ValidationFailed` — nothing changes on any member.
+/// `previous` is the hold the topology carried before this reconcile (to announce a hold once).
+pub fn refuse(
+    decided: &mut Decided,
+    previous: Option<&Hold>,
+    problems: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    decided.effect = None;
+    let Some(op) = decided.status.operation.as_ref() else {
+        return;
+    };
+    let hold = Hold {
+        reason: reason::VALIDATION_FAILED.to_owned(),
+        message: format!(
+            "a server-side dry run of the switchover's patches was refused, so nothing was changed on any member: {problems}"
+        ),
+    };
+    let announce = format!(
+        "switchover {} holds at {}: {}",
+        op.id, op.step, hold.message
+    );
+    if previous != Some(&hold) {
+        decided.note(true, reason::VALIDATION_FAILED, "Hold", announce);
+    }
+    decided.facts.invalid = Some(hold.message.clone());
+    if let Some(op) = decided.status.operation.as_mut() {
+        op.hold = Some(hold);
+    }
+    let wanted = conditions::wanted(&decided.status, &decided.facts);
+    conditions::merge(&mut decided.status.conditions, wanted, generation, now);
 }
 
 /// Starts, advances, holds or finishes the operation in `status`.

@@ -394,3 +394,57 @@ fn an_invalid_topology_changes_nothing_and_says_why() {
     assert!(valid.message.contains("zz"), "{}", valid.message);
     assert!(sim.topo.status.unwrap().operation.is_none());
 }
+
+#[test]
+fn a_refused_dry_run_holds_before_the_first_change() {
+    let mut sim = Sim::ring(&["a", "b"]);
+    sim.switch_to("b");
+    sim.now += SignedDuration::from_millis(100);
+    let observation = observe(&sim.pool(), &sim.topo.spec.members);
+    let mut decided = decide(&sim.topo, &observation, sim.now);
+    assert_eq!(
+        decided.effect.as_ref().map(|a| a.step),
+        Some(StepKind::Demote)
+    );
+    refuse(
+        &mut decided,
+        None,
+        "denied by the webhook".into(),
+        Some(2),
+        sim.now,
+    );
+    assert!(decided.effect.is_none());
+    let op = decided.status.operation.clone().unwrap();
+    let hold = op.hold.clone().unwrap();
+    assert_eq!(hold.reason, reason::VALIDATION_FAILED);
+    assert!(hold.message.contains("denied by the webhook"));
+    assert!(
+        decided
+            .events
+            .iter()
+            .any(|e| e.warning && e.reason == reason::VALIDATION_FAILED)
+    );
+    let valid = decided
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind::VALID)
+        .unwrap();
+    assert_eq!(valid.status, "False");
+
+    // The same refusal on the next reconcile is not announced again.
+    let mut again = decide(&sim.topo, &observation, sim.now);
+    refuse(
+        &mut again,
+        Some(&hold),
+        "denied by the webhook".into(),
+        Some(2),
+        sim.now,
+    );
+    assert!(
+        !again
+            .events
+            .iter()
+            .any(|e| e.reason == reason::VALIDATION_FAILED)
+    );
+}

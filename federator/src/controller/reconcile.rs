@@ -13,12 +13,12 @@ use std::sync::Arc;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::runtime::controller::Action;
-use topology::DistributedTopology;
+use topology::{DistributedTopology, StepKind, Topology};
 
 use super::Context;
 use super::act;
 use super::deadlines;
-use super::decide::decide;
+use super::decide::{decide, refuse};
 use super::error::{Error, Result};
 use super::observe::observe;
 use super::status_writer;
@@ -50,7 +50,31 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     }
 
     // 2. validate → plan → decide (pure)
-    let decided = decide(&topo, &observation, Timestamp::now());
+    let now = Timestamp::now();
+    let mut decided = decide(&topo, &observation, now);
+
+    // Before the first change of a switchover: would every member accept its patch?
+    if decided
+        .effect
+        .as_ref()
+        .is_some_and(|a| a.step == StepKind::Demote)
+        && let Ok(topology) = Topology::from_spec(&topo.spec)
+        && let Err(problems) =
+            act::dry_run_switchover(ctx.members.as_ref(), &topology, &observation.observed).await
+    {
+        let previous = topo
+            .status
+            .as_ref()
+            .and_then(|s| s.operation.as_ref())
+            .and_then(|op| op.hold.as_ref());
+        refuse(
+            &mut decided,
+            previous,
+            problems,
+            topo.metadata.generation,
+            now,
+        );
+    }
 
     // 3. record, before any side effect. The write also runs when the status is unchanged but a
     // patch follows: its precondition proves our view of the step log is still the latest.
@@ -85,7 +109,7 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         if !ctx.leader.is_leader() {
             return Err(Error::NotLeader);
         }
-        tracing::info!(topology = %key, step = %action.step, member = %action.member, patch = %action.patch, "patching member");
+        tracing::info!(topology = %key, step = %action.step, member = %action.member, patch = %loggable(&action.patch), "patching member");
         act::send(ctx.members.as_ref(), &topo.spec.members, action, false).await?;
         // The member's watcher sees the change and wakes us; no timer needed.
         return Ok(Action::await_change());
@@ -103,4 +127,16 @@ pub fn error_policy(topo: Arc<DistributedTopology>, error: &Error, ctx: Arc<Cont
         deadlines::RETRY.as_secs()
     );
     Action::requeue(deadlines::RETRY)
+}
+
+/// The patch as logged: a promotion token is shown by its length only (it is not a credential,
+/// but it is the one thing that may promote a replica; it lives in status, not in logs).
+fn loggable(patch: &serde_json::Value) -> serde_json::Value {
+    let mut shown = patch.clone();
+    if let Some(token) = shown.pointer_mut("/spec/replica/promotionToken")
+        && let Some(text) = token.as_str()
+    {
+        *token = serde_json::Value::String(format!("<{} bytes>", text.len()));
+    }
+    shown
 }
