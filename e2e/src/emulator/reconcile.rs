@@ -16,6 +16,9 @@ use super::pass::Pass;
 use super::postgres::Instance;
 use super::{bootstrap, demotion, promotion, steady};
 
+/// Retry interval after a failed pass.
+const ERROR_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct Context {
     pub client: kube::Client,
     pub config: EmulatorConfig,
@@ -58,18 +61,15 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     steady::run(&mut pass).await
 }
 
-pub fn error_policy(cluster: Arc<Cluster>, error: &EmulatorError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(cluster: Arc<Cluster>, error: &EmulatorError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(
         cluster = cluster.metadata.name.as_deref().unwrap_or_default(),
         %error,
         "reconcile failed; retrying"
     );
-    Action::requeue(
-        ctx.config
-            .timing
-            .operator()
-            .max(std::time::Duration::from_millis(200)),
-    )
+    // Errors (a failing pg_ctl, an apiserver away) are retried slower than steps requeue: a
+    // persistent one must not keep a loaded machine busy.
+    Action::requeue(ERROR_RETRY)
 }
 
 async fn open(cluster: Arc<Cluster>, ctx: &Context) -> Result<Option<Pass<'_>>> {
