@@ -95,7 +95,27 @@ pub fn apply(replica: Option<&ReplicaSpec>, patch: &Value) -> Option<ReplicaSpec
 
 /// True when `patch` would not change `replica`: the step's effect is already there.
 pub fn is_applied(replica: Option<&ReplicaSpec>, patch: &Value) -> bool {
-    replica.is_some() && apply(replica, patch).as_ref() == replica
+    let Some(replica) = replica else {
+        return false;
+    };
+    let Some(fields) = patch["spec"]["replica"].as_object() else {
+        return apply(Some(replica), patch).as_ref() == Some(replica);
+    };
+    // Field by field for the keys this module writes: the controller asks this for every member
+    // on every reconcile, so it avoids a JSON round trip per member.
+    let optional = |have: &Option<String>, want: &Value| match want {
+        Value::Null => have.is_none(),
+        Value::String(w) => have.as_deref() == Some(w.as_str()),
+        _ => false,
+    };
+    fields.iter().all(|(key, want)| match key.as_str() {
+        "primary" => optional(&replica.primary, want),
+        "source" => want.as_str() == Some(replica.source.as_str()),
+        "promotionToken" => optional(&replica.promotion_token, want),
+        "minApplyDelay" => optional(&replica.min_apply_delay, want),
+        "self" => optional(&replica.self_name, want),
+        _ => apply(Some(replica), patch).as_ref() == Some(replica),
+    })
 }
 
 #[cfg(test)]
@@ -152,6 +172,32 @@ mod tests {
             after.source, "a",
             "the docs keep source pointing at the old primary"
         );
+    }
+
+    #[test]
+    fn field_check_agrees_with_applying_the_patch() {
+        let mut base = replica("a", "c");
+        base.promotion_token = Some("T".into());
+        let patches = [
+            demote("b", Some("b")),
+            demote("a", None),
+            promote("a", Some("T")),
+            promote("a", None),
+            bookkeeping("a", Some("c")),
+            bookkeeping("b", None),
+            clear_token(),
+            rollback_target("a"),
+        ];
+        for candidate in [base.clone(), replica("b", "b"), replica("a", "a")] {
+            for patch in &patches {
+                let generic = apply(Some(&candidate), patch).as_ref() == Some(&candidate);
+                assert_eq!(
+                    is_applied(Some(&candidate), patch),
+                    generic,
+                    "{patch} on {candidate:?}"
+                );
+            }
+        }
     }
 
     #[test]

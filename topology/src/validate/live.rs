@@ -74,8 +74,20 @@ pub fn validate_live(
         })
         .collect();
 
+    // Members normally share one externalClusters list (see `ObservedMember`); index each
+    // distinct list once so that checking n members stays linear.
+    let mut name_sets: HashMap<*const String, HashSet<&str>> = HashMap::new();
     for &(i, member) in &members {
-        check_member(topology, i, member, &mut problems);
+        let externals = name_sets
+            .entry(member.external_clusters.as_ptr())
+            .or_insert_with(|| {
+                member
+                    .external_clusters
+                    .iter()
+                    .map(String::as_str)
+                    .collect()
+            });
+        check_member(topology, i, member, externals, &mut problems);
     }
     check_external_cluster_lists(topology, &members, &mut problems);
     check_system_ids(&members, &mut problems);
@@ -105,7 +117,13 @@ fn cluster_path(m: &ObservedMember) -> String {
 }
 
 /// Rules about one member's own Cluster.
-fn check_member(topology: &Topology, i: usize, m: &ObservedMember, problems: &mut Problems) {
+fn check_member(
+    topology: &Topology,
+    i: usize,
+    m: &ObservedMember,
+    externals: &HashSet<&str>,
+    problems: &mut Problems,
+) {
     let spec = &topology.members()[i];
     let path = cluster_path(m);
     if !m.reachable {
@@ -151,7 +169,6 @@ fn check_member(topology: &Topology, i: usize, m: &ObservedMember, problems: &mu
         );
         return;
     };
-    let externals: HashSet<&str> = m.external_clusters.iter().map(String::as_str).collect();
     let field = |f: &str| format!("{path}: spec.replica.{f}");
     if let Some(enabled) = replica.enabled {
         problems.push(
