@@ -135,7 +135,7 @@ pub fn wanted(status: &DistributedTopologyStatus, facts: &Facts) -> Vec<Wanted> 
             reason::IDLE,
             match status.history.last() {
                 Some(last) => format!(
-                    "no switchover running; the last one ({} → {}) ended {:?}",
+                    "no switchover running; the last one ({} → {}) ended {}",
                     last.from,
                     last.to,
                     last.outcome.map(|o| format!("{o:?}")).unwrap_or_default()
