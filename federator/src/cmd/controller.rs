@@ -135,6 +135,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         leader,
         events: Events::new(hub, identity.clone()),
         metrics,
+        credentials: Some(credentials),
     });
     tracing::info!(%identity, "federator controller running");
     controller::run(

@@ -41,6 +41,9 @@ pub struct Context {
     pub leader: Leadership,
     pub events: Events,
     pub metrics: Arc<Metrics>,
+    /// Member credentials; a directory of kubeconfigs is re-checked (a cheap `stat`) at every
+    /// reconcile, so an edited file takes effect without a restart or a SIGHUP.
+    pub credentials: Option<kubeconfigs::CredentialSet>,
 }
 
 /// Runs the controller on the topologies of `namespace` (all namespaces: `None`) until

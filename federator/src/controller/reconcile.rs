@@ -37,6 +37,13 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         topo.metadata.name.as_deref().unwrap_or_default()
     );
 
+    if let Some(credentials) = &ctx.credentials
+        && let Err(e) = credentials.refresh_directory().await
+    {
+        // The last good credentials stay in use; the problem is reported by the set itself.
+        tracing::warn!(error = %e, "re-reading the member kubeconfig directory");
+    }
+
     // 1. observe
     let observation = observe(ctx.members.as_ref(), &topo.spec.members);
     if !observation.syncing.is_empty() {
