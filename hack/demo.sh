@@ -28,23 +28,31 @@ trap 'rm -rf "$work"' EXIT
 awk -v dir="$work" 'BEGIN{n=0} /^---/{n++; next} {print > (dir "/doc-" n ".yaml")}' "$MANIFEST"
 
 hub=(kubectl --kubeconfig "$LAB_DIR/hub.kubeconfig")
-step "the ring of three: CNPG Clusters on the members"
-for doc in "$work"/doc-*.yaml; do
-  kind="$(awk '/^kind:/{print $2; exit}' "$doc")"
-  name="$(awk '/^  name:/{print $2; exit}' "$doc")"
-  case "$kind" in
-    DistributedTopology) cp "$doc" "$work/topology.yaml"; ns="$(awk '/^  namespace:/{print $2; exit}' "$doc")" ;;
-    Cluster)
-      region="$(awk -v m="$name" '$0 ~ "name: " m "," {for (i=1;i<=NF;i++) if ($i=="cluster:") {gsub(",","",$(i+1)); print $(i+1)}}' "$MANIFEST")"
-      [[ -n "$region" ]] || { echo "error: no member of the topology names Cluster $name" >&2; exit 1; }
-      kubectl --kubeconfig "$LAB_DIR/$region.kubeconfig" apply -f "$doc" ;;
-  esac
-done
+topo_name="$(awk '/^kind: DistributedTopology/{t=1} t && /^  name:/{print $2; exit}' "$MANIFEST")"
+ns="$(awk '/^kind: DistributedTopology/{t=1} t && /^  namespace:/{print $2; exit}' "$MANIFEST")"
+# A second `make demo` on a running lab must not re-apply the manifests: they name the original
+# primary, and re-applying them over a switched topology would rewrite spec.replica behind the
+# controller's back. The existing topology is used as it is.
+if "${hub[@]}" get distributedtopology "$topo_name" -n "$ns" >/dev/null 2>&1; then
+  step "the ring of three already exists on this lab: using it as it is"
+else
+  step "the ring of three: CNPG Clusters on the members"
+  for doc in "$work"/doc-*.yaml; do
+    kind="$(awk '/^kind:/{print $2; exit}' "$doc")"
+    name="$(awk '/^  name:/{print $2; exit}' "$doc")"
+    case "$kind" in
+      DistributedTopology) cp "$doc" "$work/topology.yaml" ;;
+      Cluster)
+        region="$(awk -v m="$name" '$0 ~ "name: " m "," {for (i=1;i<=NF;i++) if ($i=="cluster:") {gsub(",","",$(i+1)); print $(i+1)}}' "$MANIFEST")"
+        [[ -n "$region" ]] || { echo "error: no member of the topology names Cluster $name" >&2; exit 1; }
+        kubectl --kubeconfig "$LAB_DIR/$region.kubeconfig" create -f "$doc" ;;
+    esac
+  done
 
-step "the DistributedTopology on the hub"
-"${hub[@]}" create namespace "$ns" --dry-run=client -o yaml | "${hub[@]}" apply -f -
-"${hub[@]}" apply -f "$work/topology.yaml"
-topo_name="$(awk '/^  name:/{print $2; exit}' "$work/topology.yaml")"
+  step "the DistributedTopology on the hub"
+  "${hub[@]}" create namespace "$ns" --dry-run=client -o yaml | "${hub[@]}" apply -f -
+  "${hub[@]}" create -f "$work/topology.yaml"
+fi
 
 step "federator controller (log: $LAB_DIR/logs/controller.log)"
 pidfile="$LAB_DIR/controller.pid"
@@ -64,7 +72,7 @@ KUBECONFIG="$LAB_DIR/hub.kubeconfig" "$FEDERATOR" status "$topo_name" -n "$ns"
 
 current="$("${hub[@]}" get distributedtopology "$topo_name" -n "$ns" -o jsonpath='{.spec.primary}')"
 if [[ "$current" == "$TARGET" ]]; then
-  TARGET="$(awk '/ring:/{gsub(/[\[\],]/," "); print $2; exit}' "$work/topology.yaml")"
+  TARGET="$(awk '/ring:/{gsub(/[\[\],]/," "); print $2; exit}' "$MANIFEST")"
 fi
 step "planned switchover $current -> $TARGET"
 KUBECONFIG="$LAB_DIR/hub.kubeconfig" "$FEDERATOR" switchover "$topo_name" -n "$ns" --to "$TARGET" --wait

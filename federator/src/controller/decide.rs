@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use topology::api::{HISTORY_LIMIT, Hold, Operation, Outcome};
 use topology::conditions::reason;
@@ -342,11 +342,11 @@ fn finish(
     if let Some(last) = op.steps.last_mut()
         && last.finished_at.is_none()
     {
-        last.finished_at = Some(Time(now));
+        last.finished_at = Some(MicroTime(now));
         out.finished_steps
             .push((last.step, elapsed(&last.started_at, now)));
     }
-    op.finished_at = Some(Time(now));
+    op.finished_at = Some(MicroTime(now));
     op.outcome = Some(outcome);
     op.hold = None;
     out.finished_operation = Some((outcome, elapsed(&op.started_at, now)));
@@ -356,7 +356,7 @@ fn finish(
     status.operation = None;
 }
 
-fn elapsed(since: &Time, now: Timestamp) -> Duration {
+fn elapsed(since: &MicroTime, now: Timestamp) -> Duration {
     now.duration_since(since.0).unsigned_abs()
 }
 

@@ -2,7 +2,7 @@
 //! operation got. The operation log is written **before** each side effect (with a
 //! resourceVersion precondition), so a restarted controller resumes exactly where it stopped.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -92,10 +92,10 @@ pub struct Operation {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rolled_back: bool,
     /// When the operation started.
-    pub started_at: Time,
+    pub started_at: MicroTime,
     /// When the operation finished (set together with `outcome`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Time>,
+    pub finished_at: Option<MicroTime>,
     /// Every step entered so far, with its timings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepRecord>,
@@ -117,10 +117,10 @@ pub struct StepRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
     /// When the controller entered the step (recorded before its side effect).
-    pub started_at: Time,
+    pub started_at: MicroTime,
     /// When the step's completion was observed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Time>,
+    pub finished_at: Option<MicroTime>,
 }
 
 /// A stopped operation: what happened and what an operator should check.

@@ -1,6 +1,6 @@
 //! [`Progress`]: the part of the durable step log the state machine needs.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{Operation, StepRecord};
@@ -110,12 +110,12 @@ impl Operation {
             step: StepKind::Validate,
             token: None,
             rolled_back: false,
-            started_at: Time(now),
+            started_at: MicroTime(now),
             finished_at: None,
             steps: vec![StepRecord {
                 step: StepKind::Validate,
                 member: None,
-                started_at: Time(now),
+                started_at: MicroTime(now),
                 finished_at: None,
             }],
             hold: None,
@@ -129,7 +129,7 @@ impl Operation {
         if let Some(current) = self.steps.last_mut()
             && current.finished_at.is_none()
         {
-            current.finished_at = Some(Time(now));
+            current.finished_at = Some(MicroTime(now));
         }
         self.step = transition.next;
         if self.token.is_none() {
@@ -140,7 +140,7 @@ impl Operation {
         self.steps.push(StepRecord {
             step: transition.next,
             member,
-            started_at: Time(now),
+            started_at: MicroTime(now),
             finished_at: None,
         });
     }
