@@ -23,6 +23,7 @@ fn pair() -> Topology {
         },
         primary: "a".into(),
         policies: Default::default(),
+        rotation: None,
     })
     .unwrap()
 }

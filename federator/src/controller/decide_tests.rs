@@ -94,6 +94,7 @@ impl Sim {
             },
             primary: names[0].into(),
             policies: policies::load_defaults().unwrap(),
+            rotation: None,
         };
         let mut topo = DistributedTopology::new("pg", spec);
         topo.metadata = ObjectMeta {

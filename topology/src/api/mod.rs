@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use kube::{CustomResource, KubeSchema};
 use policies::Policies;
+use policies::rotation::RotationPolicy;
 use serde::{Deserialize, Serialize};
 
 pub use status::{
@@ -60,6 +61,10 @@ pub struct DistributedTopologySpec {
     /// Timeouts and retry intervals of switchovers; fields left out take Federator's defaults.
     #[serde(default)]
     pub policies: Policies,
+    /// Scheduled rotation of the primary between members (cron schedule, order, maintenance
+    /// windows, freeze periods, preconditions). Absent: the primary moves only on request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationPolicy>,
 }
 
 /// One CNPG Cluster taking part in the distributed topology.

@@ -79,6 +79,7 @@ pub fn topology(
         shape,
         primary: name(primary),
         policies: policies::Policies::default(),
+        rotation: None,
     };
     Topology::from_spec(&spec).expect("generated topologies are valid")
 }
