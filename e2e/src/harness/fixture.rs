@@ -22,6 +22,7 @@ pub struct SharedLab {
 }
 
 static LAB: OnceCell<Result<SharedLab, String>> = OnceCell::const_new();
+static GC: OnceCell<()> = OnceCell::const_new();
 
 fn env_port(name: &str, default: u16) -> u16 {
     match std::env::var(name) {
@@ -63,7 +64,16 @@ pub async fn lab() -> &'static SharedLab {
         })
         .await;
     match result {
-        Ok(lab) => lab,
+        Ok(lab) => {
+            GC.get_or_init(|| async {
+                let collected = super::gc::collect(lab).await;
+                if collected != super::gc::Collected::default() {
+                    eprintln!("e2e lab: collected what earlier runs left: {collected:?}");
+                }
+            })
+            .await;
+            lab
+        }
         Err(e) => panic!(
             "the e2e lab in {} could not start: {e}\n\
              The e2e tests need etcd (apt-get install etcd-server), Go (to build kube-apiserver) or \

@@ -17,6 +17,7 @@
 
 mod dump;
 mod fixture;
+pub mod gc;
 mod namespace;
 
 pub use fixture::{

@@ -2,8 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use kube::discovery::ApiResource;
 
 use super::dump;
@@ -17,8 +15,9 @@ pub const TEST_LABEL: &str = "federator.dev/e2e-test";
 
 /// Namespace `<test>-<random>` on the hub and the three members. On drop: if the test is
 /// panicking, the Clusters, events and any [`also_dump`](Self::also_dump) resources in it are
-/// printed to stderr and the namespace is kept for inspection; otherwise its Clusters and the
-/// namespace are deleted. (The lab has no namespace controller, so a deleted namespace stays `Terminating`; nothing reuses it.)
+/// printed to stderr and the namespace is kept for inspection (for [`KEEP_FAILED`](super::gc::KEEP_FAILED), then the
+/// next test binary collects it); otherwise its Clusters, its WAL archives and the namespace are
+/// deleted. (The lab has no namespace controller, so a deleted namespace stays `Terminating`; nothing reuses it.)
 pub struct TestNamespace {
     pub lab: &'static SharedLab,
     name: String,
@@ -95,18 +94,9 @@ impl Drop for TestNamespace {
                 dump::namespace(lab, &name, &resources).await;
                 return;
             }
-            for region in REGIONS {
-                let client = lab.admin(region).await;
-                // Deleting the Clusters lets the CNPG emulator stop their PostgreSQL (the lab
-                // has no namespace controller to cascade the deletion).
-                let clusters: Api<DynamicObject> =
-                    Api::namespaced_with(client.clone(), &name, &super::cnpg_cluster());
-                let _ = clusters
-                    .delete_collection(&DeleteParams::default(), &ListParams::default())
-                    .await;
-                let namespaces: Api<Namespace> = Api::all(client);
-                let _ = namespaces.delete(&name, &DeleteParams::default()).await;
-            }
+            // Deleting the Clusters lets the CNPG emulator stop their PostgreSQL.
+            super::gc::delete_namespace(lab, &name).await;
+            super::gc::remove_archives_of(&lab.layout.root().join("object-stores"), &name);
         });
     }
 }
