@@ -51,6 +51,8 @@ pub enum SkipReason {
     PreconditionFailed(PreconditionFailure),
     /// The starting deadline passed before the rotation could start.
     MissedDeadline { deadline: Timestamp },
+    /// The topology fails validation (`Valid`=False), so nothing may change.
+    TopologyInvalid { problems: String },
 }
 
 impl SkipReason {
@@ -64,6 +66,7 @@ impl SkipReason {
             SkipReason::OperationInProgress => "OperationInProgress",
             SkipReason::PreconditionFailed(_) => "PreconditionFailed",
             SkipReason::MissedDeadline { .. } => "MissedDeadline",
+            SkipReason::TopologyInvalid { .. } => "TopologyInvalid",
         }
     }
 }
@@ -91,6 +94,9 @@ impl fmt::Display for SkipReason {
                 "the starting deadline passed at {deadline} \
                  (spec.rotation.missedSchedule.startingDeadline)"
             ),
+            SkipReason::TopologyInvalid { problems } => {
+                write!(f, "the topology is not valid: {problems}")
+            }
         }
     }
 }
@@ -188,6 +194,12 @@ mod tests {
             (
                 SkipReason::MissedDeadline { deadline: at },
                 "MissedDeadline",
+            ),
+            (
+                SkipReason::TopologyInvalid {
+                    problems: "spec.members[1]: unreachable".into(),
+                },
+                "TopologyInvalid",
             ),
         ];
         for (skip, expected) in cases {

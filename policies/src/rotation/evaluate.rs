@@ -25,6 +25,13 @@ pub struct RotationFacts {
     pub operation_in_progress: bool,
     /// When the last failed operation ended, if any.
     pub last_failure: Option<Timestamp>,
+    /// True when the observer has no source of replay lag at all (Federator's controller reads
+    /// CNPG `Cluster` objects, whose status does not publish it): the lag preconditions are then
+    /// not checked, rather than holding every rotation as `ReplayLagUnknown`. The switchover
+    /// still waits for the target to replay up to the demotion token (`promotionWait`).
+    pub replay_lag_unobservable: bool,
+    /// Why the topology fails validation, if it does: a rotation never starts while it does.
+    pub topology_invalid: Option<String>,
 }
 
 /// One member's health.
@@ -130,6 +137,42 @@ impl ValidatedRotation {
         None
     }
 
+    /// When `decision` should be evaluated again, if time alone can change it: the next
+    /// scheduled time after `Wait`; for `Hold`, the end of the freeze, the next window opening
+    /// or the end of the cool-down, and at the latest just past the deadline (where it turns
+    /// into a `MissedDeadline` skip). Facts (readiness, operations) wake the controller through
+    /// watches instead. `None` after `Rotate` and `Skip`: the status write that records them
+    /// triggers the next evaluation.
+    pub fn recheck_at(&self, decision: &RotationDecision, now: Timestamp) -> Option<Timestamp> {
+        match decision {
+            RotationDecision::Wait { next_at } => *next_at,
+            RotationDecision::Hold {
+                reason, deadline, ..
+            } => {
+                let past_deadline = deadline
+                    .saturating_add(StdDuration::from_millis(1))
+                    .unwrap_or(Timestamp::MAX);
+                let clears = match reason {
+                    SkipReason::FreezePeriod { until, .. } => Some(*until),
+                    SkipReason::OutsideMaintenanceWindow => {
+                        let tz = self.schedule.time_zone();
+                        self.windows
+                            .iter()
+                            .flat_map(|w| w.openings_between(tz, now, *deadline))
+                            .min()
+                    }
+                    SkipReason::PreconditionFailed(PreconditionFailure::RecentFailure {
+                        cooldown_until,
+                        ..
+                    }) => Some(*cooldown_until),
+                    _ => None,
+                };
+                Some(clears.map_or(past_deadline, |at| at.min(past_deadline)))
+            }
+            RotationDecision::Rotate { .. } | RotationDecision::Skip { .. } => None,
+        }
+    }
+
     /// The member the primary moves to. Explicit entries that are no longer members are passed
     /// over, so removing a member from the topology never sends a rotation to it.
     pub fn target<'a>(&self, primary: &str, members: &[&'a str]) -> Option<&'a str> {
@@ -188,8 +231,16 @@ impl ValidatedRotation {
         if facts.operation_in_progress {
             return Some(SkipReason::OperationInProgress);
         }
+        // After the preconditions, so that an unreachable member (which also fails live
+        // validation) is reported as the precondition it breaks.
         self.failed_precondition(input, target)
             .map(SkipReason::PreconditionFailed)
+            .or_else(|| {
+                facts
+                    .topology_invalid
+                    .clone()
+                    .map(|problems| SkipReason::TopologyInvalid { problems })
+            })
     }
 
     fn failed_precondition(
@@ -220,6 +271,9 @@ impl ValidatedRotation {
             .collect();
         if !not_ready.is_empty() {
             return Some(PreconditionFailure::MembersNotReady { members: not_ready });
+        }
+        if facts.replay_lag_unobservable {
+            return None;
         }
         // Only the target's lag matters: it must replay up to the demotion token before it can
         // be promoted, so its lag is the write-unavailability; the others keep replaying.

@@ -42,6 +42,8 @@ fn healthy() -> RotationFacts {
             .collect(),
         operation_in_progress: false,
         last_failure: None,
+        replay_lag_unobservable: false,
+        topology_invalid: None,
     }
 }
 
@@ -645,4 +647,87 @@ fn facts_default_to_not_ready_so_missing_data_never_rotates() {
             ..
         }
     ));
+}
+
+#[test]
+fn without_a_lag_source_the_lag_limits_are_not_checked_but_readiness_is() {
+    let rotation = policy(serde_json::json!({"preconditions": {"maxReplayLagBytes": 1}}));
+    let mut facts = healthy();
+    for member in facts.members.values_mut() {
+        member.replay_lag = None;
+        member.replay_lag_bytes = None;
+    }
+    facts.replay_lag_unobservable = true;
+    assert_eq!(decide_at(&rotation, Q2, &facts), rotate("eu-central", Q2));
+    facts.members.get_mut("eu-central").unwrap().ready = false;
+    let not_ready = SkipReason::PreconditionFailed(PreconditionFailure::MembersNotReady {
+        members: vec!["eu-central".into()],
+    });
+    assert_eq!(decide_at(&rotation, Q2, &facts), skip(Q2, not_ready));
+}
+
+#[test]
+fn an_invalid_topology_never_rotates_and_a_not_ready_member_is_named_first() {
+    let rotation = policy(serde_json::json!({}));
+    let mut facts = healthy();
+    facts.topology_invalid = Some("spec.members[2]: could not be read".into());
+    let invalid = SkipReason::TopologyInvalid {
+        problems: "spec.members[2]: could not be read".into(),
+    };
+    assert_eq!(decide_at(&rotation, Q2, &facts), skip(Q2, invalid));
+    facts.members.get_mut("us-east").unwrap().ready = false;
+    let not_ready = SkipReason::PreconditionFailed(PreconditionFailure::MembersNotReady {
+        members: vec!["us-east".into()],
+    });
+    assert_eq!(decide_at(&rotation, Q2, &facts), skip(Q2, not_ready));
+}
+
+#[test]
+fn recheck_is_the_next_schedule_or_when_a_hold_can_clear() {
+    let freeze_until = "2026-04-01T00:10:00Z";
+    let run_once = policy(serde_json::json!({
+        "missedSchedule": {"policy": "RunOnce"},
+        "freezePeriods": [{"start": "2026-03-25T00:00:00Z", "end": freeze_until, "reason": "close"}],
+    }));
+    let now = ts(Q2);
+    let frozen = decide_at(&run_once, Q2, &healthy());
+    assert!(
+        matches!(frozen, RotationDecision::Hold { .. }),
+        "{frozen:?}"
+    );
+    assert_eq!(run_once.recheck_at(&frozen, now), Some(ts(freeze_until)));
+
+    // Held by a fact: only the deadline is known in advance (facts wake the controller).
+    let mut facts = healthy();
+    facts.members.get_mut("us-east").unwrap().ready = false;
+    let plain = policy(serde_json::json!({"missedSchedule": {"policy": "RunOnce"}}));
+    let held = decide_at(&plain, Q2, &facts);
+    assert!(matches!(held, RotationDecision::Hold { .. }), "{held:?}");
+    assert_eq!(
+        plain.recheck_at(&held, now),
+        Some(ts("2026-04-01T00:15:00.001Z"))
+    );
+
+    // Outside the window: when the next one opens (Berlin 02:05 = 00:05 UTC).
+    let windowed = policy(serde_json::json!({
+        "missedSchedule": {"policy": "RunOnce"},
+        "maintenanceWindows": [{"days": ["Wednesday"], "start": "02:05", "end": "03:00"}],
+    }));
+    let outside = decide_at(&windowed, Q2, &healthy());
+    assert!(
+        matches!(outside, RotationDecision::Hold { .. }),
+        "{outside:?}"
+    );
+    assert_eq!(
+        windowed.recheck_at(&outside, now),
+        Some(ts("2026-04-01T00:05:00Z"))
+    );
+
+    let waiting = decide_at(&plain, "2026-03-31T00:00:00Z", &healthy());
+    assert_eq!(
+        plain.recheck_at(&waiting, ts("2026-03-31T00:00:00Z")),
+        Some(ts(Q2))
+    );
+    let rotating = decide_at(&plain, Q2, &healthy());
+    assert_eq!(plain.recheck_at(&rotating, now), None);
 }
