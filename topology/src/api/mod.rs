@@ -16,6 +16,7 @@ pub use status::{
     DistributedTopologyStatus, HISTORY_LIMIT, Hold, MemberStatus, Operation, OperationKind,
     Outcome, StepRecord,
 };
+pub use status::{RotationDecisionRecord, RotationRecord, RotationStatus};
 
 /// Which CNPG Clusters form the distributed database, how WAL flows between them, and which one
 /// should be primary.

@@ -2,7 +2,7 @@
 //! operation got. The operation log is written **before** each side effect (with a
 //! resourceVersion precondition), so a restarted controller resumes exactly where it stopped.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,9 @@ pub struct DistributedTopologyStatus {
     /// The last finished operations, newest last, with their step timings (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Operation>,
+    /// Scheduled rotations (`spec.rotation`): what was decided and what comes next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
 }
 
 /// What the controller last saw of one member's CNPG Cluster.
@@ -142,4 +145,66 @@ pub enum Outcome {
     RolledBack,
     /// Abandoned by a human (e.g. `spec.primary` set back while holding).
     Abandoned,
+}
+
+/// What the controller decided about `spec.rotation`. `lastScheduleTime` is written before a
+/// rotation starts, with the same resourceVersion-checked write as the step log, so a scheduled
+/// time is never acted on twice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    /// Fingerprint of `spec.rotation.schedule` and `timeZone` in effect; when it changes, the
+    /// schedule starts over at `activeSince`.
+    pub schedule_digest: String,
+    /// When the current schedule took effect (first seen, or last changed). Scheduled times at
+    /// or before it are never due, so a new schedule does not act on the past.
+    pub active_since: Time,
+    /// The scheduled time of the last rotation that was started or skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// The next time a rotation would start if the members allow it (freezes and maintenance
+    /// windows taken into account); absent while suspended or when the schedule never fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+    /// The latest decision; it changes only when the decision does, not at every reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<RotationDecisionRecord>,
+    /// The last scheduled time that was skipped, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_skip: Option<RotationDecisionRecord>,
+    /// The last rotation started: `spec.primary` was set to its target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation: Option<RotationRecord>,
+}
+
+/// One decision of the rotation scheduler.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationDecisionRecord {
+    /// `Rotate`, `Wait`, `Hold` or `Skip`.
+    pub decision: String,
+    /// Why a rotation was held or skipped (CamelCase, e.g. `FreezePeriod`, `PreconditionFailed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The scheduled time the decision is about (absent for `Wait`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<Time>,
+    /// When the controller first made this decision.
+    pub time: Time,
+}
+
+/// A rotation that was started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationRecord {
+    /// The scheduled time it was started for.
+    pub scheduled_for: Time,
+    /// When the controller set `spec.primary` to the target.
+    pub started_at: Time,
+    /// The member that was primary.
+    pub from: String,
+    /// The member that became the desired primary.
+    pub to: String,
 }
