@@ -24,6 +24,7 @@ fn pair() -> Topology {
         primary: "a".into(),
         policies: Default::default(),
         rotation: None,
+        failover: None,
     })
     .unwrap()
 }

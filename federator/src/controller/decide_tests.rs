@@ -95,6 +95,7 @@ impl Sim {
             primary: names[0].into(),
             policies: policies::load_defaults().unwrap(),
             rotation: None,
+            failover: None,
         };
         let mut topo = DistributedTopology::new("pg", spec);
         topo.metadata = ObjectMeta {

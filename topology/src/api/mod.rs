@@ -12,6 +12,7 @@ use policies::Policies;
 use policies::rotation::RotationPolicy;
 use serde::{Deserialize, Serialize};
 
+pub use status::{DataLossWindow, FailoverReport, FencedMember};
 pub use status::{
     DistributedTopologyStatus, HISTORY_LIMIT, Hold, MemberStatus, Operation, OperationKind,
     Outcome, StepRecord,
@@ -48,6 +49,9 @@ pub use status::{RotationDecisionRecord, RotationRecord, RotationStatus};
 #[x_kube(validation = Rule::new("self.members.exists(m, m.name == self.primary)")
     .message("spec.primary must name one of spec.members")
     .field_path(".primary"))]
+#[x_kube(validation = Rule::new("!has(self.failover) || self.members.exists(m, m.name == self.failover.to)")
+    .message("spec.failover.to must name one of spec.members")
+    .field_path(".failover.to"))]
 #[serde(rename_all = "camelCase")]
 pub struct DistributedTopologySpec {
     /// The CNPG Clusters that form this distributed database, one per region. Names are unique.
@@ -66,6 +70,30 @@ pub struct DistributedTopologySpec {
     /// windows, freeze periods, preconditions). Absent: the primary moves only on request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationPolicy>,
+    /// An explicit failover: promote `to` WITHOUT the old primary's demotion token, because the
+    /// old primary cannot be read. Acted on once, only while `to` equals `primary` and the
+    /// current primary's member is unreachable; see docs/failover.md. Set by `federator failover`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverRequest>,
+}
+
+/// A request to promote a member without a demotion token (possible data loss).
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("self.acceptDataLoss == true")
+    .message("spec.failover.acceptDataLoss must be true: a failover promotes without the old primary's demotion token, so writes it acknowledged after its last archived WAL may be lost; say so explicitly, or use a switchover (change spec.primary only)")
+    .field_path(".acceptDataLoss"))]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRequest {
+    /// The member to promote; it must be a member and equal `spec.primary`.
+    #[schemars(length(min = 1, max = 50))]
+    pub to: String,
+    /// Must be true: the acknowledgement that writes acknowledged by the old primary after its
+    /// last archived WAL segment may be lost, and that the old primary must be re-cloned.
+    pub accept_data_loss: bool,
+    /// When the request was made (RFC 3339). A request is acted on once; to ask again for the
+    /// same member, set a new value (`federator failover` does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<String>,
 }
 
 /// One CNPG Cluster taking part in the distributed topology.

@@ -36,9 +36,96 @@ pub struct DistributedTopologyStatus {
     /// The last finished operations, newest last, with their step timings (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Operation>,
+    /// The last failover request acted on (or refused), with what is known of its data loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<FailoverReport>,
+    /// Former primaries left behind by a failover: made replicas of the new primary as soon as
+    /// they can be read again, and to be re-cloned before they serve again (CNPG has no rewind).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fenced_members: Vec<FencedMember>,
     /// Scheduled rotations (`spec.rotation`): what was decided and what comes next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationStatus>,
+}
+
+/// What Federator did with a failover request, and the possible data loss.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverReport {
+    /// The request (`spec.failover`) this report answers; the same request is not acted on twice.
+    pub request: crate::api::FailoverRequest,
+    /// The old primary (the last member the reachable members named as primary).
+    pub from: String,
+    /// The promoted member.
+    pub to: String,
+    /// When Federator decided.
+    pub decided_at: MicroTime,
+    /// The failover operation started (`status.operation` / `status.history` id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// Why the request was refused (nothing was changed), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// What CNPG's status lets Federator know of the writes that may be lost, and what it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_loss: Option<DataLossWindow>,
+}
+
+/// The possible data-loss window of a failover, from CNPG `Cluster` status fields only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataLossWindow {
+    /// `status.timelineID` the old primary last reported before it became unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_primary_timeline: Option<i64>,
+    /// `status.systemID` the old primary last reported.
+    #[serde(
+        rename = "oldPrimarySystemID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub old_primary_system_id: Option<String>,
+    /// When the hub lost sight of the old primary's member (its last successful read is before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_primary_unreachable_since: Option<MicroTime>,
+    /// `status.systemID` of the target when it was promoted (must equal the old primary's).
+    #[serde(
+        rename = "targetSystemID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub target_system_id: Option<String>,
+    /// `status.timelineID` of the new primary once it reported the promotion: the timeline
+    /// that forked off the old primary's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_primary_timeline: Option<i64>,
+    /// When the new primary reported the promotion: writes go there from this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<MicroTime>,
+    /// The window in words: which writes may be lost.
+    pub summary: String,
+    /// What Federator cannot know from CNPG's status, and where to look instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<String>,
+}
+
+/// A former primary fenced (or to be fenced) after a failover.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FencedMember {
+    /// Topology name of the former primary.
+    pub name: String,
+    /// The failover operation that left it behind.
+    pub failover: String,
+    /// The primary it must follow (and be re-cloned from).
+    pub new_primary: String,
+    /// When its spec was seen to name the new primary; absent while it cannot be read (pending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced_at: Option<MicroTime>,
+    /// Always true: it may hold writes past the fork of the new timeline, which CNPG cannot
+    /// rewind. Delete and re-create its Cluster from the new primary (`pg_basebackup`); the entry
+    /// goes away when its Cluster is deleted.
+    pub needs_reclone: bool,
 }
 
 /// What the controller last saw of one member's CNPG Cluster.
@@ -71,6 +158,9 @@ pub struct MemberStatus {
     /// False when the member's API server could not be read; the other fields are then stale.
     #[serde(default)]
     pub reachable: bool,
+    /// Since when it cannot be read (absent while reachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since: Option<MicroTime>,
 }
 
 /// The durable log of one switchover or failover.

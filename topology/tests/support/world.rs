@@ -80,6 +80,7 @@ pub fn topology(
         primary: name(primary),
         policies: policies::Policies::default(),
         rotation: None,
+        failover: None,
     };
     Topology::from_spec(&spec).expect("generated topologies are valid")
 }
