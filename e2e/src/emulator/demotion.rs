@@ -13,6 +13,7 @@ use kube::runtime::controller::Action;
 use topology::cnpg::{ClusterStatus, condition};
 
 use super::error::Result;
+use super::faults::Wipe;
 use super::pass::Pass;
 use super::settings;
 use super::status::{condition_is, remove_condition, set_condition, text};
@@ -69,7 +70,12 @@ pub async fn step(pass: &mut Pass<'_>, standby: bool) -> Result<Action> {
         return Ok(Action::requeue(timing.instance_manager()));
     }
     let token = control.token()?;
-    let encoded = token.encode();
+    let mut published = token.clone();
+    if let Some(corruption) = pass.faults.corrupt_demotion_token {
+        tracing::info!(cluster = %pass.name, ?corruption, "fault: publishing a corrupt demotion token");
+        corruption.apply(&mut published);
+    }
+    let encoded = published.encode();
     if pass.status.demotion_token.as_deref() != Some(encoded.as_str()) && !cleanup_done(pass) {
         let dest = settings::own_archive(pass).join(format!("{}.partial", token.redo_wal_file));
         pass.instance
@@ -78,6 +84,10 @@ pub async fn step(pass: &mut Pass<'_>, standby: bool) -> Result<Action> {
         tracing::info!(cluster = %pass.name, wal = %token.redo_wal_file, "archived the .partial; writing the demotion token");
         pass.update_status(|s| s.demotion_token = Some(encoded))
             .await?;
+        if pass.faults.wipe_demotion_token == Some(Wipe::Immediately) {
+            tracing::info!(cluster = %pass.name, "fault: wiping the demotion token right after writing it (#11074)");
+            pass.update_status(|s| s.demotion_token = None).await?;
+        }
     }
     cleanup(pass).await?;
     Ok(Action::requeue(timing.operator()))
@@ -184,7 +194,7 @@ async fn cleanup(pass: &mut Pass<'_>) -> Result<()> {
     if pass.is_fenced() {
         pass.set_fenced(false).await?;
     }
-    let wipe = pass.faults.wipe_demotion_token;
+    let wipe = pass.faults.wipe_demotion_token.is_some();
     if wipe {
         tracing::info!(cluster = %pass.name, "fault: wiping the demotion token (#11074)");
     }

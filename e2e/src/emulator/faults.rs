@@ -8,7 +8,15 @@ use topology::cnpg::Cluster;
 /// Prefix of every fault annotation.
 pub const PREFIX: &str = "emulator.federator.dev/";
 /// `"true"`: clean-up after demotion also empties `status.demotionToken` (#11074).
+/// `"immediately"`: the token is emptied by the very next status write after the one that set
+/// it, before unfencing: it is visible for one request's time only, so a controller that reads
+/// the token when it reconciles (rather than from the watch event) misses it.
 pub const WIPE_DEMOTION_TOKEN: &str = "emulator.federator.dev/wipe-demotion-token";
+/// `"lsn-zero"` or `"foreign-sysid"`: the published `demotionToken` decodes and is well formed
+/// but is wrong — its REDO location is `0/0` (every instance rejects it as fatal at promotion,
+/// the old primary included), or its system identifier is not this cluster's. The `.partial` is
+/// archived as usual. Stands for a token damaged or mixed up on its way to the orchestrator.
+pub const CORRUPT_DEMOTION_TOKEN: &str = "emulator.federator.dev/corrupt-demotion-token";
 /// `"true"`: the instance manager never sets `TransitionCompleted`; the demotion hangs fenced
 /// with no token (#5754, #6317, #9591).
 pub const HANG_BEFORE_TRANSITION: &str = "emulator.federator.dev/hang-before-transition-completed";
@@ -19,9 +27,42 @@ pub const SKIP_DEMOTION: &str = "emulator.federator.dev/skip-demotion";
 /// shutdown and shutdown checkpoint start.
 pub const SLOW_SHUTDOWN: &str = "emulator.federator.dev/slow-shutdown-checkpoint";
 
+/// When [`WIPE_DEMOTION_TOKEN`] empties the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wipe {
+    /// With the clean-up, as #11074 does.
+    AtCleanup,
+    /// Right after writing it, before the clean-up starts.
+    Immediately,
+}
+
+/// How [`CORRUPT_DEMOTION_TOKEN`] damages the published token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Corruption {
+    /// `latestCheckpointREDOLocation: "0/0"` (CNPG's own e2e test forces the fatal path so).
+    LsnZero,
+    /// Another `databaseSystemIdentifier` than the cluster's.
+    ForeignSysid,
+}
+
+impl Corruption {
+    /// `token` (this cluster's real one) damaged this way.
+    pub fn apply(self, token: &mut topology::token::PromotionToken) {
+        match self {
+            Corruption::LsnZero => token.latest_checkpoint_redo_location = "0/0".into(),
+            Corruption::ForeignSysid => {
+                // Deterministic, so a restarted emulator publishes the same (equal, not re-written).
+                let own: u64 = token.database_system_identifier.parse().unwrap_or(0);
+                token.database_system_identifier = own.wrapping_add(1).to_string();
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Faults {
-    pub wipe_demotion_token: bool,
+    pub wipe_demotion_token: Option<Wipe>,
+    pub corrupt_demotion_token: Option<Corruption>,
     pub hang_before_transition: bool,
     pub skip_demotion: bool,
     pub slow_shutdown: Option<Duration>,
@@ -39,7 +80,16 @@ impl Faults {
         };
         let on = |key: &str| get(key) == Some("true");
         Self {
-            wipe_demotion_token: on(WIPE_DEMOTION_TOKEN),
+            wipe_demotion_token: match get(WIPE_DEMOTION_TOKEN) {
+                Some("true") => Some(Wipe::AtCleanup),
+                Some("immediately") => Some(Wipe::Immediately),
+                _ => None,
+            },
+            corrupt_demotion_token: match get(CORRUPT_DEMOTION_TOKEN) {
+                Some("lsn-zero") => Some(Corruption::LsnZero),
+                Some("foreign-sysid") => Some(Corruption::ForeignSysid),
+                _ => None,
+            },
             hang_before_transition: on(HANG_BEFORE_TRANSITION),
             skip_demotion: on(SKIP_DEMOTION),
             slow_shutdown: get(SLOW_SHUTDOWN).and_then(parse_duration),
@@ -65,6 +115,47 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_faults_parse_and_corrupt_only_their_field() {
+        let mut cluster = Cluster::new("pg", Default::default());
+        let annotations = [
+            (WIPE_DEMOTION_TOKEN, "immediately"),
+            (CORRUPT_DEMOTION_TOKEN, "foreign-sysid"),
+        ];
+        cluster.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        let faults = Faults::of(&cluster);
+        assert_eq!(faults.wipe_demotion_token, Some(Wipe::Immediately));
+        assert_eq!(
+            faults.corrupt_demotion_token,
+            Some(Corruption::ForeignSysid)
+        );
+
+        let real = topology::token::PromotionToken {
+            latest_checkpoint_timeline_id: "2".into(),
+            redo_wal_file: "000000020000000000000005".into(),
+            database_system_identifier: "7300000000000000001".into(),
+            latest_checkpoint_redo_location: "0/5000028".into(),
+            time_of_latest_checkpoint: "Mon Nov 23 09:00:00 2026".into(),
+            operator_version: "federator-emulator".into(),
+        };
+        let mut foreign = real.clone();
+        Corruption::ForeignSysid.apply(&mut foreign);
+        assert_eq!(foreign.database_system_identifier, "7300000000000000002");
+        let mut zero = real.clone();
+        Corruption::LsnZero.apply(&mut zero);
+        assert_eq!(zero.latest_checkpoint_redo_location, "0/0");
+        for damaged in [foreign, zero] {
+            assert!(damaged.validate().is_ok(), "still well formed: {damaged:?}");
+            assert_eq!(damaged.redo_wal_file, real.redo_wal_file);
+            assert_eq!(damaged.timeline(), real.timeline());
+        }
+    }
 
     #[test]
     fn durations_parse() {

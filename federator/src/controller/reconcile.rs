@@ -20,7 +20,7 @@ use super::act;
 use super::deadlines;
 use super::decide::{decide, refuse};
 use super::error::{Error, Result};
-use super::observe::observe;
+use super::observe::observe_during;
 use super::status_writer;
 
 pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Result<Action> {
@@ -45,7 +45,8 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     }
 
     // 1. observe
-    let observation = observe(ctx.members.as_ref(), &topo.spec.members);
+    let operation = topo.status.as_ref().and_then(|s| s.operation.as_ref());
+    let observation = observe_during(ctx.members.as_ref(), &topo.spec.members, operation);
     if !observation.syncing.is_empty() {
         // Deciding on half a picture could misreport (or mis-plan); the end of the first list
         // is announced by the pool and wakes us again.

@@ -15,6 +15,7 @@
 mod events;
 mod reachability;
 mod store;
+mod tokens;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +31,7 @@ use topology::cnpg::Cluster;
 pub use events::MemberEvent;
 pub use reachability::{MemberHealth, Reachability};
 pub use store::ClusterKey;
+pub use tokens::RetainedToken;
 
 use reachability::WatchHealth;
 use store::ClusterStore;
@@ -269,6 +271,23 @@ impl MemberPool {
             Some(cluster) => Lookup::Seen(cluster),
             None => Lookup::Missing,
         }
+    }
+
+    /// The last non-empty `status.demotionToken` the Cluster `namespace/name` on `member` showed
+    /// to this pool's watcher, even if a later update wiped it (CNPG #11074). Whether it belongs
+    /// to the demotion at hand is for the caller to decide from its uid, timeline and `seen_at`.
+    pub fn retained_demotion_token(
+        &self,
+        member: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<RetainedToken> {
+        let key = ClusterKey {
+            member: member.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.inner.lock().clusters.retained_token(&key)
     }
 
     /// A client for requests (gets, patches) to `member`, or why there is none. Its timeouts are

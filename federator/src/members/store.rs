@@ -4,8 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use topology::cnpg::Cluster;
+
+use super::tokens::{RetainedToken, RetainedTokens};
 
 /// Identifies one CNPG Cluster on one member Kubernetes cluster.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -26,10 +29,11 @@ impl ClusterKey {
     }
 }
 
-/// Last-seen Clusters of all members.
+/// Last-seen Clusters of all members, and the last demotion token each showed.
 #[derive(Debug, Default)]
 pub(crate) struct ClusterStore {
     objects: BTreeMap<ClusterKey, Arc<Cluster>>,
+    tokens: RetainedTokens,
 }
 
 impl ClusterStore {
@@ -37,9 +41,15 @@ impl ClusterStore {
         self.objects.get(key).cloned()
     }
 
+    /// The last non-empty demotion token the Cluster showed, even if its status no longer does.
+    pub fn retained_token(&self, key: &ClusterKey) -> Option<RetainedToken> {
+        self.tokens.get(key).cloned()
+    }
+
     /// Inserts or replaces; returns whether anything changed (a new resourceVersion).
     pub fn apply(&mut self, member: &str, cluster: Cluster) -> Option<ClusterKey> {
         let key = ClusterKey::of(member, &cluster);
+        self.tokens.see(&key, &cluster, Timestamp::now());
         let unchanged = self
             .objects
             .get(&key)
@@ -49,6 +59,7 @@ impl ClusterStore {
     }
 
     pub fn delete(&mut self, key: &ClusterKey) -> Option<ClusterKey> {
+        self.tokens.forget(key);
         self.objects.remove(key).map(|_| key.clone())
     }
 
