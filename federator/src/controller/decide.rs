@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use topology::api::{HISTORY_LIMIT, Hold, Operation, Outcome};
-use topology::conditions::reason;
+use topology::api::{FailoverReport, HISTORY_LIMIT, Hold, MemberStatus, Operation, Outcome};
+use topology::cnpg::Role;
+use topology::conditions::{kind, reason};
 use topology::plan::{Action, Context};
 use topology::validate::validate_live;
 use topology::{
@@ -16,8 +17,15 @@ use topology::{
     Topology, next_step,
 };
 
-use super::conditions::{self, Facts};
+use super::conditions::{self, Facts, Wanted};
 use super::observe::Observation;
+
+#[path = "failover.rs"]
+mod failover;
+#[path = "fence.rs"]
+mod fence;
+
+use failover::Gate;
 
 /// At most this many status-only transitions are chained in one reconcile before its single
 /// write; a switchover has fewer steps than this, so the bound only guards against a planner bug.
@@ -74,9 +82,11 @@ pub fn decide(topo: &DistributedTopology, observation: &Observation, now: Timest
     let spec = &topo.spec;
     let generation = topo.metadata.generation;
     let mut out = Decided::default();
-    let mut status = topo.status.clone().unwrap_or_default();
+    let previous = topo.status.clone().unwrap_or_default();
+    let mut status = previous.clone();
     status.observed_generation = generation;
     status.members.clone_from(&observation.members);
+    keep_last_seen(&mut status.members, &previous.members, now);
     status.observed_primary = observation.observed.primary().map(str::to_owned);
 
     let mut facts = Facts {
@@ -91,10 +101,14 @@ pub fn decide(topo: &DistributedTopology, observation: &Observation, now: Timest
         observed_primary: status.observed_primary.clone(),
         desired_primary: spec.primary.clone(),
     };
+    let mut blocked = None;
 
     match Topology::from_spec(spec) {
         // An invalid topology changes nothing anywhere: no operation starts or moves on.
-        Err(problems) => facts.invalid = Some(problems.to_string()),
+        Err(problems) => {
+            facts.invalid = Some(problems.to_string());
+            super::rotation::add_problems(spec, &mut facts.invalid);
+        }
         Ok(topology) => {
             // Mid-switchover the members legitimately break the idle rules (no primary between
             // demotion and promotion); the running operation's own checks apply instead.
@@ -103,15 +117,59 @@ pub fn decide(topo: &DistributedTopology, observation: &Observation, now: Timest
             {
                 facts.invalid = Some(problems.to_string());
             }
-            drive(
-                &topology,
-                generation,
-                &mut status,
-                observation,
-                now,
-                facts.invalid.is_none(),
-                &mut out,
-            );
+            // An invalid spec.rotation makes the topology invalid too: Valid=False, no change.
+            super::rotation::add_problems(spec, &mut facts.invalid);
+            note_promotion(&mut status, observation, now);
+            // A former primary that can be read again is fenced before anything else happens.
+            let fence = match status.operation {
+                None => fence::reconcile(&mut status, &topology, observation, now, &mut out.events),
+                Some(_) => None,
+            };
+            if fence.is_some() {
+                out.effect = fence;
+            } else {
+                let gate = match status.operation {
+                    None => failover::gate(
+                        spec,
+                        status.last_failover.as_ref(),
+                        observation,
+                        &previous.members,
+                        now,
+                    ),
+                    Some(_) => Gate::Pass,
+                };
+                let start = match gate {
+                    Gate::Pass => None,
+                    Gate::Start(report) => Some(report),
+                    Gate::Blocked {
+                        reason,
+                        message,
+                        record,
+                    } => {
+                        if record.is_some() {
+                            status.last_failover = record;
+                        }
+                        blocked = Some(Wanted::new(kind::READY, false, reason, message));
+                        None
+                    }
+                };
+                let start = match start {
+                    Some(report) => Start::Failover(report),
+                    None if facts.invalid.is_none() => Start::Switchover,
+                    None => Start::Nothing,
+                };
+                if blocked.is_none() {
+                    drive(
+                        &topology,
+                        generation,
+                        &mut status,
+                        observation,
+                        now,
+                        start,
+                        &mut out,
+                    );
+                }
+            }
             if let Some(hold) = status.operation.as_ref().and_then(|op| op.hold.as_ref())
                 && hold.reason == reason::VALIDATION_FAILED
             {
@@ -119,11 +177,68 @@ pub fn decide(topo: &DistributedTopology, observation: &Observation, now: Timest
             }
         }
     }
-    let wanted = conditions::wanted(&status, &facts);
+    let mut wanted = conditions::wanted(&status, &facts);
+    if let Some(ready) = blocked {
+        let before = previous.conditions.iter().find(|c| c.type_ == kind::READY);
+        if before.is_none_or(|c| c.reason != ready.reason || c.message != ready.message) {
+            out.note(true, ready.reason, "Refuse", ready.message.clone());
+        }
+        wanted.retain(|w| w.type_ != kind::READY);
+        wanted.push(ready);
+    }
     conditions::merge(&mut status.conditions, wanted, generation, now);
     out.status = status;
     out.facts = facts;
     out
+}
+
+/// A member that cannot be read keeps the values last seen (the status documents them as stale)
+/// and says since when it cannot be read: a failover's data-loss window is built from them.
+fn keep_last_seen(members: &mut [MemberStatus], previous: &[MemberStatus], now: Timestamp) {
+    for member in members.iter_mut().filter(|m| !m.reachable) {
+        let Some(last) = previous.iter().find(|p| p.name == member.name) else {
+            member.unreachable_since = Some(MicroTime(now));
+            continue;
+        };
+        member.role = last.role;
+        member.phase.clone_from(&last.phase);
+        member.timeline_id = last.timeline_id;
+        member.system_id.clone_from(&last.system_id);
+        member.unreachable_since = match (&last.unreachable_since, last.reachable) {
+            (Some(since), false) => Some(since.clone()),
+            _ => Some(MicroTime(now)),
+        };
+    }
+}
+
+/// Completes the last failover's data-loss window once its target reports the promotion.
+fn note_promotion(
+    status: &mut DistributedTopologyStatus,
+    observation: &Observation,
+    now: Timestamp,
+) {
+    let Some(report) = status.last_failover.as_mut() else {
+        return;
+    };
+    let Some(window) = report
+        .data_loss
+        .as_mut()
+        .filter(|w| w.promoted_at.is_none() && report.operation.is_some())
+    else {
+        return;
+    };
+    if let Some(target) = observation.observed.get(&report.to)
+        && target.role() == Some(Role::Primary)
+        && target.status.instance_is_primary
+    {
+        failover::promoted(
+            window,
+            &report.from,
+            &report.to,
+            target.status.timeline_id,
+            now,
+        );
+    }
 }
 
 /// The server-side dry run of the switchover's patches failed (`problems`): instead of sending
@@ -161,6 +276,25 @@ pub fn refuse(
     conditions::merge(&mut decided.status.conditions, wanted, generation, now);
 }
 
+/// What may start when no operation runs.
+enum Start {
+    /// A planned switchover, if `spec.primary` asks for one (the topology is valid).
+    Switchover,
+    /// The failover the gate allowed (live validation does not apply: the old primary cannot
+    /// be read, which it always flags).
+    Failover(FailoverReport),
+    /// Nothing: the topology is invalid.
+    Nothing,
+}
+
+/// `SwitchoverSucceeded`, `FailoverStarted`, …: Event reasons name the operation's kind.
+fn reason_for(kind: OperationKind, what: &str) -> String {
+    match kind {
+        OperationKind::Switchover => format!("Switchover{what}"),
+        OperationKind::Failover => format!("Failover{what}"),
+    }
+}
+
 /// Starts, advances, holds or finishes the operation in `status`.
 fn drive(
     topology: &Topology,
@@ -168,18 +302,40 @@ fn drive(
     status: &mut DistributedTopologyStatus,
     observation: &Observation,
     now: Timestamp,
-    valid: bool,
+    start: Start,
     out: &mut Decided,
 ) {
     let observed = &observation.observed;
     let to = topology.primary();
-    let mut op = match status.operation.take() {
-        Some(op) => op,
-        None => {
+    let mut op = match (status.operation.take(), start) {
+        (Some(op), _) => op,
+        (None, Start::Nothing) => return,
+        (None, Start::Failover(mut report)) => {
+            let (from, to) = (report.from.clone(), report.to.clone());
+            let id = format!("{}-{from}-to-{to}", generation.unwrap_or_default());
+            out.note(
+                true,
+                "FailoverStarted",
+                "Start",
+                format!(
+                    "failover {id}: {from} cannot be read; promoting {to} WITHOUT a demotion token (spec.failover.acceptDataLoss). {}",
+                    report
+                        .data_loss
+                        .as_ref()
+                        .map(|w| w.summary.as_str())
+                        .unwrap_or_default()
+                ),
+            );
+            report.operation = Some(id.clone());
+            status.last_failover = Some(report);
+            fence::remember(status, &from, &id, &to);
+            Operation::new(id, OperationKind::Failover, &from, &to, now)
+        }
+        (None, Start::Switchover) => {
             let Some(from) = observed.primary() else {
                 return;
             };
-            if from == to || !valid {
+            if from == to {
                 return;
             }
             let id = format!("{}-{from}-to-{to}", generation.unwrap_or_default());
@@ -192,16 +348,17 @@ fn drive(
             Operation::new(id, OperationKind::Switchover, from, to, now)
         }
     };
+    let kind = op.kind;
 
     // spec.primary moved on before this operation touched any member: drop it; the next
     // reconcile starts the one now asked for.
     if op.to != to && op.step == StepKind::Validate {
         out.note(
             false,
-            "SwitchoverAbandoned",
+            reason_for(kind, "Abandoned"),
             "Abandon",
             format!(
-                "switchover {} abandoned before any change: spec.primary is now {to}",
+                "{kind} {} abandoned before any change: spec.primary is now {to}",
                 op.id
             ),
         );
@@ -212,7 +369,15 @@ fn drive(
     let ctx = Context { topology, now };
     for _ in 0..MAX_TRANSITIONS {
         let progress = Progress::from_operation(&op);
-        match next_step(observed, &progress, &ctx) {
+        let mut decision = next_step(observed, &progress, &ctx);
+        if matches!(decision, Decision::Wait(_))
+            && failover_left_only_the_old_primary(&op, observation)
+        {
+            // The planner waits for every member's bookkeeping; a failover is complete once the
+            // readable ones follow the new primary. The old one is fenced when it comes back.
+            decision = Decision::Done(Outcome::Succeeded);
+        }
+        match decision {
             Decision::Advance(transition) => {
                 let after = progress.advance(&transition, now);
                 if transition.token.is_some() && op.token.is_none() {
@@ -248,7 +413,7 @@ fn drive(
                     transition.next.as_str(),
                     "Step",
                     format!(
-                        "switchover {}: {} done; step {}{}",
+                        "{kind} {}: {} done; step {}{}",
                         op.id,
                         op.step,
                         transition.next,
@@ -283,10 +448,7 @@ fn drive(
                         true,
                         reason,
                         "Hold",
-                        format!(
-                            "switchover {} holds at {}: {}",
-                            op.id, op.step, hold.message
-                        ),
+                        format!("{kind} {} holds at {}: {}", op.id, op.step, hold.message),
                     );
                 }
                 op.hold = Some(hold);
@@ -294,17 +456,30 @@ fn drive(
             }
             Decision::Done(outcome) => {
                 let (reason, warning) = match outcome {
-                    Outcome::Succeeded => ("SwitchoverSucceeded", false),
-                    Outcome::RolledBack => ("SwitchoverRolledBack", true),
-                    Outcome::Abandoned => ("SwitchoverAbandoned", false),
+                    Outcome::Succeeded => (reason_for(kind, "Succeeded"), false),
+                    Outcome::RolledBack => (reason_for(kind, "RolledBack"), true),
+                    Outcome::Abandoned => (reason_for(kind, "Abandoned"), false),
                 };
                 let primary = if op.rolled_back { &op.from } else { &op.to };
+                let aftermath = match kind {
+                    OperationKind::Failover => format!(
+                        "; {} is fenced as soon as it can be read and must be re-cloned. {}",
+                        op.from,
+                        status
+                            .last_failover
+                            .as_ref()
+                            .and_then(|r| r.data_loss.as_ref())
+                            .map(|w| w.summary.as_str())
+                            .unwrap_or_default()
+                    ),
+                    OperationKind::Switchover => String::new(),
+                };
                 out.note(
                     warning,
                     reason,
                     "Finish",
                     format!(
-                        "switchover {} ended {outcome:?} after {:.1}s; {primary} is primary",
+                        "{kind} {} ended {outcome:?} after {:.1}s; {primary} is primary{aftermath}",
                         op.id,
                         elapsed(&op.started_at, now).as_secs_f64()
                     ),
@@ -315,6 +490,14 @@ fn drive(
         }
     }
     status.operation = Some(op);
+}
+
+/// A failover at Bookkeeping whose only member left to patch is the unreadable old primary.
+fn failover_left_only_the_old_primary(op: &Operation, observation: &Observation) -> bool {
+    op.kind == OperationKind::Failover
+        && op.step == StepKind::Bookkeeping
+        && !observation.unreachable.is_empty()
+        && observation.unreachable.iter().all(|(m, _)| *m == op.from)
 }
 
 /// The member a step patches or watches, for the step log.

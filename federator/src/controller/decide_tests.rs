@@ -2,15 +2,15 @@
 //! decides is applied to fake Clusters, which react the way contract §5 says, and the status
 //! the controller decided is fed back as if the write had succeeded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ObjectMeta;
 use serde_json::json;
-use topology::api::{DistributedTopologySpec, Member, Outcome, ShapeSpec};
+use topology::api::{DistributedTopologySpec, FailoverRequest, Member, Outcome, ShapeSpec};
 use topology::cnpg::{
-    Cluster, ClusterSpec, ClusterStatus, ExternalCluster, ReplicaSpec, Role,
+    Cluster, ClusterSpec, ClusterStatus, ExternalCluster, InstanceReportedState, ReplicaSpec, Role,
     SwitchReplicaClusterStatus, condition, phase, phase_reason,
 };
 use topology::conditions::{kind, reason};
@@ -39,6 +39,8 @@ struct Sim {
     now: Timestamp,
     faults: Faults,
     patches: Vec<(StepKind, String)>,
+    /// Members whose API server cannot be read.
+    down: BTreeSet<String>,
 }
 
 fn member(name: &str) -> Member {
@@ -118,13 +120,28 @@ impl Sim {
             now: Timestamp::from_second(1_800_000_000).unwrap(),
             faults: Faults::default(),
             patches: Vec::new(),
+            down: BTreeSet::new(),
         }
     }
 
     fn pool(&self) -> FakeMembers {
         let pool = FakeMembers::default();
-        for (name, c) in &self.clusters {
+        for (name, c) in self
+            .clusters
+            .iter()
+            .filter(|(n, _)| !self.down.contains(*n))
+        {
             pool.put(&format!("k8s-{name}"), c.clone());
+        }
+        // Members listed in the topology without a Cluster: their API server answers "none".
+        for m in &self.topo.spec.members {
+            if !self.clusters.contains_key(&m.name) && !self.down.contains(&m.name) {
+                let key = (m.cluster.clone(), m.namespace.clone(), m.name.clone());
+                pool.clusters
+                    .lock()
+                    .unwrap()
+                    .insert(key, crate::controller::observe::MemberRead::Missing);
+            }
         }
         pool
     }
@@ -137,15 +154,23 @@ impl Sim {
         decided
     }
 
+    /// Primaries by spec among the readable members (an unreadable old primary keeps saying
+    /// primary until it can be fenced).
     fn primaries_by_spec(&self) -> usize {
         self.clusters
-            .values()
+            .iter()
+            .filter(|(n, _)| !self.down.contains(*n))
+            .map(|(_, c)| c)
             .filter(|c| c.role() == Role::Primary)
             .count()
     }
 
     /// Applies a merge patch, then lets the fake CNPG react.
     fn patch(&mut self, step: StepKind, name: &str, p: &serde_json::Value) {
+        assert!(
+            !self.down.contains(name),
+            "{step} patch sent to unreadable {name}"
+        );
         self.patches.push((step, name.to_owned()));
         let c = self.clusters.get_mut(name).unwrap();
         let was = c.role();
@@ -198,6 +223,19 @@ impl Sim {
                     status.demotion_token = None;
                     status.phase = Some(phase::HEALTHY.into());
                     status.phase_reason = None;
+                }
+                // A failover: the designated primary is promoted at once (contract §5.3).
+                None if was == Role::Replica => {
+                    let tl = status.timeline_id.unwrap_or(1) + 1;
+                    status.timeline_id = Some(tl);
+                    status.instances_reported_state = Some(BTreeMap::from([(
+                        format!("{name}-1"),
+                        InstanceReportedState {
+                            is_primary: true,
+                            timeline_id: Some(tl),
+                            ip: None,
+                        },
+                    )]));
                 }
                 None => status.last_promotion_token = None,
                 Some(_) => {}
@@ -449,4 +487,189 @@ fn a_refused_dry_run_holds_before_the_first_change() {
             .iter()
             .any(|e| e.reason == reason::VALIDATION_FAILED)
     );
+}
+
+impl Sim {
+    fn request_failover(&mut self, to: &str, accept_data_loss: bool, at: &str) {
+        self.topo.spec.primary = to.into();
+        self.topo.spec.failover = Some(FailoverRequest {
+            to: to.into(),
+            accept_data_loss,
+            requested_at: Some(at.into()),
+        });
+        self.topo.metadata.generation = self.topo.metadata.generation.map(|g| g + 1);
+    }
+
+    fn ready(&self) -> Condition {
+        self.condition(kind::READY)
+    }
+}
+
+#[test]
+fn without_a_failover_request_an_unreadable_primary_blocks_the_switchover_and_says_how() {
+    let mut sim = Sim::ring(&["a", "b", "c"]);
+    sim.run(3);
+    sim.down.insert("a".into());
+    sim.switch_to("b");
+    let decided = sim.run(3);
+    assert!(sim.patches.is_empty(), "{:?}", sim.patches);
+    assert!(decided.effect.is_none());
+    let ready = sim.ready();
+    assert_eq!(ready.reason, "PrimaryUnreachable");
+    assert!(
+        ready.message.contains("--accept-data-loss"),
+        "{}",
+        ready.message
+    );
+    let status = sim.topo.status.clone().unwrap();
+    assert!(status.operation.is_none() && status.last_failover.is_none());
+    // The stale values of the unreadable member are kept, with since when.
+    let a = status.members.iter().find(|m| m.name == "a").unwrap();
+    assert!(!a.reachable && a.unreachable_since.is_some());
+    assert_eq!((a.role, a.timeline_id), (Some(Role::Primary), Some(1)));
+}
+
+#[test]
+fn an_unacknowledged_failover_changes_nothing_and_says_what_is_missing() {
+    let mut sim = Sim::ring(&["a", "b"]);
+    sim.run(3);
+    sim.down.insert("a".into());
+    sim.request_failover("b", false, "t1");
+    let decided = sim.decide();
+    assert!(decided.effect.is_none());
+    assert_eq!(sim.ready().reason, "FailoverNotAcknowledged");
+    assert!(sim.ready().message.contains("acceptDataLoss"));
+    assert!(
+        decided
+            .events
+            .iter()
+            .any(|e| e.warning && e.reason == "FailoverNotAcknowledged")
+    );
+    // Announced once, not at every reconcile.
+    assert!(
+        sim.decide()
+            .events
+            .iter()
+            .all(|e| e.reason != "FailoverNotAcknowledged")
+    );
+    assert!(sim.topo.status.as_ref().unwrap().last_failover.is_none());
+}
+
+#[test]
+fn a_failover_is_refused_while_the_primary_can_be_read() {
+    let mut sim = Sim::ring(&["a", "b"]);
+    sim.run(3);
+    sim.request_failover("b", true, "t1");
+    let decided = sim.run(3);
+    assert!(decided.effect.is_none());
+    assert!(sim.patches.is_empty(), "{:?}", sim.patches);
+    assert_eq!(sim.ready().reason, "FailoverRefused");
+    assert!(
+        sim.ready().message.contains("switchover"),
+        "{}",
+        sim.ready().message
+    );
+    let last = sim.topo.status.clone().unwrap().last_failover.unwrap();
+    assert!(last.refused.is_some() && last.operation.is_none());
+    // The primary going away later does not revive a refused request.
+    sim.down.insert("a".into());
+    sim.run(3);
+    assert!(sim.patches.is_empty(), "{:?}", sim.patches);
+    // Removing the request lets the planned switchover run once a is back.
+    sim.down.clear();
+    sim.topo.spec.failover = None;
+    sim.run(40);
+    assert_eq!(sim.clusters["b"].role(), Role::Primary);
+    assert_eq!(
+        sim.topo.status.unwrap().history.last().unwrap().kind,
+        OperationKind::Switchover
+    );
+}
+
+#[test]
+fn a_failover_promotes_without_a_token_records_the_window_and_fences_the_old_primary_on_return() {
+    let mut sim = Sim::ring(&["a", "b", "c"]);
+    sim.run(3);
+    sim.down.insert("a".into());
+    sim.run(3);
+    sim.request_failover("b", true, "t1");
+    let decided = sim.run(20);
+    assert!(decided.effect.is_none());
+    // One promotion without a token, then c follows b; a is never patched while unreadable.
+    assert_eq!(
+        sim.patches,
+        [
+            (StepKind::Promote, "b".to_owned()),
+            (StepKind::Bookkeeping, "c".to_owned())
+        ]
+    );
+    let b = &sim.clusters["b"];
+    assert_eq!(b.role(), Role::Primary);
+    assert!(b.spec.replica.as_ref().unwrap().promotion_token.is_none());
+    let status = sim.topo.status.clone().unwrap();
+    assert!(status.operation.is_none());
+    let op = status.history.last().unwrap();
+    assert_eq!(
+        (op.kind, op.outcome),
+        (OperationKind::Failover, Some(Outcome::Succeeded))
+    );
+    let steps: Vec<StepKind> = op.steps.iter().map(|s| s.step).collect();
+    assert!(!steps.contains(&StepKind::Demote) && !steps.contains(&StepKind::AwaitToken));
+    let report = status.last_failover.clone().unwrap();
+    assert_eq!(report.operation.as_deref(), Some(op.id.as_str()));
+    let window = report.data_loss.unwrap();
+    assert_eq!(window.old_primary_timeline, Some(1));
+    assert_eq!(window.new_primary_timeline, Some(2));
+    assert!(window.promoted_at.is_some() && window.old_primary_unreachable_since.is_some());
+    assert!(
+        window.summary.contains("Writes a acknowledged"),
+        "{}",
+        window.summary
+    );
+    assert!(
+        window
+            .unknown
+            .iter()
+            .any(|u| u.contains("00000002.history"))
+    );
+    assert_eq!(status.fenced_members.len(), 1);
+    assert!(status.fenced_members[0].fenced_at.is_none());
+
+    // a comes back still primary by its own spec: the very next patch fences it.
+    sim.down.clear();
+    let decided = sim.decide();
+    let fence = decided.effect.expect("a fence patch");
+    assert_eq!(fence.member, "a");
+    assert_eq!(fence.patch["spec"]["replica"]["primary"], "b");
+    sim.patch(fence.step, "a", &fence.patch);
+    assert_eq!(sim.primaries_by_spec(), 1);
+    let decided = sim.decide();
+    assert!(decided.effect.is_none());
+    assert!(decided.events.iter().any(|e| e.reason == "Fenced"));
+    let fenced = &sim.topo.status.as_ref().unwrap().fenced_members[0];
+    assert!(fenced.fenced_at.is_some() && fenced.needs_reclone);
+
+    // The same request is never acted on twice: moving to c and back to b while c is away
+    // asks for a switchover, which cannot start.
+    sim.switch_to("c");
+    sim.run(40);
+    assert_eq!(sim.clusters["c"].role(), Role::Primary);
+    sim.patches.clear();
+    sim.down.insert("c".into());
+    sim.switch_to("b");
+    sim.run(3);
+    assert!(sim.patches.is_empty(), "{:?}", sim.patches);
+    assert_eq!(sim.ready().reason, "PrimaryUnreachable");
+
+    // Deleting a's Cluster (a re-clone) clears its entry.
+    sim.down.clear();
+    sim.clusters.remove("a");
+    let decided = sim.decide();
+    assert!(
+        decided.events.iter().any(|e| e.reason == "RecloneStarted"),
+        "{:?} {:?}",
+        decided.events,
+        sim.topo.status
+    );
+    assert!(sim.topo.status.unwrap().fenced_members.is_empty());
 }
