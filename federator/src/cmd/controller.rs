@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use federator::controller::{self, Context, Events, Leadership, LeaseOptions, Metrics};
+use federator::controller::{
+    self, Clock, Context, Events, FileClock, Leadership, LeaseOptions, Metrics, SystemClock,
+};
 use federator::members::MemberPool;
 use kubeconfigs::{CredentialOptions, CredentialSet};
 
@@ -52,6 +54,11 @@ pub struct Args {
     /// Seconds a lease stays valid after its last renewal.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
+    /// TEST ONLY: read "now" from FILE (an RFC 3339 instant, advancing in real time from when
+    /// it is read; rewrite the file to jump). Lets end-to-end tests fire scheduled rotations
+    /// without waiting; never use it in production.
+    #[arg(long, value_name = "FILE", hide = true)]
+    unsafe_test_clock: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -136,6 +143,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         events: Events::new(hub, identity.clone()),
         metrics,
         credentials: Some(credentials),
+        clock: clock(args.unsafe_test_clock.clone()),
     });
     tracing::info!(%identity, "federator controller running");
     controller::run(
@@ -147,6 +155,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     .await;
     tracing::info!("federator controller stopped");
     Ok(())
+}
+
+/// The system clock, or with `--unsafe-test-clock` the test clock (loudly).
+fn clock(test_file: Option<PathBuf>) -> Arc<dyn Clock> {
+    match test_file {
+        Some(path) => {
+            tracing::warn!(path = %path.display(), "UNSAFE TEST CLOCK: \"now\" is read from a file; rotations follow it. Never use this in production.");
+            Arc::new(FileClock::new(path))
+        }
+        None => Arc::new(SystemClock),
+    }
 }
 
 /// SIGTERM or Ctrl-C.

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use comfy_table::Table;
 use kube::Api;
 use topology::DistributedTopology;
-use topology::api::{Operation, StepRecord};
+use topology::api::{Operation, RotationDecisionRecord, RotationStatus, StepRecord};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Output {
@@ -100,6 +100,9 @@ fn render(topo: &DistributedTopology, history: usize) -> String {
         ]);
     }
     out += &format!("{conditions}\n");
+    if let Some(rotation) = &status.rotation {
+        out += &rotation_lines(rotation);
+    }
     if let Some(op) = &status.operation {
         out += &format!("\nCurrent {}\n{}\n", heading(op), steps(&op.steps));
         if let Some(hold) = &op.hold {
@@ -108,6 +111,39 @@ fn render(topo: &DistributedTopology, history: usize) -> String {
     }
     for op in status.history.iter().rev().take(history) {
         out += &format!("\n{}\n{}\n", heading(op), steps(&op.steps));
+    }
+    out
+}
+
+/// `spec.rotation` at a glance: the next rotation, the last decision, skip and rotation.
+fn rotation_lines(rotation: &RotationStatus) -> String {
+    let next = rotation
+        .next_rotation_time
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), |t| t.0.to_string());
+    let mut out = format!("\nRotation: next {next}\n");
+    let decision = |label: &str, d: &RotationDecisionRecord| {
+        let reason = d
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        format!(
+            "  {label}: {}{reason} at {}: {}\n",
+            d.decision, d.time.0, d.message
+        )
+    };
+    if let Some(d) = &rotation.last_decision {
+        out += &decision("last decision", d);
+    }
+    if let Some(d) = &rotation.last_skip {
+        out += &decision("last skip", d);
+    }
+    if let Some(r) = &rotation.last_rotation {
+        out += &format!(
+            "  last rotation: {} → {} for {} (started {})\n",
+            r.from, r.to, r.scheduled_for.0, r.started_at.0
+        );
     }
     out
 }
@@ -150,4 +186,36 @@ fn steps(records: &[StepRecord]) -> Table {
 
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    #[test]
+    fn the_rotation_block_shows_the_next_rotation_and_the_last_decisions() {
+        let t = |s: &str| Time(s.parse().unwrap());
+        let rotation = RotationStatus {
+            schedule_digest: "x".into(),
+            active_since: t("2026-06-01T01:00:00Z"),
+            last_schedule_time: Some(t("2026-06-01T02:00:00Z")),
+            next_rotation_time: Some(t("2026-06-02T02:00:00Z")),
+            last_decision: None,
+            last_skip: Some(RotationDecisionRecord {
+                decision: "Skip".into(),
+                reason: Some("FreezePeriod".into()),
+                message: "frozen".into(),
+                scheduled_for: Some(t("2026-06-01T02:00:00Z")),
+                time: t("2026-06-01T02:00:01Z"),
+            }),
+            last_rotation: None,
+        };
+        assert_eq!(
+            rotation_lines(&rotation),
+            "\nRotation: next 2026-06-02T02:00:00Z\n  last skip: Skip (FreezePeriod) at \
+             2026-06-01T02:00:01Z: frozen\n"
+        );
+    }
 }

@@ -22,6 +22,15 @@ pub enum Error {
     UnknownMember(String),
     #[error("refusing to send a patch outside spec.replica to {0}")]
     PatchOutsideReplica(String),
+    /// Setting `spec.primary` for a due rotation failed; its scheduled time stays recorded as
+    /// handled, so it is not retried (never started twice).
+    #[error("starting the rotation of {topology} to {to} (setting spec.primary): {source}")]
+    StartRotation {
+        topology: String,
+        to: String,
+        #[source]
+        source: kube::Error,
+    },
     /// The text is redacted of credentials before it gets here.
     #[error("patching Cluster {namespace}/{name} on {cluster}: {message}")]
     PatchMember {
@@ -44,6 +53,7 @@ impl Error {
             Error::UnknownMember(_) => "unknown_member",
             Error::PatchOutsideReplica(_) => "patch_outside_replica",
             Error::PatchMember { .. } => "patch_member",
+            Error::StartRotation { .. } => "start_rotation",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! by deadlines (timers), and by gaining the lease. See `docs/controller.md`.
 
 mod act;
+mod clock;
 mod conditions;
 mod deadlines;
 mod decide;
@@ -12,6 +13,7 @@ mod leader;
 mod metrics;
 mod observe;
 mod reconcile;
+mod rotation;
 mod status_writer;
 
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use topology::api::Member;
 
 use crate::members::MemberEvent;
 
+pub use clock::{Clock, FileClock, SystemClock};
 pub use error::Error;
 pub use events::Events;
 pub use leader::{Leadership, LeaseOptions};
@@ -44,6 +47,8 @@ pub struct Context {
     /// Member credentials; a directory of kubeconfigs is re-checked (a cheap `stat`) at every
     /// reconcile, so an edited file takes effect without a restart or a SIGHUP.
     pub credentials: Option<kubeconfigs::CredentialSet>,
+    /// "Now" for every reconcile: [`SystemClock`] in production, a test clock in tests.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Runs the controller on the topologies of `namespace` (all namespaces: `None`) until

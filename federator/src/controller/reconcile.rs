@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::runtime::controller::Action;
 use topology::{DistributedTopology, StepKind, Topology};
@@ -21,6 +20,7 @@ use super::deadlines;
 use super::decide::{decide, refuse};
 use super::error::{Error, Result};
 use super::observe::observe_during;
+use super::rotation;
 use super::status_writer;
 
 pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Result<Action> {
@@ -58,7 +58,7 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     }
 
     // 2. validate → plan → decide (pure)
-    let now = Timestamp::now();
+    let now = ctx.clock.now();
     let mut decided = decide(&topo, &observation, now);
 
     // Before the first change of a switchover: would every member accept its patch?
@@ -84,15 +84,20 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         );
     }
 
+    // Scheduled rotations, against the status about to be written (pure): a due rotation is
+    // recorded as handled in that write, before `spec.primary` is set.
+    let rotation = rotation::evaluate(&topo.spec, &observation, &mut decided.status, now);
+
     // 3. record, before any side effect. The write also runs when the status is unchanged but a
     // patch follows: its precondition proves our view of the step log is still the latest.
+    let mut written = None;
     if decided.effect.is_some() || topo.status.as_ref() != Some(&decided.status) {
         let api: Api<DistributedTopology> = Api::namespaced(
             ctx.hub.clone(),
             topo.metadata.namespace.as_deref().unwrap_or_default(),
         );
         match status_writer::write(&api, &ctx.leader, &topo, &decided.status).await {
-            Ok(_) => {}
+            Ok(object) => written = Some(object),
             // A newer version of the topology is on its way through the watch; it re-triggers us.
             Err(Error::Conflict(_)) => {
                 ctx.metrics.error("conflict");
@@ -111,6 +116,22 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         tracing::info!(topology = %key, reason = %note.reason, "{}", note.message);
         ctx.events.publish(&topo, note).await;
     }
+    for note in &rotation.events {
+        tracing::info!(topology = %key, reason = %note.reason, "{}", note.message);
+        ctx.events.publish(&topo, note).await;
+    }
+    if let Some(start) = &rotation.start
+        && let Some(written) = &written
+    {
+        if !ctx.leader.is_leader() {
+            return Err(Error::NotLeader);
+        }
+        rotation::start(&ctx.hub, written, start).await?;
+        tracing::info!(topology = %key, reason = %start.note.reason, "{}", start.note.message);
+        ctx.events.publish(&topo, &start.note).await;
+        // The spec change comes back through the watch and starts the switchover.
+        return Ok(Action::await_change());
+    }
 
     // 4. act: the single side effect, now that the step log says it is about to happen.
     if let Some(action) = &decided.effect {
@@ -122,7 +143,10 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         // The member's watcher sees the change and wakes us; no timer needed.
         return Ok(Action::await_change());
     }
-    Ok(deadlines::action(decided.requeue_after))
+    Ok(deadlines::action(rotation::sooner(
+        decided.requeue_after,
+        rotation.requeue_after,
+    )))
 }
 
 /// After a failed reconcile: count it, log it, retry soon.

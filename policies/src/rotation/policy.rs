@@ -156,11 +156,12 @@ fn date_time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub struct Preconditions {
     /// Every member must be Ready (default true). The target must be Ready whatever this says.
     pub all_members_ready: bool,
-    /// Largest replay lag, as time behind the primary, the target may have (default `30s`).
-    /// Always checked: a target whose lag is unknown does not take over.
+    /// Largest replay lag, as time behind the primary, the target may have (default `30s`); a
+    /// target whose lag is unknown does not take over. Not checked by Federator's controller
+    /// yet: CNPG's Cluster status does not publish replay lag (docs/rotations.md).
     pub max_replay_lag: Duration,
     /// Largest replay lag, in bytes of WAL, the target may have. Unset (the default): not
-    /// checked.
+    /// checked. Not checked by Federator's controller yet, as `maxReplayLag`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_replay_lag_bytes: Option<u64>,
     /// No rotation starts until this long after the last failed operation (default `24h`).
