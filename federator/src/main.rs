@@ -23,6 +23,9 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Ask for a planned switchover (sets spec.primary); --wait follows it step by step.
     Switchover(cmd::switchover::Args),
+    /// Promote a member without the old primary's demotion token (the primary is unreachable;
+    /// possible data loss): needs --accept-data-loss; --wait follows it.
+    Failover(cmd::failover::Args),
     /// Show a topology: members, roles, timelines, conditions, the current and last switchovers.
     Status(cmd::status::Args),
     /// Show the steps and exact patches of a switchover, touching nothing.
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Controller(args) => cmd::controller::run(args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Switchover(args) => cmd::switchover::run(args),
+        Command::Failover(args) => cmd::failover::run(args),
         Command::Status(args) => cmd::status::run(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Graph(args) => cmd::graph::run(args),

@@ -161,7 +161,7 @@ async fn follow(
     bail!("the watch on the topology ended")
 }
 
-fn took(op: &Operation) -> String {
+pub(super) fn took(op: &Operation) -> String {
     match &op.finished_at {
         Some(end) => format!(
             "{:.2}s",
@@ -172,12 +172,12 @@ fn took(op: &Operation) -> String {
 }
 
 /// A spinner on a terminal, plain lines otherwise.
-struct Display {
+pub(super) struct Display {
     spinner: Option<ProgressBar>,
 }
 
 impl Display {
-    fn new(tty: bool) -> Self {
+    pub(super) fn new(tty: bool) -> Self {
         let spinner = tty.then(|| {
             let bar = ProgressBar::new_spinner();
             if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{elapsed}]") {
@@ -189,7 +189,7 @@ impl Display {
         Display { spinner }
     }
 
-    fn line(&self, text: String) {
+    pub(super) fn line(&self, text: String) {
         match &self.spinner {
             Some(bar) => bar.println(text),
             None => println!("{text}"),
@@ -197,7 +197,7 @@ impl Display {
     }
 
     /// Prints the steps finished since `printed`; returns the new count.
-    fn steps(&self, op: &Operation, printed: usize) -> usize {
+    pub(super) fn steps(&self, op: &Operation, printed: usize) -> usize {
         let finished: Vec<_> = op
             .steps
             .iter()
@@ -222,7 +222,7 @@ impl Display {
         finished.len().max(printed)
     }
 
-    fn current(&self, op: &Operation) {
+    pub(super) fn current(&self, op: &Operation) {
         if let Some(bar) = &self.spinner {
             let member = op
                 .steps
@@ -233,7 +233,7 @@ impl Display {
         }
     }
 
-    fn done(&self, text: &str) {
+    pub(super) fn done(&self, text: &str) {
         if let Some(bar) = &self.spinner {
             bar.finish_and_clear();
         }
