@@ -3,4 +3,5 @@
 //! tests share.
 
 pub mod controller;
+pub mod drill;
 pub mod members;

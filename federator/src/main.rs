@@ -28,6 +28,8 @@ enum Command {
     Failover(cmd::failover::Args),
     /// Show a topology: members, roles, timelines, conditions, the current and last switchovers.
     Status(cmd::status::Args),
+    /// Run a disaster-recovery drill (measured switchover, optionally back); `drill report` prints its report.
+    Drill(cmd::drill::Args),
     /// Show the steps and exact patches of a switchover, touching nothing.
     Plan(cmd::plan::Args),
     /// Draw a topology (text, dot or svg).
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Switchover(args) => cmd::switchover::run(args),
         Command::Failover(args) => cmd::failover::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Drill(args) => cmd::drill::run(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Graph(args) => cmd::graph::run(args),
         Command::Lab(args) => cmd::lab::run(args),

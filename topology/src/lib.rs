@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cnpg;
 pub mod conditions;
+pub mod drill_api;
 pub mod graph;
 pub mod manifest;
 pub mod model;

@@ -8,5 +8,8 @@ use kube::CustomResourceExt;
 /// Every CRD Federator serves. Keep in step with `all_crds()` of `federator crds`
 /// (federator/src/cmd/crds.rs), which the `e2e` crate cannot depend on.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![topology::DistributedTopology::crd()]
+    vec![
+        topology::DistributedTopology::crd(),
+        topology::drill_api::DisasterRecoveryDrill::crd(),
+    ]
 }

@@ -136,6 +136,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         }
     });
 
+    // Drills run beside the reconciler, only while leading; they end with the process.
+    tokio::spawn(federator::drill::scheduler::run(
+        hub.clone(),
+        args.namespace.clone(),
+        leader.clone(),
+        identity.clone(),
+        futures::future::pending::<()>(),
+    ));
+
     let ctx = Arc::new(Context {
         hub: hub.clone(),
         members: Arc::new(pool),

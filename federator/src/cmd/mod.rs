@@ -2,6 +2,7 @@
 
 pub mod controller;
 pub mod crds;
+pub mod drill;
 pub mod failover;
 pub mod graph;
 pub mod lab;

@@ -1,0 +1,445 @@
+#![forbid(unsafe_code)]
+//! Disaster-recovery drills on the lab (real apiservers, the CNPG emulator on PostgreSQL 15),
+//! with `federator controller` as a child process and a 100 ms two-primaries sampler running.
+//!
+//! - `federator drill --return` on a pair: the report's canary check passed on both primaries,
+//!   write-unavailability and RPO were measured for both switchovers, the final primary is the
+//!   original one, and `federator drill report` renders the step timeline.
+//! - A drill applied as an object (the controller runs it, URIs from hub Secrets) to a member
+//!   whose PostgreSQL cannot be reached fails at Preflight with the reason, changes nothing, and
+//!   the topology still has exactly one primary.
+//!
+//! `cargo build -p federator` first (or set `FEDERATOR_BIN`).
+
+mod controller_support;
+
+use std::time::Duration;
+
+use controller_support::{
+    Controller, Load, deploy, federator_binary, pg, wait_condition, wide_timeouts,
+};
+use e2e::emulator::testkit::{self, DEADLINE, Member};
+use e2e::harness::{SharedLab, TestNamespace};
+use e2e::lab::health::wait_for;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+use topology::DistributedTopology;
+use topology::conditions::kind;
+use topology::drill_api::{DisasterRecoveryDrill, DrillPhase, DrillStepName};
+
+fn dsn(lab: &SharedLab, ns: &str, m: Member<'_>) -> String {
+    e2e::emulator::dsn(lab.layout.root(), m.region, ns, m.name).expect("the member's URI")
+}
+
+/// Runs the `federator` CLI against the hub; returns (exit code, stdout).
+async fn federator(lab: &SharedLab, args: &[&str]) -> (i32, String) {
+    let out = tokio::process::Command::new(federator_binary())
+        .args(args)
+        .env("KUBECONFIG", lab.layout.kubeconfig("hub"))
+        .output()
+        .await
+        .expect("running federator");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!(
+        "$ federator {}\n{stdout}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+/// Whether the member's PostgreSQL takes writes (`None`: not reachable).
+async fn writable(lab: &SharedLab, ns: &str, m: Member<'_>) -> Option<bool> {
+    let c = pg(lab, ns, m, Duration::from_secs(3)).await?;
+    let row = c.query_one("SELECT pg_is_in_recovery()", &[]).await.ok()?;
+    Some(!row.get::<_, bool>(0))
+}
+
+async fn events(lab: &SharedLab, ns: &str) -> Vec<(String, String, String)> {
+    let api: Api<Event> = Api::namespaced(lab.admin("hub").await, ns);
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .map(|e| {
+            (
+                e.reason.unwrap_or_default(),
+                e.type_.unwrap_or_default(),
+                e.regarding.and_then(|r| r.kind).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// A healthy pair (pg-a primary), the topology `pg` Ready under a controller, and the
+/// two-primaries sampler running.
+struct Setup {
+    lab: &'static SharedLab,
+    ns: TestNamespace,
+    pair: testkit::Pair,
+    topologies: Api<DistributedTopology>,
+    _controller: Controller,
+    load: Load,
+}
+
+impl Setup {
+    async fn pair(test: &str) -> Self {
+        let lab = testkit::lab_with_emulators().await;
+        let ns = TestNamespace::create(test).await;
+        ns.grant_federator().await;
+        let pair = testkit::Pair::create(lab, ns.name()).await;
+        let members = [pair.a, pair.b];
+        let topologies = deploy(
+            lab,
+            ns.name(),
+            &members,
+            json!({"star": {}}),
+            wide_timeouts(),
+        )
+        .await;
+        let controller = Controller::start(lab, ns.name());
+        wait_condition(&topologies, kind::READY).await;
+        let load = Load::start(lab, ns.name(), &members, false);
+        Setup {
+            lab,
+            ns,
+            pair,
+            topologies,
+            _controller: controller,
+            load,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_there_and_back_reports_canary_unavailability_and_rpo() {
+    let Setup {
+        lab,
+        ns,
+        pair,
+        topologies,
+        _controller,
+        load,
+    } = Setup::pair("drill-pair").await;
+    let (a, b) = (pair.a, pair.b);
+
+    let dsn_a = format!("pg-a={}", dsn(lab, ns.name(), a));
+    let dsn_b = format!("pg-b={}", dsn(lab, ns.name(), b));
+    let started = std::time::Instant::now();
+    let (code, stdout) = federator(
+        lab,
+        &[
+            "drill",
+            "pg",
+            "-n",
+            ns.name(),
+            "--to",
+            b.name,
+            "--return",
+            "--dsn",
+            &dsn_a,
+            "--dsn",
+            &dsn_b,
+            "--timeout",
+            "3m",
+        ],
+    )
+    .await;
+    println!(
+        "drill took {:.2}s wall clock",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, 0, "the drill failed");
+    assert!(stdout.contains("✓ VerifyReturn"), "{stdout}");
+    load.finish().await;
+
+    // The report in the drill's status.
+    let drills: Api<DisasterRecoveryDrill> = Api::namespaced(lab.admin("hub").await, ns.name());
+    let drill = drills.get("pg").await.expect("the drill object");
+    let status = drill.status.clone().expect("a report");
+    assert_eq!(status.phase, Some(DrillPhase::Succeeded), "{status:#?}");
+    assert_eq!(status.failure, None);
+    assert_eq!(
+        (status.from.as_deref(), status.to.as_deref()),
+        (Some(a.name), Some(b.name))
+    );
+    let steps: Vec<(DrillStepName, DrillPhase)> =
+        status.steps.iter().map(|s| (s.name, s.outcome)).collect();
+    use DrillStepName::*;
+    assert_eq!(
+        steps,
+        [
+            Preflight,
+            WriteCanary,
+            Switchover,
+            Verify,
+            SwitchBack,
+            VerifyReturn
+        ]
+        .map(|s| (s, DrillPhase::Succeeded))
+        .to_vec()
+    );
+    for s in &status.steps {
+        let end = s.finished_at.as_ref().expect("finished");
+        assert!(end.0 >= s.started_at.0, "{s:?}");
+    }
+    let canary = status.canary.clone().expect("canary");
+    assert_eq!(canary.written_on, a.name);
+    assert_eq!(canary.found_on_new_primary, Some(true), "{canary:?}");
+    assert_eq!(canary.found_after_return, Some(true), "{canary:?}");
+    assert_eq!(status.switchovers.len(), 2, "{status:#?}");
+    for (m, (from, to)) in status
+        .switchovers
+        .iter()
+        .zip([(a.name, b.name), (b.name, a.name)])
+    {
+        assert_eq!((m.from.as_str(), m.to.as_str()), (from, to));
+        assert!(
+            m.operation_id
+                .as_deref()
+                .is_some_and(|id| id.ends_with(&format!("{from}-to-{to}"))),
+            "{m:?}"
+        );
+        // A demoted primary refuses writes until the new one is promoted: the window is real.
+        let unavailable = m.unavailable_millis.expect("write-unavailability measured");
+        assert!(unavailable > 0, "{m:?}");
+        assert!(
+            m.first_failed_write_at.is_some() && m.first_successful_write_at.is_some(),
+            "{m:?}"
+        );
+        assert!(m.acknowledged_writes > 0, "{m:?}");
+        assert_eq!(
+            (m.lost_writes, m.rpo_millis),
+            (0, 0),
+            "acknowledged writes lost: {m:?}"
+        );
+        println!(
+            "{from} → {to}: operation {} ms, writes unavailable {unavailable} ms, {} acknowledged, RPO {} ms",
+            m.operation_millis.unwrap_or_default(),
+            m.acknowledged_writes,
+            m.rpo_millis
+        );
+    }
+    let writes = status.writes.clone().expect("probe counts");
+    assert!(writes.acknowledged > 0 && writes.failed > 0, "{writes:?}");
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .expect("condition");
+    assert_eq!(
+        (condition.status.as_str(), condition.observed_generation),
+        ("True", drill.metadata.generation)
+    );
+
+    // The original primary is primary again, on the topology and in PostgreSQL, with the canary.
+    let topo = wait_condition(&topologies, kind::READY).await;
+    assert_eq!(topo.spec.primary, a.name);
+    assert_eq!(
+        topo.status
+            .as_ref()
+            .and_then(|s| s.observed_primary.as_deref()),
+        Some(a.name)
+    );
+    assert_eq!(writable(lab, ns.name(), a).await, Some(true));
+    assert_eq!(writable(lab, ns.name(), b).await, Some(false));
+    let on_a = pg(lab, ns.name(), a, Duration::from_secs(3))
+        .await
+        .expect("pg-a");
+    let found: i64 = on_a
+        .query_one(
+            "SELECT count(*) FROM federator_drill WHERE kind = 'canary' AND value = $1",
+            &[&canary.value],
+        )
+        .await
+        .expect("canary query")
+        .get(0);
+    assert_eq!(found, 1);
+
+    // The Markdown report: header, the six steps with durations, canary, both switchovers.
+    let (code, md) = federator(lab, &["drill", "report", "pg", "-n", ns.name()]).await;
+    assert_eq!(code, 0);
+    assert!(
+        md.starts_with(&format!("# Drill `{}/pg`: Succeeded\n", ns.name())),
+        "{md}"
+    );
+    assert!(md.contains("| Moves | pg-a → pg-b, and back |"), "{md}");
+    let timeline: Vec<&str> = md
+        .lines()
+        .filter(|l| l.ends_with("|") && l.contains(" s | Succeeded |"))
+        .collect();
+    assert_eq!(timeline.len(), 6, "{md}");
+    for (i, (line, step)) in timeline
+        .iter()
+        .zip([
+            "Preflight",
+            "WriteCanary",
+            "Switchover",
+            "Verify",
+            "SwitchBack",
+            "VerifyReturn",
+        ])
+        .enumerate()
+    {
+        assert!(
+            line.starts_with(&format!("| {} | {step} | ", i + 1)),
+            "{line}"
+        );
+    }
+    assert!(
+        md.contains(&format!("| `{}` | pg-a |", canary.value)) && md.contains("| yes | yes |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| pg-a → pg-b | `") && md.contains("| pg-b → pg-a | `"),
+        "{md}"
+    );
+    assert!(md.contains("| 0 | 0 ms |"), "RPO 0 in the table: {md}");
+
+    // Events say the result, on the drill and on the topology.
+    let seen = events(lab, ns.name()).await;
+    for kind in ["DisasterRecoveryDrill", "DistributedTopology"] {
+        assert!(
+            seen.iter()
+                .any(|(r, t, k)| r == "DrillSucceeded" && t == "Normal" && k == kind),
+            "no DrillSucceeded Event on the {kind}: {seen:?}"
+        );
+    }
+    pair.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_to_an_unreachable_member_fails_at_preflight_and_changes_nothing() {
+    let Setup {
+        lab,
+        ns,
+        pair,
+        topologies,
+        _controller,
+        load,
+    } = Setup::pair("drill-fail").await;
+    let (a, b) = (pair.a, pair.b);
+
+    // URIs in hub Secrets, as CNPG's -app Secrets would give them; pg-b's points nowhere.
+    let hub = lab.admin("hub").await;
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), ns.name());
+    for (name, uri) in [
+        ("pg-a-app", dsn(lab, ns.name(), a)),
+        (
+            "pg-b-app",
+            "postgresql://postgres@127.0.0.1:1/postgres?sslmode=disable".to_owned(),
+        ),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "stringData": {"uri": uri},
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("creating the Secret");
+    }
+    // Applied as an object (no CLI): the controller runs it.
+    let drills: Api<DisasterRecoveryDrill> = Api::namespaced(hub, ns.name());
+    let drill: DisasterRecoveryDrill = serde_json::from_value(json!({
+        "apiVersion": "federator.dev/v1alpha1",
+        "kind": "DisasterRecoveryDrill",
+        "metadata": {"name": "to-b"},
+        "spec": {
+            "topology": "pg",
+            "to": b.name,
+            "connection": [
+                {"member": a.name, "secretRef": {"name": "pg-a-app"}},
+                {"member": b.name, "secretRef": {"name": "pg-b-app", "key": "uri"}},
+            ],
+        },
+    }))
+    .unwrap();
+    drills
+        .create(&PostParams::default(), &drill)
+        .await
+        .expect("creating the drill");
+    let status = wait_for("the drill to fail", DEADLINE, || {
+        let drills = drills.clone();
+        async move {
+            let s = drills.get("to-b").await.ok()?.status?;
+            (s.phase == Some(DrillPhase::Failed)).then_some(s)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    load.finish().await;
+
+    let failure = status.failure.clone().expect("the failure");
+    assert_eq!(
+        (failure.step, failure.reason.as_str()),
+        (DrillStepName::Preflight, "TargetUnreachable"),
+        "{failure:?}"
+    );
+    assert!(
+        failure.message.contains("pg-b") && failure.message.contains("nothing was changed"),
+        "{failure:?}"
+    );
+    assert!(
+        !failure.message.contains("postgresql://"),
+        "the URI leaked: {failure:?}"
+    );
+    assert!(
+        status
+            .runner
+            .as_deref()
+            .is_some_and(|r| r.starts_with("controller/")),
+        "{status:?}"
+    );
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .expect("condition");
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "TargetUnreachable")
+    );
+
+    // Nothing moved: spec.primary, no operation in the history, exactly one primary.
+    let topo: DistributedTopology = topologies.get("pg").await.expect("topology");
+    assert_eq!(topo.spec.primary, a.name);
+    let topo_status = topo.status.expect("status");
+    assert!(
+        topo_status.operation.is_none() && topo_status.history.is_empty(),
+        "{topo_status:#?}"
+    );
+    assert_eq!(writable(lab, ns.name(), a).await, Some(true));
+    assert_eq!(writable(lab, ns.name(), b).await, Some(false));
+
+    let (code, md) = federator(lab, &["drill", "report", "to-b", "-n", ns.name()]).await;
+    assert_eq!(code, 0);
+    assert!(
+        md.contains("Stopped at **Preflight** (TargetUnreachable): cannot connect to pg-b"),
+        "{md}"
+    );
+    let seen = events(lab, ns.name()).await;
+    assert!(
+        seen.iter()
+            .any(|(r, t, k)| r == "DrillFailed" && t == "Warning" && k == "DisasterRecoveryDrill"),
+        "no DrillFailed Event: {seen:?}"
+    );
+    // The controller does not run it again for the same generation.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let again = drills
+        .get("to-b")
+        .await
+        .expect("drill")
+        .status
+        .expect("status");
+    assert_eq!(
+        again.run_id, status.run_id,
+        "the controller ran the drill twice"
+    );
+    pair.delete().await;
+}

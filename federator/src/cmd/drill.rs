@@ -1,0 +1,203 @@
+//! `federator drill NAME -n NS --to MEMBER [--return] [--dsn MEMBER=URI ...]`: runs a
+//! disaster-recovery drill of topology NAME in this process, recorded in the
+//! `DisasterRecoveryDrill` NAME (created or updated, annotated so that the controller leaves it
+//! alone); `federator drill report NAME -n NS` prints its report as Markdown.
+//!
+//! Running in-process keeps the URIs given with `--dsn` (which may hold passwords) out of the hub
+//! and shows progress as it happens; drills applied with kubectl, and scheduled drills, are run
+//! by the controller instead.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+use topology::drill_api::{
+    DisasterRecoveryDrill, DisasterRecoveryDrillSpec, DrillPhase, FIELD_MANAGER, RUN_BY_ANNOTATION,
+};
+
+use federator::drill::hub::Hub;
+use federator::drill::postgres::Dsns;
+use federator::drill::{RunOptions, report, run as run_drill};
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Print the report of a drill's last run as Markdown.
+    Report {
+        /// The DisasterRecoveryDrill.
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The DistributedTopology to drill (also the name of the DisasterRecoveryDrill, unless
+    /// --drill-name).
+    #[arg(required = true)]
+    name: Option<String>,
+    /// Its namespace on the hub.
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// The member that becomes primary during the drill.
+    #[arg(long, required = true)]
+    to: Option<String>,
+    /// Switch back to the original primary afterwards, and verify it again.
+    #[arg(long = "return")]
+    return_to_original: bool,
+    /// MEMBER=URI: a member's libpq URI (repeatable); overrides the drill's spec.connection.
+    #[arg(long = "dsn", value_name = "MEMBER=URI", value_parser = parse_dsn)]
+    dsns: Vec<(String, String)>,
+    /// Deadline of each switchover of the drill, e.g. 5m.
+    #[arg(long, default_value = "10m")]
+    timeout: policies::Duration,
+    /// Name of the DisasterRecoveryDrill object (default: the topology's name).
+    #[arg(long)]
+    drill_name: Option<String>,
+}
+
+fn parse_dsn(text: &str) -> Result<(String, String), String> {
+    let (member, uri) = text.split_once('=').ok_or_else(|| {
+        "expected MEMBER=URI, e.g. pg-b=postgresql://app:…@host:5432/app".to_owned()
+    })?;
+    if member.is_empty() || uri.is_empty() {
+        return Err("expected MEMBER=URI with both parts non-empty".into());
+    }
+    Ok((member.to_owned(), uri.to_owned()))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,kube_client=off".into()),
+        )
+        .try_init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match args.command {
+        Some(Command::Report { name, namespace }) => {
+            runtime.block_on(print_report(&name, &namespace))
+        }
+        None => runtime.block_on(drill(args.run)),
+    }
+}
+
+async fn hub_client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default()
+        .await
+        .context("connecting to the hub (KUBECONFIG)")
+}
+
+async fn print_report(name: &str, namespace: &str) -> anyhow::Result<ExitCode> {
+    let api: Api<DisasterRecoveryDrill> = Api::namespaced(hub_client().await?, namespace);
+    let drill = api
+        .get(name)
+        .await
+        .with_context(|| format!("reading DisasterRecoveryDrill {namespace}/{name}"))?;
+    print!("{}", report::markdown(&drill));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn drill(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (Some(topology), Some(to)) = (args.name, args.to) else {
+        bail!("NAME and --to are required");
+    };
+    let name = args.drill_name.unwrap_or_else(|| topology.clone());
+    let client = hub_client().await?;
+    let api: Api<DisasterRecoveryDrill> = Api::namespaced(client.clone(), &args.namespace);
+    let spec = DisasterRecoveryDrillSpec {
+        topology: topology.clone(),
+        to,
+        return_to_original: args.return_to_original,
+        schedule: None,
+        connection: Vec::new(),
+        timeout: Some(args.timeout),
+    };
+    let drill = upsert(&api, &name, spec).await?;
+    if drill.status.as_ref().and_then(|s| s.phase) == Some(DrillPhase::Running) {
+        bail!(
+            "drill {}/{name} is already running ({}); wait for it, or see `federator drill report {name} -n {}`",
+            args.namespace,
+            drill
+                .status
+                .as_ref()
+                .and_then(|s| s.runner.clone())
+                .unwrap_or_default(),
+            args.namespace
+        );
+    }
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let runner = format!("cli/{}-{}", host.trim(), std::process::id());
+    let hub = Hub::new(client, &args.namespace, runner.clone());
+    println!(
+        "drill {}/{name}: primary of {topology} to {}{}",
+        args.namespace,
+        drill.spec.to,
+        if args.return_to_original {
+            " and back"
+        } else {
+            ""
+        }
+    );
+    let options = RunOptions {
+        runner,
+        dsns: args.dsns.into_iter().collect::<Dsns>(),
+        echo: true,
+        scheduled_for: None,
+    };
+    let status = run_drill(&hub, &drill, options).await;
+    let mut done = drill.clone();
+    done.status = Some(status.clone());
+    println!();
+    print!("{}", report::markdown(&done));
+    Ok(if status.phase == Some(DrillPhase::Succeeded) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Creates the drill, or replaces its spec; annotated as run by the CLI either way.
+async fn upsert(
+    api: &Api<DisasterRecoveryDrill>,
+    name: &str,
+    spec: DisasterRecoveryDrillSpec,
+) -> anyhow::Result<DisasterRecoveryDrill> {
+    let mut drill = DisasterRecoveryDrill::new(name, spec.clone());
+    drill.metadata.annotations = Some([(RUN_BY_ANNOTATION.to_owned(), "cli".to_owned())].into());
+    match api.create(&PostParams::default(), &drill).await {
+        Ok(created) => Ok(created),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            // Keep the connections and schedule the object already has; the CLI sets the rest.
+            let patch = json!({
+                "metadata": {"annotations": {RUN_BY_ANNOTATION: "cli"}},
+                "spec": {
+                    "topology": spec.topology,
+                    "to": spec.to,
+                    "return": spec.return_to_original,
+                    "timeout": spec.timeout,
+                },
+            });
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            api.patch(name, &params, &Patch::Merge(patch))
+                .await
+                .with_context(|| format!("updating drill {name}"))
+        }
+        Err(e) => Err(e).with_context(|| format!("creating DisasterRecoveryDrill {name}")),
+    }
+}

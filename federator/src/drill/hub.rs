@@ -1,0 +1,235 @@
+//! What a drill reads and writes on the hub: the topology's `spec.primary` (its only write to
+//! the topology), the topology's status (how the switchover went), the drill's status (the
+//! report), the Secrets with the members' URIs, and Events.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource};
+use serde_json::json;
+use topology::DistributedTopology;
+use topology::StepKind;
+use topology::api::{Operation, Outcome};
+use topology::drill_api::{
+    DEFAULT_URI_KEY, DisasterRecoveryDrill, DisasterRecoveryDrillStatus, FIELD_MANAGER,
+};
+
+use super::postgres::Dsns;
+
+/// Why a hub request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "Secret {secret} has no key {key:?} (spec.connection of member {member}); put the member's libpq URI there"
+    )]
+    MissingKey {
+        secret: String,
+        key: String,
+        member: String,
+    },
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> HubError {
+    let what = what.into();
+    move |source| HubError::Kube { what, source }
+}
+
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+/// The hub side of one drill.
+#[derive(Clone)]
+pub struct Hub {
+    pub topologies: Api<DistributedTopology>,
+    pub drills: Api<DisasterRecoveryDrill>,
+    secrets: Api<Secret>,
+    recorder: Recorder,
+}
+
+impl Hub {
+    pub fn new(client: Client, namespace: &str, instance: String) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(instance),
+        };
+        Hub {
+            topologies: Api::namespaced(client.clone(), namespace),
+            drills: Api::namespaced(client.clone(), namespace),
+            secrets: Api::namespaced(client.clone(), namespace),
+            recorder: Recorder::new(client, reporter),
+        }
+    }
+
+    pub async fn topology(&self, name: &str) -> Result<DistributedTopology, HubError> {
+        self.topologies
+            .get(name)
+            .await
+            .map_err(kube_err(format!("reading DistributedTopology {name}")))
+    }
+
+    /// Asks for a planned switchover; returns the topology's new generation.
+    pub async fn set_primary(&self, name: &str, to: &str) -> Result<i64, HubError> {
+        let patched = self
+            .topologies
+            .patch(
+                name,
+                &params(),
+                &Patch::Merge(json!({ "spec": { "primary": to } })),
+            )
+            .await
+            .map_err(kube_err(format!("setting spec.primary of {name} to {to}")))?;
+        Ok(patched.metadata.generation.unwrap_or_default())
+    }
+
+    /// Replaces the drill's status with `status` (the runner owns the whole report).
+    pub async fn save(
+        &self,
+        name: &str,
+        status: &DisasterRecoveryDrillStatus,
+    ) -> Result<(), HubError> {
+        self.drills
+            .patch_status(name, &params(), &Patch::Merge(json!({ "status": status })))
+            .await
+            .map_err(kube_err(format!("writing the status of drill {name}")))?;
+        Ok(())
+    }
+
+    /// The members' URIs from the Secrets named in `spec.connection`.
+    pub async fn dsns(&self, drill: &DisasterRecoveryDrill) -> Result<Dsns, HubError> {
+        let mut dsns = Dsns::new();
+        for c in &drill.spec.connection {
+            let secret = self
+                .secrets
+                .get(&c.secret_ref.name)
+                .await
+                .map_err(kube_err(format!(
+                    "reading Secret {} (spec.connection of member {})",
+                    c.secret_ref.name, c.member
+                )))?;
+            let key = c.secret_ref.key.as_deref().unwrap_or(DEFAULT_URI_KEY);
+            let value = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .or_else(|| {
+                    secret
+                        .string_data
+                        .as_ref()
+                        .and_then(|d| d.get(key).cloned())
+                })
+                .ok_or_else(|| HubError::MissingKey {
+                    secret: c.secret_ref.name.clone(),
+                    key: key.to_owned(),
+                    member: c.member.clone(),
+                })?;
+            dsns.insert(c.member.clone(), value.trim().to_owned());
+        }
+        Ok(dsns)
+    }
+
+    /// Best effort: an Event that cannot be written is logged, never fails the drill.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        note: &str,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Drill".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "publishing a drill Event");
+        }
+    }
+}
+
+/// How the switchover asked for at `generation` stands, from the topology's status.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress {
+    /// The controller has not started it yet.
+    NotStarted,
+    /// Running at this step.
+    Running { step: StepKind },
+    /// Stopped waiting for a human.
+    Held {
+        step: StepKind,
+        reason: String,
+        message: String,
+    },
+    /// Finished.
+    Ended(Box<Operation>),
+}
+
+/// Pure: the operation of `generation` from `from` to `to`, running or in the history.
+pub fn progress(topology: &DistributedTopology, generation: i64, from: &str, to: &str) -> Progress {
+    let Some(status) = &topology.status else {
+        return Progress::NotStarted;
+    };
+    let prefix = format!("{generation}-");
+    let ours = |op: &&Operation| op.id.starts_with(&prefix) && op.from == from && op.to == to;
+    if let Some(op) = status.history.iter().rev().find(ours) {
+        return Progress::Ended(Box::new(op.clone()));
+    }
+    match status.operation.as_ref().filter(|op| ours(op)) {
+        None => Progress::NotStarted,
+        Some(op) => match &op.hold {
+            Some(hold) => Progress::Held {
+                step: op.step,
+                reason: hold.reason.clone(),
+                message: hold.message.clone(),
+            },
+            None => Progress::Running { step: op.step },
+        },
+    }
+}
+
+/// Polls the topology until the switchover of `generation` ends or holds, or `deadline` passes
+/// (then the last progress seen is returned).
+pub async fn await_switchover(
+    hub: &Hub,
+    name: &str,
+    generation: i64,
+    from: &str,
+    to: &str,
+    deadline: Duration,
+) -> Result<(Progress, bool), HubError> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let topo = hub.topology(name).await?;
+        let now = progress(&topo, generation, from, to);
+        if matches!(now, Progress::Ended(_) | Progress::Held { .. }) {
+            return Ok((now, false));
+        }
+        if tokio::time::Instant::now() >= until {
+            return Ok((now, true));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// True when an ended operation reached its target.
+pub fn succeeded(op: &Operation) -> bool {
+    op.outcome == Some(Outcome::Succeeded) && !op.rolled_back
+}
