@@ -26,8 +26,13 @@ async fn a_stopped_region_restarts_with_the_same_credentials() {
     assert!(!status.healthy);
 
     let started = lab::start(dir, region).await.expect("start");
+    // Its PostgreSQL instances are listed too; the emulator starts them again on its own.
+    let components: Vec<String> = stopped
+        .into_iter()
+        .filter(|s| !s.starts_with(lab::POSTGRES_PREFIX))
+        .collect();
     assert_eq!(
-        started, stopped,
+        started, components,
         "start brings back exactly what stop stopped"
     );
     let status = lab::status(dir).await.expect("status");

@@ -107,20 +107,27 @@ pub async fn start_all(layout: &LabLayout, state: &mut LabState) -> Result<Vec<S
 /// Stops every PostgreSQL instance the emulators started in this lab (fast shutdown). Run after
 /// the emulators are stopped, so none is restarted behind our back.
 pub async fn stop_postgres(layout: &LabLayout) -> Vec<String> {
+    let mut stopped = Vec::new();
+    for member in MEMBERS {
+        stopped.extend(stop_postgres_of(layout, member).await);
+    }
+    stopped
+}
+
+/// Stops the PostgreSQL instances of one member region (fast shutdown: a clean shutdown
+/// checkpoint, the data directory kept), e.g. for `lab stop eu-central`. Its emulator must be
+/// stopped first. Returns `<member>/<namespace>/<name>` of each instance stopped.
+pub async fn stop_postgres_of(layout: &LabLayout, member: &str) -> Vec<String> {
     let emulator_layout = EmulatorLayout::new(layout.root());
     let bin = PgBin::new(DEFAULT_PG_BIN);
     let mut stopped = Vec::new();
-    for member in MEMBERS {
-        for record in emulator_layout.records(member) {
-            let dir = emulator_layout.cluster_dir(member, &record.namespace, &record.name);
-            let instance = Instance::new(bin.clone(), dir);
-            if instance.is_running().await {
-                match instance.stop().await {
-                    Ok(()) => {
-                        stopped.push(format!("{member}/{}/{}", record.namespace, record.name))
-                    }
-                    Err(error) => tracing::warn!(%error, "stopping PostgreSQL"),
-                }
+    for record in emulator_layout.records(member) {
+        let dir = emulator_layout.cluster_dir(member, &record.namespace, &record.name);
+        let instance = Instance::new(bin.clone(), dir);
+        if instance.is_running().await {
+            match instance.stop().await {
+                Ok(()) => stopped.push(format!("{member}/{}/{}", record.namespace, record.name)),
+                Err(error) => tracing::warn!(%error, "stopping PostgreSQL"),
             }
         }
     }

@@ -425,15 +425,44 @@ async fn open_locked(dir: &Path) -> Result<(LabLayout, std::fs::File, LabState)>
 }
 
 /// Stops one component or every component of a region (e.g. `eu-south`), leaving the rest up.
+/// A member region's PostgreSQL instances (started by its emulator, not recorded as components)
+/// are stopped too, after the emulator, with a fast shutdown that keeps their data; they are
+/// listed as `postgres <member>/<namespace>/<name>`.
 pub async fn stop(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
     let (layout, _lock, mut state) = open_locked(dir.as_ref()).await?;
     let names = select(&state, target)?;
-    stop_components(&layout, &mut state, &names).await
+    let mut stopped = stop_components(&layout, &mut state, &names).await?;
+    if MEMBERS.contains(&target) {
+        let instances = emulators::stop_postgres_of(&layout, target).await;
+        stopped.extend(
+            instances
+                .into_iter()
+                .map(|i| format!("{POSTGRES_PREFIX}{i}")),
+        );
+    }
+    Ok(stopped)
 }
 
-/// Starts again what [`stop`] stopped, with the recorded command lines, and waits until healthy.
+/// How [`stop`] lists a PostgreSQL instance it stopped.
+pub const POSTGRES_PREFIX: &str = "postgres ";
+
+/// Starts again what [`stop`] stopped, with the recorded command lines, and waits until healthy:
+/// the apiserver first, then the rest (the region's CNPG emulator, which starts its PostgreSQL
+/// instances as their Clusters' specs say — a Cluster made a replica while the region was away
+/// comes back in recovery).
 pub async fn start(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
-    let (layout, _lock, mut state) = open_locked(dir.as_ref()).await?;
+    start_selected(dir.as_ref(), target, false).await
+}
+
+/// Starts only the control plane (the apiserver) of what `target` designates, leaving the
+/// region's data plane (its CNPG emulator and PostgreSQL) down: a returning region can be seen
+/// and patched from the hub before any of its databases runs. `start` brings the rest.
+pub async fn start_control_plane(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
+    start_selected(dir.as_ref(), target, true).await
+}
+
+async fn start_selected(dir: &Path, target: &str, control_plane_only: bool) -> Result<Vec<String>> {
+    let (layout, _lock, mut state) = open_locked(dir).await?;
     let names = select(&state, target)?;
     // Apiservers first: what else runs in a region (its CNPG emulator) connects to them.
     let (core, rest): (Vec<&str>, Vec<&str>) = names.iter().map(String::as_str).partition(|name| {
@@ -442,6 +471,8 @@ pub async fn start(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
             .is_some_and(|c| c.kind == "etcd" || c.kind == "apiserver")
     });
     let mut started = ensure_running(&layout, &mut state, &core, APISERVER_READY_WITHIN).await?;
-    started.extend(ensure_running(&layout, &mut state, &rest, APISERVER_READY_WITHIN).await?);
+    if !control_plane_only {
+        started.extend(ensure_running(&layout, &mut state, &rest, APISERVER_READY_WITHIN).await?);
+    }
     Ok(started)
 }

@@ -25,6 +25,8 @@ pub mod topology;
 
 pub use error::{LabError, Result};
 pub use layout::LabLayout;
-pub use lifecycle::{UpOptions, UpReport, down, start, stop, up};
+pub use lifecycle::{
+    POSTGRES_PREFIX, UpOptions, UpReport, down, start, start_control_plane, stop, up,
+};
 pub use status::{ComponentStatus, LabStatus, status};
 pub use topology::*;

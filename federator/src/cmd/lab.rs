@@ -38,10 +38,18 @@ enum LabCommand {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Stop one component, or every component of a region (e.g. `eu-south`).
+    /// Stop one component, or every component of a region (e.g. `eu-south`): its apiserver,
+    /// its CNPG emulator and its PostgreSQL instances (data kept).
     Stop { target: String },
-    /// Start again what `stop` stopped, and wait until it is healthy.
-    Start { target: String },
+    /// Start again what `stop` stopped, and wait until it is healthy: the apiserver first, then
+    /// the emulator, which starts the PostgreSQL instances as their Clusters' specs say.
+    Start {
+        target: String,
+        /// Only the apiserver: the region's databases stay down until a plain `start` (so the
+        /// hub can fence a former primary before it runs; see docs/failover.md).
+        #[arg(long)]
+        control_plane: bool,
+    },
     /// Print the libpq URI of a Cluster's PostgreSQL: `psql "$(federator lab dsn eu-central
     /// databases/pg16-eu-central)"`.
     Dsn {
@@ -125,8 +133,15 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             print_names("stopped", &stopped, "nothing was running");
             Ok(ExitCode::SUCCESS)
         }
-        LabCommand::Start { target } => {
-            let started = lab::start(&dir, &target).await?;
+        LabCommand::Start {
+            target,
+            control_plane,
+        } => {
+            let started = if control_plane {
+                lab::start_control_plane(&dir, &target).await?
+            } else {
+                lab::start(&dir, &target).await?
+            };
             print_names("started", &started, "already running");
             Ok(ExitCode::SUCCESS)
         }

@@ -154,7 +154,7 @@ pub fn decide(topo: &DistributedTopology, observation: &Observation, now: Timest
                     }
                 };
                 let start = match start {
-                    Some(report) => Start::Failover(report),
+                    Some(report) => Start::Failover(Box::new(report)),
                     None if facts.invalid.is_none() => Start::Switchover,
                     None => Start::Nothing,
                 };
@@ -282,7 +282,7 @@ enum Start {
     Switchover,
     /// The failover the gate allowed (live validation does not apply: the old primary cannot
     /// be read, which it always flags).
-    Failover(FailoverReport),
+    Failover(Box<FailoverReport>),
     /// Nothing: the topology is invalid.
     Nothing,
 }
@@ -327,7 +327,7 @@ fn drive(
                 ),
             );
             report.operation = Some(id.clone());
-            status.last_failover = Some(report);
+            status.last_failover = Some(*report);
             fence::remember(status, &from, &id, &to);
             Operation::new(id, OperationKind::Failover, &from, &to, now)
         }
