@@ -17,6 +17,11 @@ pub const WIPE_DEMOTION_TOKEN: &str = "emulator.federator.dev/wipe-demotion-toke
 /// the old primary included), or its system identifier is not this cluster's. The `.partial` is
 /// archived as usual. Stands for a token damaged or mixed up on its way to the orchestrator.
 pub const CORRUPT_DEMOTION_TOKEN: &str = "emulator.federator.dev/corrupt-demotion-token";
+/// `"true"` on a promotion target: its instance check finds its replay past the token's REDO
+/// location and fails fatally (`promotion token LSN … is older than the last replay LSN`), as
+/// for a replica that diverged from the old primary. A genuine token then passes the
+/// orchestrator's checks but CNPG refuses it, and the old primary still accepts its own.
+pub const REPLAYED_PAST_TOKEN: &str = "emulator.federator.dev/replayed-past-token";
 /// `"true"`: the instance manager never sets `TransitionCompleted`; the demotion hangs fenced
 /// with no token (#5754, #6317, #9591).
 pub const HANG_BEFORE_TRANSITION: &str = "emulator.federator.dev/hang-before-transition-completed";
@@ -63,6 +68,7 @@ impl Corruption {
 pub struct Faults {
     pub wipe_demotion_token: Option<Wipe>,
     pub corrupt_demotion_token: Option<Corruption>,
+    pub replayed_past_token: bool,
     pub hang_before_transition: bool,
     pub skip_demotion: bool,
     pub slow_shutdown: Option<Duration>,
@@ -90,6 +96,7 @@ impl Faults {
                 Some("foreign-sysid") => Some(Corruption::ForeignSysid),
                 _ => None,
             },
+            replayed_past_token: on(REPLAYED_PAST_TOKEN),
             hang_before_transition: on(HANG_BEFORE_TRANSITION),
             skip_demotion: on(SKIP_DEMOTION),
             slow_shutdown: get(SLOW_SHUTDOWN).and_then(parse_duration),

@@ -57,6 +57,11 @@ pub async fn step(pass: &mut Pass<'_>, standby: bool) -> Result<Option<Action>> 
     sql::checkpoint(pass.record.port).await?;
     let control = pass.instance.controldata().await?;
     let verdict = match PromotionToken::parse(&token) {
+        Ok(decoded) if pass.faults.replayed_past_token => TokenVerdict::Fatal(format!(
+            "promotion token LSN ({}) is older than the last replay LSN (fault {})",
+            decoded.latest_checkpoint_redo_location,
+            super::faults::REPLAYED_PAST_TOKEN
+        )),
         Ok(decoded) => verify(&decoded, &control.control_point()?),
         Err(e) => TokenVerdict::Fatal(e.to_string()),
     };

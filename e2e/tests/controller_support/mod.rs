@@ -71,6 +71,26 @@ impl Controller {
 }
 
 impl Controller {
+    /// What the controller logged so far, without terminal colour codes.
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut plain = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI: ESC '[' parameters, ended by a letter.
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
+    }
+
     /// SIGKILL, as a crash would: no graceful shutdown, no lease release.
     pub async fn kill(&mut self) {
         self.child.start_kill().expect("killing the controller");

@@ -1,14 +1,22 @@
 //! Leader election on the hub: a `Lease` held with kube-lease-manager. Only the holder writes;
-//! the flag is checked right before every write, so a controller that loses the lease stops at
-//! its next write. Two controllers that both believe they lead are still safe: every status
-//! write carries a resourceVersion precondition on the step log, and a member patch is sent only
-//! after such a write succeeded.
+//! the flag is checked right before every write. Two controllers that both believe they lead are
+//! still safe: every status write carries a resourceVersion precondition on the step log, and a
+//! member patch is sent only after such a write succeeded.
+//!
+//! kube-lease-manager alone notices a lost lease only when it next renews (or never, while the
+//! hub cannot be reached: a failed renewal is retried, the flag stays up). So this module also
+//! watches the Lease object itself: leadership needs the manager's word **and** a Lease that
+//! names this identity with a renewal young enough. Handing the Lease to another holder ends it
+//! at the watch event; an unreachable hub ends it `margin` before the Lease could expire, which
+//! is before any contender may take it (contenders wait for expiry).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::{Stream, StreamExt};
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 
@@ -16,6 +24,9 @@ use tokio::sync::watch;
 #[derive(Clone, Debug)]
 pub struct Leadership {
     rx: watch::Receiver<bool>,
+    /// Past this instant the flag no longer counts, even if no task updated it yet (`None`:
+    /// no deadline, [`Leadership::always`]).
+    until: Arc<Mutex<Option<Instant>>>,
     /// Keeps the channel open when no election task owns the sender ([`Leadership::always`]).
     _sender: Option<Arc<watch::Sender<bool>>>,
 }
@@ -32,19 +43,28 @@ pub struct LeaseOptions {
     pub grace: Duration,
 }
 
+impl LeaseOptions {
+    /// How long before the Lease expires this controller stops acting if no renewal was seen:
+    /// half the renewal grace, so a renewal that lands normally never interrupts leadership.
+    fn margin(&self) -> Duration {
+        self.grace / 2
+    }
+}
+
 impl Leadership {
     /// Always the leader: for a single controller without a Lease (tests, `--leader-election=false`).
     pub fn always() -> Self {
         let (tx, rx) = watch::channel(true);
         Leadership {
             rx,
+            until: Arc::new(Mutex::new(None)),
             _sender: Some(Arc::new(tx)),
         }
     }
 
     /// Joins the election; the returned handle follows the lease until the process exits.
     pub async fn elect(hub: Client, options: LeaseOptions) -> Result<Self, LeaseManagerError> {
-        let manager = LeaseManagerBuilder::new(hub, &options.name)
+        let manager = LeaseManagerBuilder::new(hub.clone(), &options.name)
             .with_namespace(&options.namespace)
             .with_identity(&options.identity)
             .with_field_manager("federator")
@@ -52,7 +72,7 @@ impl Leadership {
             .with_grace(options.grace.as_secs())
             .build()
             .await?;
-        let (rx, task) = manager.watch().await;
+        let (manager_rx, task) = manager.watch().await;
         tokio::spawn(async move {
             match task.await {
                 Ok(Ok(_)) => tracing::info!("leader election stopped"),
@@ -62,18 +82,115 @@ impl Leadership {
                 Err(e) => tracing::error!(error = %e, "leader election task panicked"),
             }
         });
-        Ok(Leadership { rx, _sender: None })
+        let (tx, rx) = watch::channel(false);
+        let until = Arc::new(Mutex::new(Some(Instant::now())));
+        tokio::spawn(guard(hub, options, manager_rx, tx, until.clone()));
+        Ok(Leadership {
+            rx,
+            until,
+            _sender: None,
+        })
     }
 
     /// True while the lease is held (false once the election task ended).
     pub fn is_leader(&self) -> bool {
-        self.rx.has_changed().is_ok() && *self.rx.borrow()
+        let in_time = self
+            .until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none_or(|until| Instant::now() < until);
+        in_time && self.rx.has_changed().is_ok() && *self.rx.borrow()
     }
 
     /// Emits once each time this process becomes the leader, to re-reconcile everything.
     pub fn gained(&self) -> impl Stream<Item = ()> + Send + 'static {
         values(self.rx.clone()).filter_map(|leader| async move { leader.then_some(()) })
     }
+}
+
+/// Combines the manager's flag with what the Lease object says, until the manager stops.
+async fn guard(
+    hub: Client,
+    options: LeaseOptions,
+    mut manager: watch::Receiver<bool>,
+    tx: watch::Sender<bool>,
+    until: Arc<Mutex<Option<Instant>>>,
+) {
+    let api: Api<Lease> = Api::namespaced(hub, &options.namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", options.name));
+    let mut leases = watcher(api, config).default_backoff().boxed();
+    let mut manager_says = *manager.borrow_and_update();
+    let mut lease_until: Option<Instant> = None;
+    loop {
+        let leading = manager_says && lease_until.is_some_and(|u| Instant::now() < u);
+        *until.lock().unwrap_or_else(PoisonError::into_inner) = Some(if leading {
+            lease_until.unwrap_or_else(Instant::now)
+        } else {
+            Instant::now()
+        });
+        tx.send_if_modified(|current| {
+            if *current == leading {
+                return false;
+            }
+            tracing::info!(leading, identity = %options.identity, "leadership changed");
+            *current = leading;
+            true
+        });
+        let deadline = lease_until.filter(|_| leading);
+        let expiry = async move {
+            match deadline {
+                Some(u) => tokio::time::sleep_until(u.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = manager.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                manager_says = *manager.borrow_and_update();
+            }
+            event = leases.next() => match event {
+                Some(Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease))) => {
+                    lease_until = valid_until(&lease, &options, SystemTime::now(), Instant::now());
+                }
+                Some(Ok(watcher::Event::Delete(_))) => lease_until = None,
+                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
+                // The hub cannot be read: nothing new is learnt, and the deadline runs out.
+                Some(Err(e)) => tracing::debug!(error = %e, "watching the Lease"),
+                None => break,
+            },
+            () = expiry => {
+                tracing::warn!(identity = %options.identity, "no renewal of the Lease seen in time; stopping all writes until one is");
+            }
+        }
+    }
+    // The election (or the Lease watch) ended: never lead again in this process.
+    *until.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    tx.send_replace(false);
+}
+
+/// Until when `lease` lets this controller act: its renewal plus its duration, less the margin,
+/// as an `Instant` (`now_wall` and `now` are the same moment on both clocks). `None` when the
+/// Lease names another holder or lacks a renewal time or duration.
+fn valid_until(
+    lease: &Lease,
+    options: &LeaseOptions,
+    now_wall: SystemTime,
+    now: Instant,
+) -> Option<Instant> {
+    let spec = lease.spec.as_ref()?;
+    if spec.holder_identity.as_deref() != Some(options.identity.as_str()) {
+        return None;
+    }
+    let renewed: SystemTime = spec.renew_time.as_ref()?.0.into();
+    let seconds = u64::try_from(spec.lease_duration_seconds?).ok()?;
+    let end = renewed + Duration::from_secs(seconds);
+    let end = end.checked_sub(options.margin())?;
+    Some(match end.duration_since(now_wall) {
+        Ok(left) => now + left,
+        Err(_) => now,
+    })
 }
 
 /// The values of `rx`, the current one first (tokio-stream is not a dependency).
@@ -85,4 +202,79 @@ fn values(rx: watch::Receiver<bool>) -> impl Stream<Item = bool> + Send + 'stati
         let value = *rx.borrow_and_update();
         Some((value, (rx, false)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn options() -> LeaseOptions {
+        LeaseOptions {
+            namespace: "federator-system".into(),
+            name: "federator-controller".into(),
+            identity: "me".into(),
+            duration: Duration::from_secs(15),
+            grace: Duration::from_secs(5),
+        }
+    }
+
+    fn lease(holder: Option<&str>, renewed: SystemTime, seconds: Option<i32>) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_owned),
+                renew_time: Some(MicroTime(Timestamp::try_from(renewed).unwrap())),
+                lease_duration_seconds: seconds,
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        }
+    }
+
+    #[test]
+    fn a_lease_of_ours_is_valid_until_shortly_before_it_expires() {
+        let (wall, now) = (SystemTime::now(), Instant::now());
+        let renewed = wall - Duration::from_secs(4);
+        // 15 s lease renewed 4 s ago: others may take it in 11 s; we stop 2.5 s before that.
+        let until = valid_until(&lease(Some("me"), renewed, Some(15)), &options(), wall, now);
+        assert_eq!(until, Some(now + Duration::from_millis(8500)));
+        // Renewed long ago (hub unreachable since): already over.
+        let stale = wall - Duration::from_secs(60);
+        let until = valid_until(&lease(Some("me"), stale, Some(15)), &options(), wall, now);
+        assert_eq!(until, Some(now));
+    }
+
+    #[test]
+    fn a_lease_of_another_holder_or_without_timing_gives_no_leadership() {
+        let (wall, now) = (SystemTime::now(), Instant::now());
+        for lease in [
+            lease(Some("someone-else"), wall, Some(15)),
+            lease(None, wall, Some(15)),
+            lease(Some("me"), wall, None),
+            Lease::default(),
+        ] {
+            assert_eq!(
+                valid_until(&lease, &options(), wall, now),
+                None,
+                "{lease:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_flag_drops_at_its_deadline_without_any_event() {
+        let (tx, rx) = watch::channel(true);
+        let leadership = Leadership {
+            rx,
+            until: Arc::new(Mutex::new(Some(Instant::now() + Duration::from_millis(50)))),
+            _sender: Some(Arc::new(tx)),
+        };
+        assert!(leadership.is_leader());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(!leadership.is_leader(), "past the deadline nobody leads");
+        assert!(Leadership::always().is_leader());
+    }
 }
