@@ -9,12 +9,13 @@ FEDERATOR := target/debug/federator
 LAB_DIR ?= .lab
 E2E_LAB_DIR ?= target/e2e-lab
 
-.PHONY: help deps build demo lab-down lab-status test fmt-check clippy no-openssl crds-check unit e2e-lab-down
+.PHONY: help deps build demo lab-down lab-status test fmt-check clippy no-openssl crds-check unit e2e-lab-down bench
 
 help:
 	@echo "make demo      lab up in $(LAB_DIR)/, the ring of three, the controller, one switchover (leaves it running)"
 	@echo "make lab-down  stop the demo lab"
 	@echo "make test      fmt, clippy, no-OpenSSL check, CRD drift check, every test (e2e on a real lab)"
+	@echo "make bench     the planner bench, then the switchover bench on the e2e lab (docs/benchmarks.md)"
 
 # Debian packages, Rust components and kube-apiserver; a quick no-op when all are present.
 deps:
@@ -63,6 +64,13 @@ crds-check: build
 	else \
 	  echo "crds-check: \`federator crds --check\` is not implemented yet; nothing to compare"; \
 	fi
+
+# Benchmarks that print tables (docs/benchmarks.md): validate + plan at scale, then write
+# unavailability of a switchover on the e2e lab (Federator, release build, vs. the manual steps).
+bench: deps
+	$(CARGO) bench -p federator-topology --bench validate_plan
+	$(CARGO) build --release -p federator
+	$(CARGO) bench -p federator-e2e --bench switchover
 
 unit:
 	$(CARGO) test --workspace --lib --bins

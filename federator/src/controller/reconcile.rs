@@ -9,9 +9,11 @@
 //! Steps 3 and 4 are the only writes, and both happen only while this controller leads.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use kube::Api;
 use kube::runtime::controller::Action;
+use topology::api::Member;
 use topology::{DistributedTopology, StepKind, Topology};
 
 use super::Context;
@@ -22,6 +24,7 @@ use super::error::{Error, Result};
 use super::observe::observe_during;
 use super::rotation;
 use super::status_writer;
+use crate::members::{ClusterKey, MemberEvent};
 
 pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled();
@@ -47,6 +50,7 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     // 1. observe
     let operation = topo.status.as_ref().and_then(|s| s.operation.as_ref());
     let observation = observe_during(ctx.members.as_ref(), &topo.spec.members, operation);
+    let changed_at = last_member_change(&topo.spec.members);
     if !observation.syncing.is_empty() {
         // Deciding on half a picture could misreport (or mis-plan); the end of the first list
         // is announced by the pool and wakes us again.
@@ -114,8 +118,18 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     }
     for note in &decided.events {
         tracing::info!(topology = %key, reason = %note.reason, "{}", note.message);
-        ctx.events.publish(&topo, note).await;
     }
+    // Each Event is a hub round trip (~10 ms, more under load): published in the background, in
+    // order, so the member patch below does not wait for them (they are best effort; the step
+    // log is the record). Awaited here, three Events held every Promote patch ~50 ms.
+    tokio::spawn({
+        let (events, object, notes) = (ctx.events.clone(), topo.clone(), decided.events.clone());
+        async move {
+            for note in &notes {
+                events.publish(&object, note).await;
+            }
+        }
+    });
     for note in &rotation.events {
         tracing::info!(topology = %key, reason = %note.reason, "{}", note.message);
         ctx.events.publish(&topo, note).await;
@@ -139,6 +153,12 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
             return Err(Error::NotLeader);
         }
         tracing::info!(topology = %key, step = %action.step, member = %action.member, patch = %loggable(&action.patch), "patching member");
+        // Demote answers the hub's spec change, not a member's: its reaction is not a member's.
+        if action.step != StepKind::Demote
+            && let Some(at) = changed_at
+        {
+            ctx.metrics.reacted(action.step, at.elapsed());
+        }
         act::send(ctx.members.as_ref(), &topo.spec.members, action, false).await?;
         // The member's watcher sees the change and wakes us; no timer needed.
         return Ok(Action::await_change());
@@ -147,6 +167,21 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         decided.requeue_after,
         rotation.requeue_after,
     )))
+}
+
+/// When the member pool last delivered a change of one of `members`' Clusters: the change a
+/// patch of this reconcile answers (the start of `federator_reaction_seconds`).
+fn last_member_change(members: &[Member]) -> Option<Instant> {
+    members
+        .iter()
+        .filter_map(|m| {
+            MemberEvent::last_delivered(&ClusterKey {
+                member: m.cluster.clone(),
+                namespace: m.namespace.clone(),
+                name: m.cluster_name().to_owned(),
+            })
+        })
+        .max()
 }
 
 /// After a failed reconcile: count it, log it, retry soon.

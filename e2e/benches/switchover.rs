@@ -1,0 +1,306 @@
+//! Write unavailability of a planned switchover on the lab (real kube-apiservers, the CNPG
+//! emulator on real PostgreSQL 15), driven three ways in the same run: by Federator, by the
+//! documented manual steps with a 2 s polling loop, and by the same steps reacting at once from a
+//! watch (the floor). Also Federator's reaction time per step, from its `/metrics`.
+//!
+//! Run: `cargo build --release -p federator && cargo bench -p federator-e2e --bench switchover`
+//! (`make bench`). Options after `--`: `--rounds N` (default 5: each driver N switchovers per
+//! shape), `--shapes pair,ring` (default both). See docs/benchmarks.md.
+
+#[path = "switchover/controller.rs"]
+mod controller;
+#[path = "../tests/controller_support/mod.rs"]
+mod controller_support;
+#[path = "switchover/drive.rs"]
+mod drive;
+#[path = "switchover/probe.rs"]
+mod probe;
+#[path = "switchover/report.rs"]
+mod report;
+#[path = "switchover/timeline.rs"]
+mod timeline;
+
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use e2e::emulator::testkit::{self, DEADLINE, Member};
+use e2e::harness::{SharedLab, TestNamespace};
+use e2e::lab::health::wait_for;
+use serde_json::{Value, json};
+
+use controller::{Controller, Histogram};
+use drive::{Driver, Switch};
+use probe::Probe;
+use report::{Sample, ShapeReport};
+use timeline::Timeline;
+
+const A: Member<'static> = Member {
+    name: "pg-a",
+    region: "eu-central",
+};
+const B: Member<'static> = Member {
+    name: "pg-b",
+    region: "eu-western",
+};
+const C: Member<'static> = Member {
+    name: "pg-c",
+    region: "eu-south",
+};
+
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    Pair,
+    Ring,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Pair => "pair",
+            Shape::Ring => "ring",
+        }
+    }
+
+    fn members(self) -> Vec<Member<'static>> {
+        match self {
+            Shape::Pair => vec![A, B],
+            Shape::Ring => vec![A, B, C],
+        }
+    }
+
+    /// Each member's `replica.source` while A is primary.
+    fn sources(self) -> Vec<Member<'static>> {
+        match self {
+            Shape::Pair => vec![B, A],
+            Shape::Ring => vec![C, A, B],
+        }
+    }
+
+    fn spec(self) -> Value {
+        match self {
+            Shape::Pair => json!({"star": {}}),
+            Shape::Ring => json!({"ring": [A.name, B.name, C.name]}),
+        }
+    }
+}
+
+struct Config {
+    rounds: usize,
+    shapes: Vec<Shape>,
+}
+
+impl Config {
+    /// `--rounds N`, `--shapes pair,ring`; anything else (cargo's `--bench`) is ignored.
+    fn from_args() -> anyhow::Result<Self> {
+        let mut config = Config {
+            rounds: 5,
+            shapes: vec![Shape::Pair, Shape::Ring],
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--rounds" => {
+                    let n = args.next().context("--rounds needs a number")?;
+                    config.rounds = n
+                        .parse()
+                        .with_context(|| format!("--rounds {n}: not a number"))?;
+                }
+                "--shapes" => {
+                    let list = args
+                        .next()
+                        .context("--shapes needs pair, ring or pair,ring")?;
+                    config.shapes = list
+                        .split(',')
+                        .map(|s| match s {
+                            "pair" => Ok(Shape::Pair),
+                            "ring" => Ok(Shape::Ring),
+                            other => bail!("--shapes: unknown shape {other:?} (pair, ring)"),
+                        })
+                        .collect::<anyhow::Result<_>>()?;
+                }
+                _ => {}
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn main() -> anyhow::Result<()> {
+    let config = Config::from_args()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let lab = testkit::lab_with_emulators().await;
+        println!(
+            "switchover bench: {} round(s) × 3 drivers per shape; load average {}",
+            config.rounds,
+            load()
+        );
+        let started = Instant::now();
+        let mut reports = Vec::new();
+        for shape in &config.shapes {
+            reports.push(bench_shape(lab, *shape, config.rounds).await?);
+            println!("{} done; load average {}", shape.name(), load());
+        }
+        let met = report::print(&reports);
+        println!(
+            "\n{} in {:.0} s; load average at the end {}; every target met: {}",
+            config
+                .shapes
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(" + "),
+            started.elapsed().as_secs_f64(),
+            load(),
+            if met { "yes" } else { "no" }
+        );
+        Ok(())
+    })
+}
+
+/// Creates the members (A primary, `t` on it), then runs `rounds` rounds of the three drivers
+/// under the writer, rotating the drivers' order each round so each meets every direction.
+async fn bench_shape(
+    lab: &'static SharedLab,
+    shape: Shape,
+    rounds: usize,
+) -> anyhow::Result<ShapeReport> {
+    let ns = TestNamespace::create(&format!("bench-{}", shape.name())).await;
+    ns.grant_federator().await;
+    let ns_name = ns.name().to_owned();
+    let members = shape.members();
+    create_members(lab, &ns_name, &members, &shape.sources()).await;
+    let controller = Controller::start(lab, &ns_name).await?;
+    let timeline = Timeline::start(lab, &ns_name, &members).await;
+    let probe = Probe::start(lab, &ns_name, &members);
+    let spec = shape.spec();
+
+    let mut samples = Vec::new();
+    let mut from = 0;
+    for round in 0..rounds {
+        for k in 0..Driver::ALL.len() {
+            let driver = Driver::ALL[(k + round) % Driver::ALL.len()];
+            let to = (from + 1) % members.len();
+            let switch = Switch {
+                lab,
+                ns: &ns_name,
+                members: &members,
+                shape: &spec,
+                from,
+                to,
+            };
+            let sample = switch_once(&switch, driver, &probe, &timeline)
+                .await
+                .with_context(|| {
+                    format!(
+                        "{} {} → {} ({}; controller log {})",
+                        shape.name(),
+                        members[from].name,
+                        members[to].name,
+                        driver.label(),
+                        controller.log.display()
+                    )
+                })?;
+            println!(
+                "{} round {}: {:<18} {} → {}: unavailable {:.0} ms",
+                shape.name(),
+                round + 1,
+                driver.label(),
+                sample.from,
+                sample.to,
+                sample.outage.window.as_secs_f64() * 1e3
+            );
+            samples.push(sample);
+            from = to;
+        }
+    }
+
+    let text = controller.metrics().await?;
+    let name = "federator_reaction_seconds";
+    let reactions = Histogram::labels(&text, name, "step")
+        .into_iter()
+        .map(|step| {
+            let h = Histogram::parse(&text, name, "step", &step);
+            (step, h)
+        })
+        .collect();
+    drop(probe);
+    drop(timeline);
+    drop(controller);
+    testkit::delete_all(lab, &ns_name, &members).await;
+    Ok(ShapeReport {
+        shape: shape.name(),
+        samples,
+        reactions,
+    })
+}
+
+/// One measured switchover: prepared and settled untimed, driven under the writer.
+async fn switch_once(
+    switch: &Switch<'_>,
+    driver: Driver,
+    probe: &Probe,
+    timeline: &Timeline,
+) -> anyhow::Result<Sample> {
+    let (from, to) = (switch.from, switch.to);
+    switch.prepare(driver).await?;
+    acknowledged(probe, from, "the old primary").await?;
+    let driven = switch.drive(driver).await?;
+    switch.settled(driven.token.as_deref()).await?;
+    acknowledged(probe, to, "the new primary").await?;
+    let outage = probe.outage(driven.start, Instant::now(), to);
+    let milestones = timeline.milestones(driven.start, from, to, switch.members[to].name);
+    switch.finish(&driven).await?;
+    Ok(Sample {
+        driver,
+        from: switch.members[from].name,
+        to: switch.members[to].name,
+        outage,
+        milestones,
+    })
+}
+
+/// Waits until the writer has a write acknowledged by member `on` from now on.
+async fn acknowledged(probe: &Probe, on: usize, what: &str) -> anyhow::Result<()> {
+    let mark = Instant::now();
+    wait_for(
+        &format!("a write acknowledged by {what}"),
+        DEADLINE,
+        || async move { probe.acknowledged_on(on, mark) },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates each member with its source, A first (initdb, table `t`), each replica copied from
+/// its source once that is healthy.
+async fn create_members(
+    lab: &'static SharedLab,
+    ns: &str,
+    members: &[Member<'static>],
+    sources: &[Member<'static>],
+) {
+    let primary = members[0];
+    for (m, source) in members.iter().zip(sources) {
+        let api = testkit::clusters(lab, m.region, ns).await;
+        let cluster = testkit::blog_cluster(ns, m.name, primary.name, source.name, members, true);
+        testkit::create(&api, &cluster).await;
+        testkit::wait_cluster(&api, m.name, "healthy", testkit::healthy).await;
+        if m.name == primary.name {
+            testkit::connect(lab, m.region, ns, m.name)
+                .await
+                .batch_execute("CREATE TABLE t (x int)")
+                .await
+                .expect("creating t on the primary");
+        }
+    }
+}

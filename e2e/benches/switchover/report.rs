@@ -1,0 +1,187 @@
+//! The tables: write unavailability per driver, the ratios against the targets, and Federator's
+//! reaction time per step.
+
+use std::time::Duration;
+
+use comfy_table::{Table, presets::ASCII_MARKDOWN};
+
+use crate::controller::Histogram;
+use crate::drive::Driver;
+use crate::probe::Outage;
+use crate::timeline::Milestones;
+
+/// Federator's write unavailability at most this multiple of the floor's…
+pub const VS_FLOOR: f64 = 1.10;
+/// …and of the 2 s-polling script's.
+pub const VS_SCRIPT: f64 = 0.50;
+/// Reaction p99 bound.
+pub const REACTION_P99: Duration = Duration::from_millis(50);
+
+/// One measured switchover.
+pub struct Sample {
+    pub driver: Driver,
+    pub from: &'static str,
+    pub to: &'static str,
+    pub outage: Outage,
+    pub milestones: Milestones,
+}
+
+/// One shape's results.
+pub struct ShapeReport {
+    pub shape: &'static str,
+    pub samples: Vec<Sample>,
+    /// `(step, histogram)` of `federator_reaction_seconds`.
+    pub reactions: Vec<(String, Histogram)>,
+}
+
+pub fn median(mut v: Vec<Duration>) -> Option<Duration> {
+    v.sort_unstable();
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2),
+    }
+}
+
+/// Nearest-rank p99 (the maximum below 100 samples).
+pub fn p99(mut v: Vec<Duration>) -> Option<Duration> {
+    v.sort_unstable();
+    let rank = ((v.len() as f64) * 0.99).ceil() as usize;
+    v.get(rank.max(1) - 1).copied()
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("–".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3))
+}
+
+fn ms_fine(d: Option<Duration>) -> String {
+    d.map_or("–".into(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
+}
+
+impl ShapeReport {
+    fn of(&self, driver: Driver, f: impl Fn(&Sample) -> Option<Duration>) -> Vec<Duration> {
+        self.samples
+            .iter()
+            .filter(|s| s.driver == driver)
+            .filter_map(f)
+            .collect()
+    }
+
+    fn window_median(&self, driver: Driver) -> Option<Duration> {
+        median(self.of(driver, |s| Some(s.outage.window)))
+    }
+}
+
+/// Prints every table; returns whether every target was met.
+pub fn print(reports: &[ShapeReport]) -> bool {
+    let mut unavailable = Table::new();
+    unavailable.load_style(ASCII_MARKDOWN).set_header([
+        "shape",
+        "driver",
+        "n",
+        "unavailable p50",
+        "p99",
+        "incl. restart p50",
+        "Demote seen after p50",
+        "token → Promote seen p50",
+    ]);
+    let mut targets = Table::new();
+    targets.load_style(ASCII_MARKDOWN).set_header([
+        "shape",
+        "Federator / floor (p50)",
+        format!("≤ {VS_FLOOR:.2}").as_str(),
+        "Federator / script (p50)",
+        format!("≤ {VS_SCRIPT:.2}").as_str(),
+    ]);
+    let mut reaction = Table::new();
+    reaction.load_style(ASCII_MARKDOWN).set_header([
+        "shape",
+        "step",
+        "n",
+        "reaction p50",
+        "p99",
+        "mean",
+        format!("p99 ≤ {} ms", REACTION_P99.as_millis()).as_str(),
+    ]);
+    let mut all_met = true;
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    for r in reports {
+        for driver in Driver::ALL {
+            let windows = r.of(driver, |s| Some(s.outage.window));
+            unavailable.add_row([
+                r.shape.to_owned(),
+                driver.label().to_owned(),
+                windows.len().to_string(),
+                ms(median(windows.clone())),
+                ms(p99(windows)),
+                ms(median(r.of(driver, |s| Some(s.outage.total)))),
+                ms(median(r.of(driver, |s| s.milestones.demote_lag))),
+                ms(median(r.of(driver, |s| s.milestones.promote_lag))),
+            ]);
+        }
+        let fed = r.window_median(Driver::Federator);
+        let ratio = |base: Option<Duration>| {
+            fed.zip(base)
+                .filter(|(_, b)| !b.is_zero())
+                .map(|(f, b)| f.as_secs_f64() / b.as_secs_f64())
+        };
+        let (vs_floor, vs_script) = (
+            ratio(r.window_median(Driver::Floor)),
+            ratio(r.window_median(Driver::Script)),
+        );
+        let floor_ok = vs_floor.is_some_and(|x| x <= VS_FLOOR);
+        let script_ok = vs_script.is_some_and(|x| x <= VS_SCRIPT);
+        all_met &= floor_ok && script_ok;
+        let show = |x: Option<f64>| x.map_or("–".into(), |x| format!("{x:.2}"));
+        targets.add_row([
+            r.shape.to_owned(),
+            show(vs_floor),
+            verdict(floor_ok).to_owned(),
+            show(vs_script),
+            verdict(script_ok).to_owned(),
+        ]);
+        for (step, h) in &r.reactions {
+            let p99 = h.quantile(0.99);
+            let ok = p99.is_some_and(|p| p <= REACTION_P99);
+            all_met &= ok;
+            let mean = (h.count > 0).then(|| Duration::from_secs_f64(h.sum / h.count as f64));
+            reaction.add_row([
+                r.shape.to_owned(),
+                step.clone(),
+                h.count.to_string(),
+                ms_fine(h.quantile(0.5)),
+                ms_fine(p99),
+                ms_fine(mean),
+                verdict(ok).to_owned(),
+            ]);
+        }
+    }
+    println!(
+        "\nWrite unavailability (first failed write → first write acknowledged by the new primary)\n"
+    );
+    println!("{unavailable}");
+    println!("\nTargets\n");
+    println!("{targets}");
+    println!(
+        "\nFederator's reaction (member change delivered → next member patch sent; histogram estimate)\n"
+    );
+    println!("{reaction}");
+    println!("\nPer switchover:");
+    for r in reports {
+        for s in &r.samples {
+            println!(
+                "  {:<5} {:<18} {} → {}: unavailable {}, incl. restart {}, Demote seen after {}, token → Promote seen {}",
+                r.shape,
+                s.driver.label(),
+                s.from,
+                s.to,
+                ms(Some(s.outage.window)),
+                ms(Some(s.outage.total)),
+                ms(s.milestones.demote_lag),
+                ms(s.milestones.promote_lag),
+            );
+        }
+    }
+    all_met
+}
