@@ -99,7 +99,12 @@ pub async fn start_all(layout: &LabLayout, state: &mut LabState) -> Result<Vec<S
     for member in MEMBERS {
         state.upsert(component(layout, state.ports, member, program.clone()));
     }
-    let names: Vec<String> = MEMBERS.iter().map(|m| component_name(m)).collect();
+    // An emulator held down by `lab stop REGION` stays down until `lab start REGION`.
+    let names: Vec<String> = MEMBERS
+        .iter()
+        .map(|m| component_name(m))
+        .filter(|n| !state.held.contains(n))
+        .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     super::lifecycle::ensure_running(layout, state, &names, EMULATOR_READY_WITHIN).await
 }

@@ -104,7 +104,12 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
         state.bootstrap_fingerprint.as_deref() == Some(bootstrap_fingerprint().as_str());
     if fresh && complete && up_to_date {
         let current = status::of_state(&layout, &state).await;
-        if current.healthy {
+        // A region held down by `lab stop` stays down; the rest must be healthy.
+        let healthy = current
+            .components
+            .iter()
+            .all(|c| c.healthy || state.held.contains(&c.name));
+        if current.healthy || (!current.components.is_empty() && healthy) {
             return Ok(UpReport {
                 already_running: true,
                 elapsed: started.elapsed(),
@@ -368,6 +373,8 @@ pub async fn down(dir: impl AsRef<Path>, purge: bool) -> Result<Vec<String>> {
         // emulator is left to restart one.
         stopped.extend(emulators::stop_postgres(&layout).await);
         stopped.extend(stop_components(&layout, &mut state, &[ETCD.to_owned()]).await?);
+        state.held.clear();
+        state.save(&layout)?;
         stopped
     };
     if purge {
@@ -431,6 +438,11 @@ async fn open_locked(dir: &Path) -> Result<(LabLayout, std::fs::File, LabState)>
 pub async fn stop(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
     let (layout, _lock, mut state) = open_locked(dir.as_ref()).await?;
     let names = select(&state, target)?;
+    for name in &names {
+        if !state.held.contains(name) {
+            state.held.push(name.clone());
+        }
+    }
     let mut stopped = stop_components(&layout, &mut state, &names).await?;
     if MEMBERS.contains(&target) {
         let instances = emulators::stop_postgres_of(&layout, target).await;
@@ -470,6 +482,13 @@ async fn start_selected(dir: &Path, target: &str, control_plane_only: bool) -> R
             .component(name)
             .is_some_and(|c| c.kind == "etcd" || c.kind == "apiserver")
     });
+    let released: Vec<&str> = if control_plane_only {
+        core.clone()
+    } else {
+        names.iter().map(String::as_str).collect()
+    };
+    state.held.retain(|h| !released.contains(&h.as_str()));
+    state.save(&layout)?;
     let mut started = ensure_running(&layout, &mut state, &core, APISERVER_READY_WITHIN).await?;
     if !control_plane_only {
         started.extend(ensure_running(&layout, &mut state, &rest, APISERVER_READY_WITHIN).await?);

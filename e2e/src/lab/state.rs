@@ -60,6 +60,10 @@ pub struct LabState {
     /// changed CRDs re-bootstraps a running lab instead of taking the fast path.
     #[serde(default)]
     pub bootstrap_fingerprint: Option<String>,
+    /// Components held down by `lab stop` until `lab start`: `up` (run by any test process)
+    /// leaves them stopped instead of restarting them behind the stopper's back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
 }
 
 impl LabState {
@@ -70,6 +74,7 @@ impl LabState {
             bootstrapped_at: None,
             cnpg_crd_source: None,
             bootstrap_fingerprint: None,
+            held: Vec::new(),
         }
     }
 
