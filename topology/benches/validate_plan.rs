@@ -57,12 +57,14 @@ fn validate_and_plan(spec: &DistributedTopologySpec, observed: &Observed, target
     plan(observed, &desired).expect("plans")
 }
 
-/// Median and best of `f`'s duration over enough runs to fill ~0.3 s (at least 5, at most
-/// 201). The best run is the robust number on a shared machine, where preemption only ever adds.
+/// Median and best of `f`'s duration over enough runs to fill ~0.3 s (at least 11, at most
+/// 201), after one untimed run that grows the heap to its working size. The best run is the
+/// robust number on a shared machine, where preemption only ever adds.
 fn measure(mut f: impl FnMut()) -> (Duration, Duration) {
+    f();
     let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < 5 || (times.len() < 201 && start.elapsed() < Duration::from_millis(300)) {
+    while times.len() < 11 || (times.len() < 201 && start.elapsed() < Duration::from_millis(300)) {
         let t = Instant::now();
         f();
         times.push(t.elapsed());

@@ -9,6 +9,7 @@ pub mod drill_api;
 pub mod graph;
 pub mod manifest;
 pub mod model;
+mod name_index;
 pub mod observed;
 pub mod plan;
 pub mod shape;

@@ -113,9 +113,10 @@ pub fn next_step(observed: &Observed, progress: &Progress, ctx: &Context<'_>) ->
         StepKind::Promote => promote(observed, progress, ctx).unwrap_or_else(|| next(progress)),
         StepKind::AwaitPromotion => await_promotion(observed, progress, ctx),
         StepKind::Bookkeeping => {
-            let pending = bookkeeping_actions(ctx.topology, observed, progress, false);
+            let members = observed.by_member(ctx.topology);
+            let pending = bookkeeping_actions(ctx.topology, &members, progress, false);
             let unreachable =
-                bookkeeping_actions(ctx.topology, observed, progress, true).len() > pending.len();
+                bookkeeping_actions(ctx.topology, &members, progress, true).len() > pending.len();
             match pending.into_iter().next() {
                 Some((member, patch)) => Decision::Act(Action {
                     step,
@@ -155,39 +156,41 @@ pub(super) fn demote_patch(topology: &Topology, progress: &Progress) -> Value {
     let source = if topology.shape().reroots() {
         topology
             .position(&progress.from)
-            .and_then(|i| topology.desired_sources(&progress.to).swap_remove(i))
+            .and_then(|i| topology.desired_source_names(&progress.to)[i])
     } else {
         None
     };
-    patch::demote(&progress.to, source.as_deref())
+    patch::demote(&progress.to, source)
 }
 
 /// Bookkeeping patches still needed, in member order: every member except the target (and the
 /// old primary, whose Demote patch already did it — unless a failover skipped the demotion)
 /// must name the target as primary and, where the shape re-roots, take its new source.
-/// With `include_unreachable`, members that cannot be read are listed too.
+/// With `include_unreachable`, members that cannot be read are listed too. `observed` is
+/// `Observed::by_member(topology)`.
 pub(super) fn bookkeeping_actions(
     topology: &Topology,
-    observed: &Observed,
+    observed: &[Option<&ObservedMember>],
     progress: &Progress,
     include_unreachable: bool,
 ) -> Vec<(String, Value)> {
     let target = progress.target();
-    let sources = topology.desired_sources(target);
+    let reroots = topology.shape().reroots();
     topology
         .names()
         .iter()
-        .zip(sources)
-        .filter(|(name, _)| name.as_str() != target)
-        .filter_map(|(name, source)| {
-            let source = source.filter(|_| topology.shape().reroots());
-            let patch = patch::bookkeeping(target, source.as_deref());
-            match observed.get(name) {
+        .zip(topology.desired_source_names(target))
+        .zip(observed)
+        .filter(|((name, _), _)| name.as_str() != target)
+        .filter_map(|((name, source), member)| {
+            let source = source.filter(|_| reroots);
+            let pending = match member {
                 Some(m) if m.reachable => {
-                    (!patch::is_applied(m.replica.as_ref(), &patch)).then(|| (name.clone(), patch))
+                    !patch::bookkeeping_applied(m.replica.as_ref(), target, source)
                 }
-                _ => include_unreachable.then(|| (name.clone(), patch)),
-            }
+                _ => include_unreachable,
+            };
+            pending.then(|| (name.clone(), patch::bookkeeping(target, source)))
         })
         .collect()
 }

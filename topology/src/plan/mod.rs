@@ -15,9 +15,9 @@ use serde_json::Value;
 
 use crate::cnpg::Role;
 use crate::model::Topology;
-use crate::observed::Observed;
+use crate::observed::{Observed, ObservedMember};
 use crate::step::{OperationKind, StepKind};
-use crate::validate::{ValidationError, validate_live};
+use crate::validate::{ValidationError, validate_live_members};
 
 pub use machine::{Action, Context, Decision, Transition, WaitFor, next_step};
 pub use progress::Progress;
@@ -87,8 +87,10 @@ pub fn plan(observed: &Observed, desired: &Desired<'_>) -> Result<Plan, PlanErro
     };
     let failover_unreachable = desired.kind == OperationKind::Failover
         && !observed.get(&from).is_some_and(|m| m.reachable);
+    let members = observed.by_member(topology);
     if !failover_unreachable {
-        validate_live(topology, observed, Some(to)).map_err(PlanError::Invalid)?;
+        validate_live_members(topology, observed, &members, Some(to))
+            .map_err(PlanError::Invalid)?;
     }
 
     let progress = Progress::start(desired.kind, &from, to, Default::default());
@@ -100,6 +102,7 @@ pub fn plan(observed: &Observed, desired: &Desired<'_>) -> Result<Plan, PlanErro
             step,
             topology,
             observed,
+            &members,
             &progress,
             token.as_deref(),
         ));
@@ -123,6 +126,7 @@ fn planned(
     step: StepKind,
     topology: &Topology,
     observed: &Observed,
+    members: &[Option<&ObservedMember>],
     progress: &Progress,
     token: Option<&str>,
 ) -> Vec<PlannedStep> {
@@ -182,7 +186,7 @@ fn planned(
             // The old primary's Demote patch already names the new primary (unless a failover
             // could not reach it), so at run time it is never pending here.
             let demoted = steps_include_demote(progress, observed);
-            let actions: Vec<_> = machine::bookkeeping_actions(topology, observed, progress, true)
+            let actions: Vec<_> = machine::bookkeeping_actions(topology, members, progress, true)
                 .into_iter()
                 .filter(|(member, _)| !(demoted && *member == progress.from))
                 .collect();

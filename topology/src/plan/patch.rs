@@ -42,6 +42,18 @@ pub fn bookkeeping(primary: &str, source: Option<&str>) -> Value {
     wrap(replica)
 }
 
+/// Whether [`bookkeeping`]`(primary, source)` is already applied to `replica`: the answer of
+/// [`is_applied`] without building the patch, since the planner asks it for every member.
+pub fn bookkeeping_applied(
+    replica: Option<&ReplicaSpec>,
+    primary: &str,
+    source: Option<&str>,
+) -> bool {
+    replica.is_some_and(|r| {
+        r.primary.as_deref() == Some(primary) && source.is_none_or(|s| r.source == s)
+    })
+}
+
 /// Remove the consumed token from the new primary (only after `lastPromotionToken` equals it).
 pub fn clear_token() -> Value {
     let mut replica = Map::new();
@@ -195,6 +207,30 @@ mod tests {
                     is_applied(Some(&candidate), patch),
                     generic,
                     "{patch} on {candidate:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bookkeeping_check_agrees_with_the_patch() {
+        let mut with_token = replica("a", "c");
+        with_token.promotion_token = Some("T".into());
+        let candidates = [
+            None,
+            Some(replica("a", "c")),
+            Some(replica("a", "a")),
+            Some(replica("b", "c")),
+            Some(ReplicaSpec::default()),
+            Some(with_token),
+        ];
+        for candidate in &candidates {
+            for (primary, source) in [("a", None), ("a", Some("c")), ("a", Some("a")), ("b", None)]
+            {
+                assert_eq!(
+                    bookkeeping_applied(candidate.as_ref(), primary, source),
+                    is_applied(candidate.as_ref(), &bookkeeping(primary, source)),
+                    "{primary} {source:?} on {candidate:?}"
                 );
             }
         }

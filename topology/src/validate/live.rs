@@ -1,12 +1,12 @@
 //! Live rules: the topology against its members' CNPG Clusters (contract §1, §4, §6).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::cnpg::{Cluster, Role};
-use crate::graph::TopologyGraph;
 use crate::model::Topology;
 use crate::observed::{Observed, ObservedMember};
 
+use super::externals::{ExternalLists, ExternalNames};
 use super::problem::{Problem, Problems, ValidationError};
 use super::spec_rules::list;
 
@@ -50,13 +50,22 @@ pub fn validate_live(
     observed: &Observed,
     target: Option<&str>,
 ) -> Result<(), ValidationError> {
+    validate_live_members(topology, observed, &observed.by_member(topology), target)
+}
+
+/// [`validate_live`] with `observed.by_member(topology)` already at hand.
+pub(crate) fn validate_live_members(
+    topology: &Topology,
+    observed: &Observed,
+    observed_members: &[Option<&ObservedMember>],
+    target: Option<&str>,
+) -> Result<(), ValidationError> {
     let mut problems = Problems::default();
-    let members: Vec<(usize, &ObservedMember)> = topology
-        .names()
+    let members: Vec<(usize, &ObservedMember)> = observed_members
         .iter()
         .enumerate()
-        .filter_map(|(i, name)| match observed.get(name) {
-            Some(m) => Some((i, m)),
+        .filter_map(|(i, m)| match m {
+            Some(m) => Some((i, *m)),
             None => {
                 let spec = &topology.members()[i];
                 problems.push(
@@ -74,25 +83,14 @@ pub fn validate_live(
         })
         .collect();
 
-    // Members normally share one externalClusters list (see `ObservedMember`); index each
-    // distinct list once so that checking n members stays linear.
-    let mut name_sets: HashMap<*const String, HashSet<&str>> = HashMap::new();
+    let mut externals = ExternalLists::new(topology);
     for &(i, member) in &members {
-        let externals = name_sets
-            .entry(member.external_clusters.as_ptr())
-            .or_insert_with(|| {
-                member
-                    .external_clusters
-                    .iter()
-                    .map(String::as_str)
-                    .collect()
-            });
-        check_member(topology, i, member, externals, &mut problems);
+        check_member(topology, i, member, externals.of(member), &mut problems);
     }
-    check_external_cluster_lists(topology, &members, &mut problems);
+    externals.check(&members, &mut problems);
     check_system_ids(&members, &mut problems);
     if let Some(primary) = check_single_primary(&members, &mut problems) {
-        check_follow_primary(topology, observed, &members, primary, &mut problems);
+        check_follow_primary(topology, observed_members, &members, primary, &mut problems);
     }
     if let Some(target) = target {
         check_target(topology, observed, target, &mut problems);
@@ -108,7 +106,7 @@ fn cluster_path_of(cluster: &Cluster) -> String {
     )
 }
 
-fn cluster_path(m: &ObservedMember) -> String {
+pub(super) fn cluster_path(m: &ObservedMember) -> String {
     format!(
         "Cluster {}/{}",
         m.namespace.as_deref().unwrap_or("?"),
@@ -121,11 +119,12 @@ fn check_member(
     topology: &Topology,
     i: usize,
     m: &ObservedMember,
-    externals: &HashSet<&str>,
+    externals: &ExternalNames<'_>,
     problems: &mut Problems,
 ) {
     let spec = &topology.members()[i];
-    let path = cluster_path(m);
+    // Formatted only for a problem: this runs for every member on every reconcile.
+    let path = || cluster_path(m);
     if !m.reachable {
         problems.push(
             format!("spec.members[{i}]"),
@@ -136,7 +135,7 @@ fn check_member(
     }
     if m.cluster_name != spec.cluster_name() {
         problems.push(
-            format!("{path}: metadata.name"),
+            format!("{}: metadata.name", path()),
             format!(
                 "is {:?} but spec.members[{i}] expects {:?}",
                 m.cluster_name,
@@ -149,7 +148,7 @@ fn check_member(
         && *ns != spec.namespace
     {
         problems.push(
-            format!("{path}: metadata.namespace"),
+            format!("{}: metadata.namespace", path()),
             format!(
                 "is {ns:?} but spec.members[{i}].namespace is {:?}",
                 spec.namespace
@@ -159,7 +158,7 @@ fn check_member(
     }
     let Some(replica) = &m.replica else {
         problems.push(
-            format!("{path}: spec.replica"),
+            format!("{}: spec.replica", path()),
             "is missing, so CNPG treats this Cluster as a standalone primary",
             format!(
                 "add spec.replica with primary: {}, source: <a member> and self: {}",
@@ -169,7 +168,7 @@ fn check_member(
         );
         return;
     };
-    let field = |f: &str| format!("{path}: spec.replica.{f}");
+    let field = |f: &str| format!("{}: spec.replica.{f}", path());
     if let Some(enabled) = replica.enabled {
         problems.push(
             field("enabled"),
@@ -246,62 +245,6 @@ fn check_member(
     }
 }
 
-/// Every member must list every member, and all must list the same names (contract §1.2).
-/// Identical lists are compared once, so this stays linear when members agree.
-fn check_external_cluster_lists(
-    topology: &Topology,
-    members: &[(usize, &ObservedMember)],
-    problems: &mut Problems,
-) {
-    let reachable: Vec<&ObservedMember> = members
-        .iter()
-        .map(|(_, m)| *m)
-        .filter(|m| m.reachable)
-        .collect();
-    let Some(&first) = reachable.first() else {
-        return;
-    };
-    let mut checked: HashSet<*const String> = HashSet::new();
-    let reference: HashSet<&str> = first.external_clusters.iter().map(String::as_str).collect();
-    for m in reachable {
-        // Members sharing one list (see `ObservedMember::external_clusters`) are checked once.
-        if !checked.insert(m.external_clusters.as_ptr()) {
-            continue;
-        }
-        let names: HashSet<&str> = m.external_clusters.iter().map(String::as_str).collect();
-        let path = format!("{}: spec.externalClusters", cluster_path(m));
-        let missing: Vec<&str> = topology
-            .names()
-            .iter()
-            .map(String::as_str)
-            .filter(|n| !names.contains(n))
-            .collect();
-        if !missing.is_empty() {
-            problems.push(
-                path.clone(),
-                format!("does not list member(s) {}", list(&missing)),
-                "list every member, itself included, so primary/self/source resolve everywhere",
-            );
-        }
-        if names.len() < m.external_clusters.len() {
-            problems.push(
-                path.clone(),
-                "contains duplicate names",
-                "keep one entry per name",
-            );
-        }
-        if !std::ptr::eq(first, m) && names != reference {
-            let mut differ: Vec<&str> = names.symmetric_difference(&reference).copied().collect();
-            differ.sort_unstable();
-            problems.push(
-                path,
-                format!("names differ from {}'s: {}", first.name, list(&differ)),
-                "give every member the same externalClusters names",
-            );
-        }
-    }
-}
-
 fn check_system_ids(members: &[(usize, &ObservedMember)], problems: &mut Problems) {
     let mut ids: Vec<(&str, &str)> = members
         .iter()
@@ -319,18 +262,19 @@ fn check_system_ids(members: &[(usize, &ObservedMember)], problems: &mut Problem
     }
 }
 
-/// Exactly one member may be primary by the role rule (contract §1.1); returns it.
+/// Exactly one member may be primary by the role rule (contract §1.1); returns it and its
+/// position.
 fn check_single_primary<'a>(
     members: &[(usize, &'a ObservedMember)],
     problems: &mut Problems,
-) -> Option<&'a ObservedMember> {
-    let primaries: Vec<&ObservedMember> = members
+) -> Option<(usize, &'a ObservedMember)> {
+    let primaries: Vec<(usize, &ObservedMember)> = members
         .iter()
-        .map(|(_, m)| *m)
-        .filter(|m| m.role() == Some(Role::Primary))
+        .copied()
+        .filter(|(_, m)| m.role() == Some(Role::Primary))
         .collect();
     match primaries.as_slice() {
-        [one] => Some(one),
+        [one] => Some(*one),
         [] => {
             problems.push(
                 "members",
@@ -345,7 +289,7 @@ fn check_single_primary<'a>(
                 format!(
                     "{} members are primary by their spec: {}",
                     many.len(),
-                    list(many.iter().map(|m| &m.name))
+                    list(many.iter().map(|(_, m)| &m.name))
                 ),
                 "set spec.replica.primary to the same single member on every Cluster",
             );
@@ -358,20 +302,20 @@ fn check_single_primary<'a>(
 /// member reaches the primary.
 fn check_follow_primary(
     topology: &Topology,
-    observed: &Observed,
+    observed_members: &[Option<&ObservedMember>],
     members: &[(usize, &ObservedMember)],
-    primary: &ObservedMember,
+    (primary_at, primary): (usize, &ObservedMember),
     problems: &mut Problems,
 ) {
-    let desired = topology.desired_sources(&primary.name);
+    let desired = topology.desired_source_names(&primary.name);
     for &(i, m) in members {
         if !m.reachable || m.replica.is_none() {
             continue;
         }
-        let path = cluster_path(m);
+        let path = || cluster_path(m);
         if m.name != primary.name && m.spec_primary().is_some_and(|p| p != primary.name) {
             problems.push(
-                format!("{path}: spec.replica.primary"),
+                format!("{}: spec.replica.primary", path()),
                 format!(
                     "is {:?} but the primary is {}",
                     m.spec_primary().unwrap_or_default(),
@@ -380,11 +324,11 @@ fn check_follow_primary(
                 format!("set spec.replica.primary: {}", primary.name),
             );
         }
-        if let (Some(want), Some(have)) = (&desired[i], m.spec_source())
+        if let (Some(want), Some(have)) = (desired[i], m.spec_source())
             && want != have
         {
             problems.push(
-                format!("{path}: spec.replica.source"),
+                format!("{}: spec.replica.source", path()),
                 format!(
                     "is {have:?} but the {} shape with primary {} wants {want:?}",
                     topology.shape().name(),
@@ -395,28 +339,35 @@ fn check_follow_primary(
         }
     }
     problems.extend(unreachable_from_primary(
-        topology, observed, members, primary,
+        topology,
+        observed_members,
+        members,
+        (primary_at, primary),
     ));
 }
 
 /// Members whose chain of sources never reaches the primary (a cycle or a non-member source).
 fn unreachable_from_primary(
     topology: &Topology,
-    observed: &Observed,
+    observed_members: &[Option<&ObservedMember>],
     members: &[(usize, &ObservedMember)],
-    primary: &ObservedMember,
+    (primary_at, primary): (usize, &ObservedMember),
 ) -> Vec<Problem> {
-    let graph = TopologyGraph::observed(topology, observed);
+    let unfed: Vec<&ObservedMember> = not_fed_by(topology, observed_members, primary_at)
+        .into_iter()
+        .filter_map(|i| observed_members[i])
+        .filter(|m| m.reachable && m.replica.is_some())
+        .collect();
+    if unfed.is_empty() {
+        return Vec::new();
+    }
     let source_of: HashMap<&str, &str> = members
         .iter()
         .filter(|(_, m)| m.name != primary.name)
         .filter_map(|(_, m)| Some((m.name.as_str(), m.spec_source()?)))
         .collect();
-    graph
-        .not_fed_by_primary()
+    unfed
         .into_iter()
-        .filter_map(|name| observed.get(name))
-        .filter(|m| m.reachable && m.replica.is_some())
         .map(|m| {
             let mut chain = vec![m.name.as_str()];
             let mut at = m.name.as_str();
@@ -437,6 +388,54 @@ fn unreachable_from_primary(
                 "point source at a member whose chain reaches the primary",
             )
         })
+        .collect()
+}
+
+/// Positions of the members that WAL from the primary (at `primary`) does not reach by following each member's
+/// observed `replica.source` (the edges `TopologyGraph::observed` draws), in member order.
+/// A member has one source, so "fed" means its chain of sources ends at the primary.
+fn not_fed_by(
+    topology: &Topology,
+    observed_members: &[Option<&ObservedMember>],
+    primary: usize,
+) -> Vec<usize> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum State {
+        Unknown,
+        OnPath,
+        Fed,
+        NotFed,
+    }
+    let source = |i: usize| {
+        observed_members[i]
+            .and_then(ObservedMember::spec_source)
+            .and_then(|s| topology.position(s))
+    };
+    let mut state = vec![State::Unknown; observed_members.len()];
+    state[primary] = State::Fed;
+    let mut path = Vec::new();
+    for start in 0..state.len() {
+        let mut at = start;
+        let verdict = loop {
+            match state[at] {
+                State::Fed => break State::Fed,
+                State::NotFed | State::OnPath => break State::NotFed,
+                State::Unknown => {
+                    state[at] = State::OnPath;
+                    path.push(at);
+                    match source(at) {
+                        Some(next) => at = next,
+                        None => break State::NotFed,
+                    }
+                }
+            }
+        };
+        for i in path.drain(..) {
+            state[i] = verdict;
+        }
+    }
+    (0..state.len())
+        .filter(|&i| state[i] == State::NotFed)
         .collect()
 }
 

@@ -2,10 +2,11 @@
 //! check a subset of these at admission; this is the complete list, used offline and by the
 //! controller before it touches anything.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use crate::api::DistributedTopologySpec;
 use crate::model::Topology;
+use crate::name_index::{NameHashBuilder, NameIndex};
 use crate::shape::Shape;
 
 use super::problem::{Problems, ValidationError};
@@ -18,7 +19,7 @@ pub fn validate_spec(spec: &DistributedTopologySpec) -> Result<Topology, Validat
     let mut problems = Problems::default();
     let names = check_members(spec, &mut problems);
 
-    if !spec.primary.is_empty() && !names.contains_key(spec.primary.as_str()) {
+    if !spec.primary.is_empty() && names.position(&spec.primary).is_none() {
         problems.push(
             "spec.primary",
             format!("{:?} is not a member", spec.primary),
@@ -49,14 +50,41 @@ pub fn validate_spec(spec: &DistributedTopologySpec) -> Result<Topology, Validat
     let shape = shape.unwrap_or(Shape::Star);
     problems
         .into_result(())
-        .map(|()| Topology::new_unchecked(spec, shape))
+        .map(|()| Topology::new_unchecked(spec, shape, names.index))
 }
 
-/// Member-level rules; returns the index of each distinct name.
+/// The members' names by position. A repeated name counts at its first position only.
+struct MemberNames<'a> {
+    spec: &'a DistributedTopologySpec,
+    index: NameIndex,
+    /// For each member, the position of the first member with its name.
+    first: Vec<usize>,
+}
+
+impl MemberNames<'_> {
+    fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name, |i| &self.spec.members[i].name)
+    }
+
+    fn name(&self, position: usize) -> &str {
+        &self.spec.members[position].name
+    }
+
+    /// Positions of the distinct names.
+    fn distinct(&self) -> impl Iterator<Item = usize> + '_ {
+        self.first
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| i == *f)
+            .map(|(i, _)| i)
+    }
+}
+
+/// Member-level rules; returns the position of each distinct name.
 fn check_members<'a>(
     spec: &'a DistributedTopologySpec,
     problems: &mut Problems,
-) -> HashMap<&'a str, usize> {
+) -> MemberNames<'a> {
     if spec.members.len() < 2 {
         problems.push(
             "spec.members",
@@ -67,21 +95,29 @@ fn check_members<'a>(
             "list every CNPG Cluster of the distributed database, one per region",
         );
     }
-    let mut names = HashMap::new();
-    let mut locations = HashSet::new();
+    let mut index = NameIndex::with_capacity(spec.members.len());
+    let mut first = Vec::with_capacity(spec.members.len());
+    let mut locations =
+        HashSet::with_capacity_and_hasher(spec.members.len(), NameHashBuilder::default());
     for (i, member) in spec.members.iter().enumerate() {
-        let path = format!("spec.members[{i}]");
-        if let Some(first) = names.insert(member.name.as_str(), i) {
-            names.insert(member.name.as_str(), first);
-            problems.push(
-                format!("{path}.name"),
-                format!("{:?} is already used by spec.members[{first}]", member.name),
-                "give every member a unique name (its externalClusters entry name)",
-            );
+        let path = || format!("spec.members[{i}]");
+        match index.insert(&member.name, i, |j| &spec.members[j].name) {
+            None => first.push(i),
+            Some(earlier) => {
+                first.push(earlier);
+                problems.push(
+                    format!("{}.name", path()),
+                    format!(
+                        "{:?} is already used by spec.members[{earlier}]",
+                        member.name
+                    ),
+                    "give every member a unique name (its externalClusters entry name)",
+                );
+            }
         }
         if let Err(why) = dns_label(&member.name) {
             problems.push(
-                format!("{path}.name"),
+                format!("{}.name", path()),
                 format!("{:?} {why}", member.name),
                 "use lowercase letters, digits and '-', starting with a letter, at most 50 characters",
             );
@@ -90,7 +126,7 @@ fn check_members<'a>(
             && let Err(why) = dns_label(cluster_name)
         {
             problems.push(
-                format!("{path}.clusterName"),
+                format!("{}.clusterName", path()),
                 format!("{cluster_name:?} {why}"),
                 "use the CNPG Cluster's metadata.name, or leave clusterName out when it equals name",
             );
@@ -101,7 +137,7 @@ fn check_members<'a>(
         ] {
             if value.is_empty() {
                 problems.push(
-                    format!("{path}.{field}"),
+                    format!("{}.{field}", path()),
                     "is empty",
                     match field {
                         "cluster" => {
@@ -114,7 +150,7 @@ fn check_members<'a>(
         }
         if !locations.insert((&member.cluster, &member.namespace, member.cluster_name())) {
             problems.push(
-                path,
+                path(),
                 format!(
                     "Cluster {}/{} in {} is listed twice",
                     member.namespace,
@@ -125,30 +161,30 @@ fn check_members<'a>(
             );
         }
     }
-    names
+    MemberNames { spec, index, first }
 }
 
-fn check_ring(order: &[String], names: &HashMap<&str, usize>, problems: &mut Problems) {
-    let mut seen = HashSet::new();
+fn check_ring(order: &[String], names: &MemberNames<'_>, problems: &mut Problems) {
+    let mut seen = vec![false; names.first.len()];
     for (i, name) in order.iter().enumerate() {
-        if !names.contains_key(name.as_str()) {
-            problems.push(
+        match names.position(name) {
+            None => problems.push(
                 format!("spec.shape.ring[{i}]"),
                 format!("{name:?} is not a member"),
                 "list only names from spec.members",
-            );
-        } else if !seen.insert(name.as_str()) {
-            problems.push(
+            ),
+            Some(p) if seen[p] => problems.push(
                 format!("spec.shape.ring[{i}]"),
                 format!("{name:?} appears twice"),
                 "list every member exactly once, in replication order",
-            );
+            ),
+            Some(p) => seen[p] = true,
         }
     }
     let mut missing: Vec<&str> = names
-        .keys()
-        .copied()
-        .filter(|n| !seen.contains(n))
+        .distinct()
+        .filter(|&p| !seen[p])
+        .map(|p| names.name(p))
         .collect();
     missing.sort_unstable();
     if !missing.is_empty() {
@@ -164,62 +200,59 @@ fn check_ring(order: &[String], names: &HashMap<&str, usize>, problems: &mut Pro
 /// source per member (a map guarantees that), n - 1 edges and everything connected.
 fn check_cascade(
     edges: &BTreeMap<String, String>,
-    names: &HashMap<&str, usize>,
+    names: &MemberNames<'_>,
     problems: &mut Problems,
 ) {
-    let mut valid_edges = Vec::new();
+    let mut valid_edges = Vec::with_capacity(edges.len());
     for (member, source) in edges {
-        let path = format!("spec.shape.cascade.{member}");
-        let mut ok = true;
-        for (what, name) in [("member", member), ("source", source)] {
-            if !names.contains_key(name.as_str()) {
-                ok = false;
+        let path = || format!("spec.shape.cascade.{member}");
+        let ends = [("member", member), ("source", source)].map(|(what, name)| {
+            let position = names.position(name);
+            if position.is_none() {
                 problems.push(
-                    path.clone(),
+                    path(),
                     format!("{what} {name:?} is not a member"),
                     "use only names from spec.members",
                 );
             }
-        }
+            position
+        });
         if member == source {
-            ok = false;
             problems.push(
-                path.clone(),
+                path(),
                 "a member cannot be its own source",
                 "name another member",
             );
-        }
-        if ok {
-            valid_edges.push((member.as_str(), source.as_str()));
+        } else if let [Some(m), Some(s)] = ends {
+            valid_edges.push((m, s));
         }
     }
-    // Union-find over the edges: a second path between two members is a cycle.
-    let mut parent: HashMap<&str, &str> = names.keys().map(|n| (*n, *n)).collect();
-    fn find<'a>(parent: &mut HashMap<&'a str, &'a str>, mut x: &'a str) -> &'a str {
+    // Union-find over positions: a second path between two members is a cycle.
+    let mut parent: Vec<usize> = (0..names.first.len()).collect();
+    fn find(parent: &mut [usize], mut x: usize) -> usize {
         while parent[x] != x {
-            let up = parent[parent[x]];
-            parent.insert(x, up);
-            x = up;
+            parent[x] = parent[parent[x]];
+            x = parent[x];
         }
         x
     }
     for (member, source) in valid_edges {
         let (a, b) = (find(&mut parent, member), find(&mut parent, source));
         if a == b {
+            let (member, source) = (names.name(member), names.name(source));
             problems.push(
                 format!("spec.shape.cascade.{member}"),
                 format!("{member} -> {source} closes a cycle"),
                 "a cascade is a tree; use `ring` for circular replication",
             );
         } else {
-            parent.insert(a, b);
+            parent[a] = b;
         }
     }
-    let mut components: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let all: Vec<&str> = names.keys().copied().collect();
-    for name in all {
-        let root = find(&mut parent, name);
-        components.entry(root).or_default().push(name);
+    let mut components: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for p in names.distinct() {
+        let root = find(&mut parent, p);
+        components.entry(root).or_default().push(names.name(p));
     }
     if components.len() > 1 {
         let mut groups: Vec<String> = components
