@@ -88,6 +88,11 @@ struct Setup {
 
 impl Setup {
     async fn pair(test: &str) -> Self {
+        Self::pair_with(test, |_| Vec::new()).await
+    }
+
+    /// `flags(namespace)`: extra flags of the controller.
+    async fn pair_with(test: &str, flags: impl FnOnce(&str) -> Vec<String>) -> Self {
         let lab = testkit::lab_with_emulators().await;
         let ns = TestNamespace::create(test).await;
         ns.grant_federator().await;
@@ -101,7 +106,9 @@ impl Setup {
             wide_timeouts(),
         )
         .await;
-        let controller = Controller::start(lab, ns.name());
+        let flags = flags(ns.name());
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let controller = Controller::start_with(lab, ns.name(), "", &flags);
         wait_condition(&topologies, kind::READY).await;
         let load = Load::start(lab, ns.name(), &members, false);
         Setup {
@@ -113,6 +120,71 @@ impl Setup {
             load,
         }
     }
+}
+
+/// One hub Secret per `(name, uri)`, the URI under key `uri` (like CNPG's `-app` Secret).
+async fn uri_secrets(lab: &SharedLab, ns: &str, secrets: &[(&str, String)]) {
+    let api: Api<Secret> = Api::namespaced(lab.admin("hub").await, ns);
+    for (name, uri) in secrets {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "stringData": {"uri": uri},
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &secret)
+            .await
+            .expect("creating the Secret");
+    }
+}
+
+/// Creates the drill `name` of topology `pg` (connections from the Secrets `pg-a-app` and
+/// `pg-b-app`) with `spec` merged in, as `kubectl apply` would: no CLI annotation.
+async fn apply_drill(
+    lab: &SharedLab,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Api<DisasterRecoveryDrill> {
+    let api: Api<DisasterRecoveryDrill> = Api::namespaced(lab.admin("hub").await, ns);
+    let mut full = json!({
+        "topology": "pg",
+        "connection": [
+            {"member": "pg-a", "secretRef": {"name": "pg-a-app"}},
+            {"member": "pg-b", "secretRef": {"name": "pg-b-app", "key": "uri"}},
+        ],
+    });
+    for (k, v) in spec.as_object().expect("an object") {
+        full[k] = v.clone();
+    }
+    let drill: DisasterRecoveryDrill = serde_json::from_value(json!({
+        "apiVersion": "federator.dev/v1alpha1",
+        "kind": "DisasterRecoveryDrill",
+        "metadata": {"name": name},
+        "spec": full,
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &drill)
+        .await
+        .expect("creating the drill");
+    api
+}
+
+/// Waits until the drill's phase is `phase`; returns its status.
+async fn wait_phase(
+    drills: &Api<DisasterRecoveryDrill>,
+    name: &str,
+    phase: DrillPhase,
+) -> topology::drill_api::DisasterRecoveryDrillStatus {
+    wait_for(
+        &format!("drill {name} {phase:?}"),
+        DEADLINE,
+        || async move {
+            let s = drills.get(name).await.ok()?.status?;
+            (s.phase == Some(phase)).then_some(s)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,54 +397,21 @@ async fn a_drill_to_an_unreachable_member_fails_at_preflight_and_changes_nothing
     let (a, b) = (pair.a, pair.b);
 
     // URIs in hub Secrets, as CNPG's -app Secrets would give them; pg-b's points nowhere.
-    let hub = lab.admin("hub").await;
-    let secrets: Api<Secret> = Api::namespaced(hub.clone(), ns.name());
-    for (name, uri) in [
-        ("pg-a-app", dsn(lab, ns.name(), a)),
-        (
-            "pg-b-app",
-            "postgresql://postgres@127.0.0.1:1/postgres?sslmode=disable".to_owned(),
-        ),
-    ] {
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "stringData": {"uri": uri},
-        }))
-        .unwrap();
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("creating the Secret");
-    }
+    uri_secrets(
+        lab,
+        ns.name(),
+        &[
+            ("pg-a-app", dsn(lab, ns.name(), a)),
+            (
+                "pg-b-app",
+                "postgresql://postgres@127.0.0.1:1/postgres?sslmode=disable".to_owned(),
+            ),
+        ],
+    )
+    .await;
     // Applied as an object (no CLI): the controller runs it.
-    let drills: Api<DisasterRecoveryDrill> = Api::namespaced(hub, ns.name());
-    let drill: DisasterRecoveryDrill = serde_json::from_value(json!({
-        "apiVersion": "federator.dev/v1alpha1",
-        "kind": "DisasterRecoveryDrill",
-        "metadata": {"name": "to-b"},
-        "spec": {
-            "topology": "pg",
-            "to": b.name,
-            "connection": [
-                {"member": a.name, "secretRef": {"name": "pg-a-app"}},
-                {"member": b.name, "secretRef": {"name": "pg-b-app", "key": "uri"}},
-            ],
-        },
-    }))
-    .unwrap();
-    drills
-        .create(&PostParams::default(), &drill)
-        .await
-        .expect("creating the drill");
-    let status = wait_for("the drill to fail", DEADLINE, || {
-        let drills = drills.clone();
-        async move {
-            let s = drills.get("to-b").await.ok()?.status?;
-            (s.phase == Some(DrillPhase::Failed)).then_some(s)
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let drills = apply_drill(lab, ns.name(), "to-b", json!({"to": b.name})).await;
+    let status = wait_phase(&drills, "to-b", DrillPhase::Failed).await;
     load.finish().await;
 
     let failure = status.failure.clone().expect("the failure");
@@ -441,5 +480,94 @@ async fn a_drill_to_an_unreachable_member_fails_at_preflight_and_changes_nothing
         again.run_id, status.run_id,
         "the controller ran the drill twice"
     );
+    pair.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_drill_runs_once_at_its_time_on_the_controller_clock() {
+    let clock = std::env::temp_dir().join(format!("federator-drill-clock-{}", std::process::id()));
+    let _ = std::fs::remove_file(&clock);
+    let clock_flag = clock.display().to_string();
+    let Setup {
+        lab,
+        ns,
+        pair,
+        topologies,
+        _controller,
+        load,
+    } = Setup::pair_with("drill-sched", |_| {
+        vec!["--unsafe-test-clock".into(), clock_flag.clone()]
+    })
+    .await;
+    let (a, b) = (pair.a, pair.b);
+    uri_secrets(
+        lab,
+        ns.name(),
+        &[
+            ("pg-a-app", dsn(lab, ns.name(), a)),
+            ("pg-b-app", dsn(lab, ns.name(), b)),
+        ],
+    )
+    .await;
+    let drills = apply_drill(
+        lab,
+        ns.name(),
+        "nightly",
+        json!({"to": b.name, "return": true, "schedule": {"cron": "0 3 * * *", "timeZone": "UTC"}}),
+    )
+    .await;
+    // The controller's clock jumps to two seconds before the scheduled time; its own loop
+    // then starts the drill (the real date is years earlier: nothing else is due).
+    std::fs::write(&clock, "2030-01-01T02:59:58Z").expect("writing the test clock");
+    let status = wait_phase(&drills, "nightly", DrillPhase::Succeeded).await;
+    load.finish().await;
+
+    let at = |s: &str| s.parse::<k8s_openapi::jiff::Timestamp>().unwrap();
+    assert_eq!(
+        status.last_schedule_time.as_ref().map(|t| t.0),
+        Some(at("2030-01-01T03:00:00Z")),
+        "{status:#?}"
+    );
+    assert!(
+        status
+            .runner
+            .as_deref()
+            .is_some_and(|r| r.starts_with("controller/")),
+        "{status:?}"
+    );
+    let canary = status.canary.clone().expect("canary");
+    assert_eq!(
+        (canary.found_on_new_primary, canary.found_after_return),
+        (Some(true), Some(true))
+    );
+    assert_eq!(status.switchovers.len(), 2);
+    assert!(
+        status
+            .switchovers
+            .iter()
+            .all(|m| m.lost_writes == 0 && m.unavailable_millis.is_some())
+    );
+    let topo = wait_condition(&topologies, kind::READY).await;
+    assert_eq!(topo.spec.primary, a.name);
+    assert_eq!(writable(lab, ns.name(), a).await, Some(true));
+
+    // The next time is recorded, and the same scheduled time does not run twice.
+    wait_for("the next schedule time", DEADLINE, || async {
+        let s = drills.get("nightly").await.ok()?.status?;
+        (s.next_schedule_time.map(|t| t.0) == Some(at("2030-01-02T03:00:00Z"))).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let again = drills
+        .get("nightly")
+        .await
+        .expect("drill")
+        .status
+        .expect("status");
+    assert_eq!(
+        (again.run_id, again.phase),
+        (status.run_id, Some(DrillPhase::Succeeded))
+    );
+    let _ = std::fs::remove_file(&clock);
     pair.delete().await;
 }

@@ -136,12 +136,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         }
     });
 
+    let clock = clock(args.unsafe_test_clock.clone());
     // Drills run beside the reconciler, only while leading; they end with the process.
     tokio::spawn(federator::drill::scheduler::run(
         hub.clone(),
         args.namespace.clone(),
         leader.clone(),
         identity.clone(),
+        clock.clone(),
         futures::future::pending::<()>(),
     ));
 
@@ -152,7 +154,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         events: Events::new(hub, identity.clone()),
         metrics,
         credentials: Some(credentials),
-        clock: clock(args.unsafe_test_clock.clone()),
+        clock,
     });
     tracing::info!(%identity, "federator controller running");
     controller::run(

@@ -12,6 +12,7 @@ use serde_json::json;
 use topology::DistributedTopology;
 use topology::StepKind;
 use topology::api::{Operation, Outcome};
+use topology::conditions::kind;
 use topology::drill_api::{
     DEFAULT_URI_KEY, DisasterRecoveryDrill, DisasterRecoveryDrillStatus, FIELD_MANAGER,
 };
@@ -229,7 +230,152 @@ pub async fn await_switchover(
     }
 }
 
+/// Pure: `Ok` when the topology is Ready for the current generation with `primary` as observed
+/// primary and no operation; otherwise what is not (for the failure message).
+pub fn ready_with(topology: &DistributedTopology, primary: &str) -> Result<(), String> {
+    let status = topology.status.clone().unwrap_or_default();
+    if let Some(op) = &status.operation {
+        return Err(format!(
+            "an operation is in progress ({} → {}, at {})",
+            op.from, op.to, op.step
+        ));
+    }
+    let ready = status.conditions.iter().find(|c| c.type_ == kind::READY);
+    let current = ready.is_some_and(|c| {
+        c.status == "True" && c.observed_generation == topology.metadata.generation
+    });
+    if current && status.observed_primary.as_deref() == Some(primary) {
+        return Ok(());
+    }
+    Err(format!(
+        "not Ready with {primary} as primary ({})",
+        ready
+            .map(|c| format!("Ready={} {}: {}", c.status, c.reason, c.message))
+            .unwrap_or_else(|| "no Ready condition yet".into())
+    ))
+}
+
+/// Polls until [`ready_with`] holds or `deadline` passes (then the last reason).
+pub async fn await_ready(
+    hub: &Hub,
+    name: &str,
+    primary: &str,
+    deadline: Duration,
+) -> Result<Result<(), String>, HubError> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let now = ready_with(&hub.topology(name).await?, primary);
+        if now.is_ok() || tokio::time::Instant::now() >= until {
+            return Ok(now);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// True when an ended operation reached its target.
 pub fn succeeded(op: &Operation) -> bool {
     op.outcome == Some(Outcome::Succeeded) && !op.rolled_back
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo(generation: i64, status: serde_json::Value) -> DistributedTopology {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "federator.dev/v1alpha1",
+            "kind": "DistributedTopology",
+            "metadata": {"name": "pg", "namespace": "ns", "generation": generation},
+            "spec": {
+                "members": [
+                    {"name": "pg-a", "cluster": "eu-central", "namespace": "ns"},
+                    {"name": "pg-b", "cluster": "eu-western", "namespace": "ns"}
+                ],
+                "shape": {"star": {}},
+                "primary": "pg-a"
+            },
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn op(id: &str, from: &str, to: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut op = serde_json::json!({
+            "id": id, "kind": "switchover", "from": from, "to": to, "step": "Validate",
+            "startedAt": "2026-11-23T09:00:00.000000Z"
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            op[k] = v.clone();
+        }
+        op
+    }
+
+    fn ready(generation: i64, status: &str, reason: &str) -> serde_json::Value {
+        serde_json::json!([{"type": "Ready", "status": status, "reason": reason, "message": "m",
+            "observedGeneration": generation, "lastTransitionTime": "2026-11-23T09:00:00Z"}])
+    }
+
+    #[test]
+    fn progress_finds_the_operation_of_the_generation_and_move() {
+        let not_yet = topo(
+            3,
+            serde_json::json!({"history": [op("2-pg-b-to-pg-a", "pg-b", "pg-a", serde_json::json!({"outcome": "Succeeded"}))]}),
+        );
+        assert_eq!(progress(&not_yet, 3, "pg-a", "pg-b"), Progress::NotStarted);
+        let held = topo(
+            3,
+            serde_json::json!({"operation": op("3-pg-a-to-pg-b", "pg-a", "pg-b",
+            serde_json::json!({"hold": {"reason": "MemberNotReady", "message": "target not ready"}}))}),
+        );
+        assert_eq!(
+            progress(&held, 3, "pg-a", "pg-b"),
+            Progress::Held {
+                step: StepKind::Validate,
+                reason: "MemberNotReady".into(),
+                message: "target not ready".into()
+            }
+        );
+        let done = topo(
+            3,
+            serde_json::json!({"history": [op("3-pg-a-to-pg-b", "pg-a", "pg-b",
+            serde_json::json!({"step": "ClearToken", "outcome": "Succeeded", "finishedAt": "2026-11-23T09:00:02.000000Z"}))]}),
+        );
+        let Progress::Ended(ended) = progress(&done, 3, "pg-a", "pg-b") else {
+            panic!("not ended");
+        };
+        assert!(succeeded(&ended));
+        // Same generation, other move (e.g. someone else's switchover): not ours.
+        assert_eq!(progress(&done, 3, "pg-b", "pg-a"), Progress::NotStarted);
+    }
+
+    #[test]
+    fn ready_needs_a_current_ready_condition_the_primary_and_no_operation() {
+        let ok = topo(
+            4,
+            serde_json::json!({"observedPrimary": "pg-a", "conditions": ready(4, "True", "AsDesired")}),
+        );
+        assert_eq!(ready_with(&ok, "pg-a"), Ok(()));
+        assert!(ready_with(&ok, "pg-b").is_err());
+        let stale = topo(
+            5,
+            serde_json::json!({"observedPrimary": "pg-a", "conditions": ready(4, "True", "AsDesired")}),
+        );
+        assert!(ready_with(&stale, "pg-a").is_err());
+        let rejoining = topo(
+            4,
+            serde_json::json!({"observedPrimary": "pg-a", "conditions": ready(4, "False", "MemberNotReady")}),
+        );
+        let why = ready_with(&rejoining, "pg-a").unwrap_err();
+        assert!(why.contains("MemberNotReady"), "{why}");
+        let busy = topo(
+            4,
+            serde_json::json!({"observedPrimary": "pg-a", "conditions": ready(4, "True", "AsDesired"),
+            "operation": op("4-pg-a-to-pg-b", "pg-a", "pg-b", serde_json::json!({}))}),
+        );
+        assert!(
+            ready_with(&busy, "pg-a")
+                .unwrap_err()
+                .contains("in progress")
+        );
+    }
 }

@@ -12,13 +12,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time}
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use topology::StepKind;
-use topology::conditions::kind;
 use topology::drill_api::{
     Canary, DisasterRecoveryDrill, DisasterRecoveryDrillStatus, DrillFailure, DrillPhase,
     DrillStep, DrillStepName, SwitchoverMeasurement, WriteCounts, condition,
 };
 
-use super::hub::{Hub, Progress, await_switchover, succeeded};
+use super::hub::{Hub, Progress, await_ready, await_switchover, ready_with, succeeded};
 use super::measure::{self, Attempt};
 use super::postgres::{self, Dsns, Probe};
 
@@ -222,19 +221,12 @@ impl Run<'_> {
                 ),
             ));
         }
-        let ready = status.conditions.iter().find(|c| c.type_ == kind::READY);
-        if ready.map(|c| c.status.as_str()) != Some("True")
-            || status.observed_primary.as_deref() != Some(from.as_str())
-        {
+        if let Err(why) = ready_with(&topo, &from) {
             return Err(fail(
                 "TopologyNotReady",
                 format!(
-                    "{} is not Ready with {} as primary ({}); a drill starts only on a healthy topology",
-                    spec.topology,
-                    from,
-                    ready
-                        .map(|c| format!("Ready={} {}: {}", c.status, c.reason, c.message))
-                        .unwrap_or_else(|| "no Ready condition yet".into())
+                    "{} is {why}; a drill starts only on a healthy topology",
+                    spec.topology
                 ),
             ));
         }
@@ -337,6 +329,20 @@ impl Run<'_> {
             .timeout
             .map(|d| d.as_std())
             .unwrap_or(DEFAULT_TIMEOUT);
+        // After the first move the old primary rejoins as a replica; the controller refuses a
+        // switchover to a member that is not ready yet, so wait for the topology to settle.
+        let settled = await_ready(self.hub, &name, from, deadline)
+            .await
+            .map_err(|e| fail("TopologyUnreadable", e.to_string()))?;
+        if let Err(why) = settled {
+            return Err(fail(
+                "TopologyNotReady",
+                format!(
+                    "{name} is {why} after {}s; nothing was changed",
+                    deadline.as_secs()
+                ),
+            ));
+        }
         self.requested.push(Timestamp::now());
         self.status.switchovers.push(SwitchoverMeasurement {
             from: from.to_owned(),

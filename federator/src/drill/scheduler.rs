@@ -2,7 +2,8 @@
 //! ones that are due — a drill created without `federator drill` (e.g. `kubectl apply`) once per
 //! generation, a scheduled drill at each scheduled time — and marks as failed the runs a previous
 //! controller left `Running`. What to do with one drill is decided by [`plan`], a pure function
-//! of the drill and the time (tests pass fixed instants).
+//! of the drill and the time (tests pass fixed instants); the loop takes "now" from the
+//! controller's clock (the system clock, or in end-to-end tests `--unsafe-test-clock`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,7 @@ use topology::drill_api::{
 use super::hub::Hub;
 use super::runner::{self, RunOptions};
 use super::schedule::{Due, Schedule};
-use crate::controller::Leadership;
+use crate::controller::{Clock, Leadership};
 
 /// How often the leader looks at the drills.
 pub const TICK: Duration = Duration::from_secs(2);
@@ -112,6 +113,7 @@ pub async fn run(
     namespace: Option<String>,
     leader: Leadership,
     identity: String,
+    clock: Arc<dyn Clock>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let in_flight: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
@@ -138,7 +140,7 @@ pub async fn run(
                 continue;
             }
         };
-        let now = Timestamp::now();
+        let now = clock.now();
         for drill in drills {
             let ns = drill.namespace().unwrap_or_default();
             let key = (ns.clone(), drill.name_any());
