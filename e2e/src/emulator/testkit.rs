@@ -87,9 +87,36 @@ pub async fn clusters(lab: &SharedLab, region: &str, namespace: &str) -> Api<Clu
 }
 
 pub async fn create(api: &Api<Cluster>, cluster: &Cluster) {
-    api.create(&PostParams::default(), cluster)
+    let params = PostParams::default();
+    while_webhook_restarts(|| api.create(&params, cluster))
         .await
         .unwrap_or_else(|e| panic!("creating Cluster {:?}: {e}", cluster.metadata.name));
+}
+
+/// True for the apiserver's answer while the admission webhook cannot be called (500, "failed
+/// calling webhook"): the webhook is the emulator, and some tests restart it while tests of the
+/// same binary create and patch Clusters.
+fn webhook_unreachable(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status)
+        if status.code == 500 && status.message.contains("failed calling webhook"))
+}
+
+/// Runs `call` again while the webhook is unreachable (an emulator restarting), until
+/// [`DEADLINE`]; any other answer, success or refusal, is returned as it is.
+async fn while_webhook_restarts<T, F, Fut>(mut call: F) -> kube::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = kube::Result<T>>,
+{
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        match call().await {
+            Err(e) if webhook_unreachable(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A JSON merge patch on `spec.replica` (how Federator and the docs change roles).
@@ -98,22 +125,21 @@ pub async fn patch_replica(
     name: &str,
     replica: Value,
 ) -> kube::Result<Cluster> {
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"replica": replica}})),
-    )
-    .await
+    let (params, patch) = (
+        PatchParams::default(),
+        Patch::Merge(json!({"spec": {"replica": replica}})),
+    );
+    while_webhook_restarts(|| api.patch(name, &params, &patch)).await
 }
 
 pub async fn annotate(api: &Api<Cluster>, name: &str, key: &str, value: Option<&str>) {
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("annotating {name}: {e}"));
+    let (params, patch) = (
+        PatchParams::default(),
+        Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+    );
+    while_webhook_restarts(|| api.patch(name, &params, &patch))
+        .await
+        .unwrap_or_else(|e| panic!("annotating {name}: {e}"));
 }
 
 /// Waits until the Cluster satisfies `check`; panics naming `what` and showing the last status
