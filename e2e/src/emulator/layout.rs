@@ -50,6 +50,16 @@ impl EmulatorLayout {
         self.lab_dir.join("regions").join(member).join("clusters")
     }
 
+    /// While this file exists the member's emulator serves its admission webhook but starts,
+    /// stops and changes no PostgreSQL: the region's control plane is back, its data plane not
+    /// yet (`lab start REGION --control-plane`).
+    pub fn data_plane_hold(&self, member: &str) -> PathBuf {
+        self.lab_dir
+            .join("regions")
+            .join(member)
+            .join("data-plane-held")
+    }
+
     pub fn cluster_dir(&self, member: &str, namespace: &str, name: &str) -> PathBuf {
         self.member_dir(member).join(namespace).join(name)
     }

@@ -36,11 +36,20 @@ impl Context {
     }
 }
 
+/// How often a held data plane (`EmulatorLayout::data_plane_hold`) is looked at again.
+const DATA_PLANE_HOLD_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = cluster.metadata.namespace.as_deref().unwrap_or_default();
     if ctx.is_terminating(namespace) {
         // The sweep removes the instance; nothing to run for a namespace on its way out.
         return Ok(Action::await_change());
+    }
+    if EmulatorLayout::new(&ctx.config.lab_dir)
+        .data_plane_hold(&ctx.config.member)
+        .exists()
+    {
+        return Ok(Action::requeue(DATA_PLANE_HOLD_RECHECK));
     }
     let Some(mut pass) = open(cluster, &ctx).await? else {
         return Ok(Action::await_change());

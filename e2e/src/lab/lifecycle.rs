@@ -466,9 +466,10 @@ pub async fn start(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
     start_selected(dir.as_ref(), target, false).await
 }
 
-/// Starts only the control plane (the apiserver) of what `target` designates, leaving the
-/// region's data plane (its CNPG emulator and PostgreSQL) down: a returning region can be seen
-/// and patched from the hub before any of its databases runs. `start` brings the rest.
+/// Starts only the control plane of what `target` designates: its apiserver, and for a member
+/// region its CNPG emulator with the data plane held (it serves the admission webhook and
+/// accepts Cluster changes but runs no PostgreSQL), so a returning region can be seen and patched
+/// from the hub before any of its databases runs. `start` releases the hold.
 pub async fn start_control_plane(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
     start_selected(dir.as_ref(), target, true).await
 }
@@ -476,22 +477,26 @@ pub async fn start_control_plane(dir: impl AsRef<Path>, target: &str) -> Result<
 async fn start_selected(dir: &Path, target: &str, control_plane_only: bool) -> Result<Vec<String>> {
     let (layout, _lock, mut state) = open_locked(dir).await?;
     let names = select(&state, target)?;
+    if MEMBERS.contains(&target) {
+        let hold = crate::emulator::EmulatorLayout::new(layout.root()).data_plane_hold(target);
+        if control_plane_only {
+            if let Some(parent) = hold.parent() {
+                std::fs::create_dir_all(parent).map_err(LabError::io("creating", parent))?;
+            }
+            std::fs::write(&hold, b"").map_err(LabError::io("writing", &hold))?;
+        } else if hold.exists() {
+            std::fs::remove_file(&hold).map_err(LabError::io("removing", &hold))?;
+        }
+    }
     // Apiservers first: what else runs in a region (its CNPG emulator) connects to them.
     let (core, rest): (Vec<&str>, Vec<&str>) = names.iter().map(String::as_str).partition(|name| {
         state
             .component(name)
             .is_some_and(|c| c.kind == "etcd" || c.kind == "apiserver")
     });
-    let released: Vec<&str> = if control_plane_only {
-        core.clone()
-    } else {
-        names.iter().map(String::as_str).collect()
-    };
-    state.held.retain(|h| !released.contains(&h.as_str()));
+    state.held.retain(|h| !names.contains(h));
     state.save(&layout)?;
     let mut started = ensure_running(&layout, &mut state, &core, APISERVER_READY_WITHIN).await?;
-    if !control_plane_only {
-        started.extend(ensure_running(&layout, &mut state, &rest, APISERVER_READY_WITHIN).await?);
-    }
+    started.extend(ensure_running(&layout, &mut state, &rest, APISERVER_READY_WITHIN).await?);
     Ok(started)
 }
