@@ -86,14 +86,25 @@ async fn assert_held_without_promotion(
         ("True", hold_reason)
     );
 
-    let events: Api<Event> = Api::namespaced(ns.lab.admin("hub").await, ns.name());
-    let events = events.list(&ListParams::default()).await.expect("events");
+    // Events are published after the patch, in the background: wait for it with a deadline.
+    let api: Api<Event> = Api::namespaced(ns.lab.admin("hub").await, ns.name());
+    let published = wait_for(&format!("a Warning Event {hold_reason}"), DEADLINE, || {
+        let api = api.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some(hold_reason)
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    let events = api.list(&ListParams::default()).await.expect("events");
     assert!(
-        events
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some(hold_reason)
-                && e.type_.as_deref() == Some("Warning")),
+        published.is_ok(),
         "no Warning Event {hold_reason}: {:#?}",
         events
             .items
