@@ -34,7 +34,7 @@ impl Events {
                 EventType::Normal
             },
             reason: note.reason.clone(),
-            note: Some(note.message.chars().take(1000).collect()),
+            note: Some(within_note_limit(&note.message).to_owned()),
             action: note.action.to_owned(),
             secondary: None,
         };
@@ -42,5 +42,30 @@ impl Events {
         if let Err(e) = self.recorder.publish(&event, &reference).await {
             tracing::warn!(error = %e, reason = %note.reason, "publishing an Event");
         }
+    }
+}
+
+/// events.k8s.io/v1 refuses a `note` over 1 kB (bytes, not characters: `→` is three), and a
+/// refused Event is lost; cut at a character boundary below the limit.
+fn within_note_limit(message: &str) -> &str {
+    const NOTE_MAX_BYTES: usize = 1024;
+    let mut end = message.len().min(NOTE_MAX_BYTES);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+#[cfg(test)]
+mod note_limit_tests {
+    use super::within_note_limit;
+
+    #[test]
+    fn notes_are_cut_to_1024_bytes_on_a_char_boundary() {
+        let long = "pg-a → pg-b ".repeat(200);
+        let cut = within_note_limit(&long);
+        assert!(cut.len() <= 1024 && cut.len() > 1000, "{}", cut.len());
+        assert!(long.starts_with(cut));
+        assert_eq!(within_note_limit("short → note"), "short → note");
     }
 }
