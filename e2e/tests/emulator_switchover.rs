@@ -382,3 +382,60 @@ async fn ring_of_three_switchover_follows_around_the_ring() {
     );
     testkit::delete_all(lab, &ns, &members).await;
 }
+
+/// The PostgreSQL processes whose command line names `pgdata`.
+fn postgres_serving(pgdata: &std::path::Path) -> usize {
+    let wanted = pgdata.display().to_string();
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .filter(|cmdline| {
+                    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                    args.first().is_some_and(|a| a.ends_with(b"postgres"))
+                        && args.contains(&wanted.as_bytes())
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A deleted Cluster's PostgreSQL is stopped and its data removed (as CNPG deletes its pods and
+/// PVCs); its neighbours are untouched. Before the emulator's sweep read the apiserver, these
+/// instances ran until `lab down`, and a few bench runs left 29 replicas polling their archives.
+#[tokio::test]
+async fn a_deleted_cluster_stops_and_removes_its_postgresql() {
+    let lab = testkit::lab_with_emulators().await;
+    let ns = TestNamespace::create("emulator-delete").await;
+    let pair = testkit::Pair::create(lab, ns.name()).await;
+    let layout = e2e::emulator::layout::EmulatorLayout::new(lab.layout.root());
+    let dir = layout.cluster_dir(pair.b.region, ns.name(), pair.b.name);
+    let pgdata = dir.join("pgdata");
+    assert_eq!(
+        postgres_serving(&pgdata),
+        1,
+        "B's postgres at {}",
+        pgdata.display()
+    );
+
+    pair.api_b
+        .delete(pair.b.name, &Default::default())
+        .await
+        .expect("deleting B");
+    let dir = &dir;
+    let pgdata = &pgdata;
+    e2e::lab::health::wait_for(
+        "B's PostgreSQL stopped and its data removed",
+        testkit::DEADLINE,
+        || async move { (!dir.exists() && postgres_serving(pgdata) == 0).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let a = testkit::connect(lab, pair.a.region, ns.name(), pair.a.name).await;
+    a.batch_execute("INSERT INTO t VALUES (3)")
+        .await
+        .expect("A still takes writes");
+    pair.delete().await;
+}

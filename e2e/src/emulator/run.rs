@@ -7,7 +7,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use topology::cnpg::Cluster;
 
@@ -26,13 +25,12 @@ pub async fn run(config: EmulatorConfig, client: kube::Client) {
         watcher::Config::default(),
     )
     .shutdown_on_signal();
-    let store = controller.store();
     let ctx = Arc::new(Context {
         client,
         config,
         terminating: Default::default(),
     });
-    let sweeper = tokio::spawn(sweep(store, ctx.clone()));
+    let sweeper = tokio::spawn(sweep(ctx.clone()));
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -44,32 +42,47 @@ pub async fn run(config: EmulatorConfig, client: kube::Client) {
     sweeper.abort();
 }
 
-async fn sweep(store: Store<Cluster>, ctx: Arc<Context>) {
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
+/// Every [`SWEEP_EVERY`], lists the member's Clusters and Namespaces afresh and stops every
+/// instance whose Cluster is gone (or was re-created: another uid) or whose namespace is
+/// terminating. It reads the apiserver, not the controller's store: waiting on that store's
+/// readiness here never returned, so instances of deleted Clusters ran until `lab down` (29
+/// after a few bench runs, each replica polling its archive every 100 ms).
+async fn sweep(ctx: Arc<Context>) {
     let config = &ctx.config;
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let clusters: Api<Cluster> = Api::all(ctx.client.clone());
     let layout = EmulatorLayout::new(&config.lab_dir);
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
-        if let Ok(list) = namespaces.list(&Default::default()).await {
-            let terminating = list
-                .items
-                .iter()
-                .filter(|n| n.metadata.deletion_timestamp.is_some())
-                .filter_map(|n| n.metadata.name.clone())
-                .collect();
-            if let Ok(mut set) = ctx.terminating.write() {
-                *set = terminating;
-            }
+        // Records first, lists after: a record's Cluster existed before the record was written,
+        // so a Cluster created meanwhile is never mistaken for a deleted one.
+        let records = layout.records(&config.member);
+        if records.is_empty() {
+            continue;
         }
-        for record in layout.records(&config.member) {
-            let key = ObjectRef::<Cluster>::new(&record.name).within(&record.namespace);
-            let alive = !ctx.is_terminating(&record.namespace)
-                && store
-                    .get(&key)
-                    .is_some_and(|c| c.metadata.uid.as_deref() == Some(record.uid.as_str()));
+        // Both lists must succeed: a failed or partial read is no evidence of a deletion.
+        let (Ok(Ok(namespaces)), Ok(Ok(clusters))) = (
+            tokio::time::timeout(SWEEP_EVERY, namespaces.list(&Default::default())).await,
+            tokio::time::timeout(SWEEP_EVERY, clusters.list(&Default::default())).await,
+        ) else {
+            continue;
+        };
+        let terminating: std::collections::HashSet<String> = namespaces
+            .items
+            .iter()
+            .filter(|n| n.metadata.deletion_timestamp.is_some())
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        let live: std::collections::HashSet<String> = clusters
+            .items
+            .iter()
+            .filter_map(|c| c.metadata.uid.clone())
+            .collect();
+        if let Ok(mut set) = ctx.terminating.write() {
+            set.clone_from(&terminating);
+        }
+        for record in records {
+            let alive = !terminating.contains(&record.namespace) && live.contains(&record.uid);
             if !alive {
                 tracing::info!(namespace = %record.namespace, name = %record.name, "Cluster deleted; stopping its instance");
                 let dir = layout.cluster_dir(&config.member, &record.namespace, &record.name);
