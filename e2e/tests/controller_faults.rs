@@ -17,7 +17,7 @@ use controller_support::{
 };
 use e2e::emulator::faults;
 use e2e::emulator::testkit::{self, DEADLINE, Pair};
-use e2e::harness::TestNamespace;
+use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -57,6 +57,40 @@ async fn switchover_with_fault(
     (ns, pair, code, out, topo)
 }
 
+/// Waits (deadline) until the hub has a Warning Event for each of `reasons` in `ns`: Events are
+/// published by a background task, after the status the caller just read.
+async fn assert_warning_events(lab: &SharedLab, ns: &str, reasons: &[&str]) {
+    let api: Api<Event> = Api::namespaced(lab.admin("hub").await, ns);
+    let api = &api;
+    let published = wait_for(
+        &format!("Warning Events {reasons:?}"),
+        DEADLINE,
+        || async move {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            reasons
+                .iter()
+                .all(|wanted| {
+                    list.items.iter().any(|e| {
+                        e.reason.as_deref() == Some(*wanted)
+                            && e.type_.as_deref() == Some("Warning")
+                    })
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let events = api.list(&ListParams::default()).await.expect("events");
+    assert!(
+        published.is_ok(),
+        "no Warning Events {reasons:?}: {:#?}",
+        events
+            .items
+            .iter()
+            .map(|e| (&e.type_, &e.reason, &e.note))
+            .collect::<Vec<_>>()
+    );
+}
+
 /// The switchover holds with `hold_reason` in status, condition and a Warning Event, and B
 /// was never promoted: not by spec, not in PostgreSQL.
 async fn assert_held_without_promotion(
@@ -86,32 +120,7 @@ async fn assert_held_without_promotion(
         ("True", hold_reason)
     );
 
-    // Events are published after the patch, in the background: wait for it with a deadline.
-    let api: Api<Event> = Api::namespaced(ns.lab.admin("hub").await, ns.name());
-    let published = wait_for(&format!("a Warning Event {hold_reason}"), DEADLINE, || {
-        let api = api.clone();
-        async move {
-            let list = api.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some(hold_reason)
-                        && e.type_.as_deref() == Some("Warning")
-                })
-                .then_some(())
-        }
-    })
-    .await;
-    let events = api.list(&ListParams::default()).await.expect("events");
-    assert!(
-        published.is_ok(),
-        "no Warning Event {hold_reason}: {:#?}",
-        events
-            .items
-            .iter()
-            .map(|e| (&e.reason, &e.note))
-            .collect::<Vec<_>>()
-    );
+    assert_warning_events(ns.lab, ns.name(), &[hold_reason]).await;
 
     let b = pair.api_b.get(pair.b.name).await.expect("B");
     assert_eq!(
@@ -409,18 +418,7 @@ async fn a_token_cnpg_refuses_at_promotion_is_rolled_back_and_never_makes_two_pr
         Some(reason::ROLLBACK_FAILED),
         "{op:#?}"
     );
-    let events: Api<Event> = Api::namespaced(ns.lab.admin("hub").await, ns.name());
-    let events = events.list(&ListParams::default()).await.expect("events");
-    for wanted in ["RollingBack", reason::ROLLBACK_FAILED] {
-        assert!(
-            events
-                .items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some(wanted)
-                    && e.type_.as_deref() == Some("Warning")),
-            "no Warning Event {wanted}"
-        );
-    }
+    assert_warning_events(ns.lab, ns.name(), &["RollingBack", reason::ROLLBACK_FAILED]).await;
     let b = pair.api_b.get(pair.b.name).await.expect("B");
     assert_eq!(b.role(), Role::Replica, "B was rolled back by spec");
     assert_eq!(b.spec.replica.and_then(|r| r.promotion_token), None);
@@ -467,18 +465,7 @@ async fn a_token_the_target_refuses_is_rolled_back_and_the_old_primary_takes_wri
     assert_eq!(last.outcome, Some(Outcome::RolledBack), "{last:#?}");
     let steps: Vec<StepKind> = last.steps.iter().map(|s| s.step).collect();
     assert!(steps.contains(&StepKind::RollbackTarget), "{steps:?}");
-    let events: Api<Event> = Api::namespaced(lab.admin("hub").await, ns.name());
-    let events = events.list(&ListParams::default()).await.expect("events");
-    for wanted in ["RollingBack", "SwitchoverRolledBack"] {
-        assert!(
-            events
-                .items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some(wanted)
-                    && e.type_.as_deref() == Some("Warning")),
-            "no Warning Event {wanted}"
-        );
-    }
+    assert_warning_events(lab, ns.name(), &["RollingBack", "SwitchoverRolledBack"]).await;
 
     // A is the primary again, by spec and in PostgreSQL, and takes writes; B follows it.
     let a = pair.api_a.get(pair.a.name).await.expect("A");

@@ -59,19 +59,30 @@ async fn wait_holder(leases: &Api<Lease>, name: &str, identities: &[&str]) -> (S
 }
 
 /// The `reportingInstance` of every Event federator published in `ns` whose note mentions
-/// `operation` (an operation id prefix).
+/// `operation` (an operation id prefix), once there is one: Events are published by a background
+/// task after the status the CLI follows, so they are waited for (deadline).
 async fn reporters(lab: &SharedLab, ns: &str, operation: &str) -> Vec<String> {
     let events: Api<Event> = Api::namespaced(lab.admin("hub").await, ns);
-    events
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.reporting_controller.as_deref() == Some("federator"))
-        .filter(|e| e.note.as_deref().is_some_and(|n| n.contains(operation)))
-        .map(|e| e.reporting_instance.unwrap_or_default())
-        .collect()
+    let events = &events;
+    wait_for(
+        &format!("Events of operation {operation}*"),
+        DEADLINE,
+        || async move {
+            let found: Vec<String> = events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|e| e.reporting_controller.as_deref() == Some("federator"))
+                .filter(|e| e.note.as_deref().is_some_and(|n| n.contains(operation)))
+                .map(|e| e.reporting_instance.unwrap_or_default())
+                .collect();
+            (!found.is_empty()).then_some(found)
+        },
+    )
+    .await
+    .unwrap_or_default()
 }
 
 /// Sets `spec.primary`; returns the new generation.

@@ -155,6 +155,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         metrics,
         credentials: Some(credentials),
         clock,
+        own_writes: controller::OwnWrites::default(),
+        sent: controller::SentPatches::default(),
     });
     tracing::info!(%identity, "federator controller running");
     controller::run(

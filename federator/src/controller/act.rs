@@ -85,26 +85,35 @@ pub async fn dry_run_switchover(
         kind: OperationKind::Switchover,
     };
     let plan = topology::plan(observed, &desired).map_err(|e| e.to_string())?;
-    let mut refusals = Vec::new();
-    let mut tried = 0;
-    let planned = plan
+    let trials: Vec<Action> = plan
         .steps
         .into_iter()
-        .filter(|s| matches!(s.step, StepKind::Demote | StepKind::Bookkeeping));
-    for step in planned {
-        let (Some(member), Some(patch)) = (step.member, step.patch) else {
-            continue;
-        };
-        let trial = Action {
-            step: step.step,
-            member,
-            patch,
-        };
-        tried += 1;
-        if let Err(e) = send(pool, topology.members(), &trial, true).await {
-            refusals.push(format!("{} on {}: {e}", trial.step, trial.member));
-        }
-    }
+        .filter(|s| matches!(s.step, StepKind::Demote | StepKind::Bookkeeping))
+        .filter_map(|step| {
+            Some(Action {
+                step: step.step,
+                member: step.member?,
+                patch: step.patch?,
+            })
+        })
+        .collect();
+    // Each on its own member: sent together, they cost one round trip, not one per member.
+    let answers = futures::future::join_all(
+        trials
+            .iter()
+            .map(|trial| send(pool, topology.members(), trial, true)),
+    )
+    .await;
+    let tried = trials.len();
+    let refusals: Vec<String> = trials
+        .iter()
+        .zip(answers)
+        .filter_map(|(trial, answer)| {
+            answer
+                .err()
+                .map(|e| format!("{} on {}: {e}", trial.step, trial.member))
+        })
+        .collect();
     tracing::info!(
         patches = tried,
         refused = refusals.len(),

@@ -12,8 +12,10 @@ mod events;
 mod leader;
 mod metrics;
 mod observe;
+mod own_writes;
 mod reconcile;
 mod rotation;
+mod sent;
 mod status_writer;
 
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub use events::Events;
 pub use leader::{Leadership, LeaseOptions};
 pub use metrics::{Metrics, serve as serve_metrics};
 pub use observe::{MemberRead, Members};
+pub use own_writes::OwnWrites;
+pub use sent::SentPatches;
 
 /// What every reconcile shares.
 pub struct Context {
@@ -49,6 +53,10 @@ pub struct Context {
     pub credentials: Option<kubeconfigs::CredentialSet>,
     /// "Now" for every reconcile: [`SystemClock`] in production, a test clock in tests.
     pub clock: Arc<dyn Clock>,
+    /// Each topology's last status write, for reconciles that run before the watch shows it.
+    pub own_writes: OwnWrites,
+    /// Each topology's last accepted member patch, not re-sent before its member's watch shows it.
+    pub sent: SentPatches,
 }
 
 /// Runs the controller on the topologies of `namespace` (all namespaces: `None`) until

@@ -28,6 +28,7 @@ use crate::members::{ClusterKey, MemberEvent};
 
 pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled();
+    let topo = ctx.own_writes.freshest(topo);
     let leader = ctx.leader.is_leader();
     ctx.metrics.set_leader(leader);
     if !leader {
@@ -64,6 +65,22 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     // 2. validate → plan → decide (pure)
     let now = ctx.clock.now();
     let mut decided = decide(&topo, &observation, now);
+    let uid = topo.metadata.uid.clone().unwrap_or_default();
+    let operation_id = decided.status.operation.as_ref().map(|op| op.id.clone());
+    if let Some(action) = &decided.effect
+        && let Some(cluster) = cluster_of(&topo.spec.members, &action.member)
+        && ctx.sent.awaiting_watch(
+            &uid,
+            operation_id.as_deref(),
+            action,
+            &cluster,
+            MemberEvent::last_delivered(&cluster),
+        )
+    {
+        // Accepted already; the member's watch event (on its way) wakes us with it applied.
+        tracing::debug!(topology = %key, step = %action.step, member = %action.member, "patch accepted, not yet seen by the member watch; not sent again");
+        decided.effect = None;
+    }
 
     // Before the first change of a switchover: would every member accept its patch?
     if decided
@@ -101,9 +118,13 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
             topo.metadata.namespace.as_deref().unwrap_or_default(),
         );
         match status_writer::write(&api, &ctx.leader, &topo, &decided.status).await {
-            Ok(object) => written = Some(object),
+            Ok(object) => {
+                ctx.own_writes.wrote(&topo, object.clone());
+                written = Some(object);
+            }
             // A newer version of the topology is on its way through the watch; it re-triggers us.
             Err(Error::Conflict(_)) => {
+                ctx.own_writes.forget(&topo);
                 ctx.metrics.error("conflict");
                 return Ok(Action::await_change());
             }
@@ -119,17 +140,14 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     for note in &decided.events {
         tracing::info!(topology = %key, reason = %note.reason, "{}", note.message);
     }
-    // Each Event is a hub round trip (~10 ms, more under load): published in the background, in
-    // order, so the member patch below does not wait for them (they are best effort; the step
-    // log is the record). Awaited here, three Events held every Promote patch ~50 ms.
-    tokio::spawn({
-        let (events, object, notes) = (ctx.events.clone(), topo.clone(), decided.events.clone());
-        async move {
-            for note in &notes {
-                events.publish(&object, note).await;
-            }
-        }
-    });
+    // Events go to the ordered publisher (`events.rs`), off this path: the member patch below
+    // does not wait for them, and inside a switchover's write outage they wait for its end.
+    let during_outage =
+        decided.status.operation.as_ref().is_some_and(|op| {
+            op.outcome.is_none() && op.hold.is_none() && op.step.in_write_outage()
+        });
+    ctx.events
+        .enqueue(topo.clone(), decided.events.clone(), during_outage);
     for note in &rotation.events {
         tracing::info!(topology = %key, reason = %note.reason, "{}", note.message);
         ctx.events.publish(&topo, note).await;
@@ -160,6 +178,10 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
             ctx.metrics.reacted(action.step, at.elapsed());
         }
         act::send(ctx.members.as_ref(), &topo.spec.members, action, false).await?;
+        if let Some(cluster) = cluster_of(&topo.spec.members, &action.member) {
+            ctx.sent
+                .accepted(&uid, operation_id.as_deref(), action, cluster);
+        }
         // The member's watcher sees the change and wakes us; no timer needed.
         return Ok(Action::await_change());
     }
@@ -174,14 +196,18 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
 fn last_member_change(members: &[Member]) -> Option<Instant> {
     members
         .iter()
-        .filter_map(|m| {
-            MemberEvent::last_delivered(&ClusterKey {
-                member: m.cluster.clone(),
-                namespace: m.namespace.clone(),
-                name: m.cluster_name().to_owned(),
-            })
-        })
+        .filter_map(|m| cluster_of(std::slice::from_ref(m), &m.name))
+        .filter_map(|key| MemberEvent::last_delivered(&key))
         .max()
+}
+
+/// The Cluster that topology member `name` stands for.
+fn cluster_of(members: &[Member], name: &str) -> Option<ClusterKey> {
+    members.iter().find(|m| m.name == name).map(|m| ClusterKey {
+        member: m.cluster.clone(),
+        namespace: m.namespace.clone(),
+        name: m.cluster_name().to_owned(),
+    })
 }
 
 /// After a failed reconcile: count it, log it, retry soon.
