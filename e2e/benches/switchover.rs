@@ -225,6 +225,12 @@ async fn bench_shape(
     }
 
     let text = controller.metrics().await?;
+    // How often the controller ran, and why reconciles failed (a 409 costs a watch round trip).
+    for line in text.lines().filter(|l| {
+        l.starts_with("federator_reconciles_total") || l.starts_with("federator_reconcile_errors")
+    }) {
+        println!("{} controller: {line}", shape.name());
+    }
     let name = "federator_reaction_seconds";
     let reactions = Histogram::labels(&text, name, "step")
         .into_iter()

@@ -30,6 +30,10 @@ pub struct Attempt {
 pub struct Outage {
     /// First failed write (its start) → first write acknowledged by the new primary.
     pub window: Duration,
+    /// The start of the first failed write and the end of the first write the new primary
+    /// acknowledged after it: the window's ends, to place the watch milestones in it.
+    pub first_failed: Option<Instant>,
+    pub first_acknowledged: Option<Instant>,
     /// Every failed stretch in the round added up, including the new primary's in-place restart
     /// for `archive_mode` after its promotion (the emulator does it as CNPG does).
     pub total: Duration,
@@ -88,6 +92,8 @@ impl Probe {
                     outage.total += a.ended - since;
                     if first_window && on == to {
                         outage.window = a.ended - since;
+                        outage.first_failed = Some(since);
+                        outage.first_acknowledged = Some(a.ended);
                         first_window = false;
                     }
                     failing_since = None;

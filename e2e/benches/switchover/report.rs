@@ -1,7 +1,7 @@
 //! The tables: write unavailability per driver, the ratios against the targets, and Federator's
 //! reaction time per step.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use comfy_table::{Table, presets::ASCII_MARKDOWN};
 
@@ -24,6 +24,25 @@ pub struct Sample {
     pub to: &'static str,
     pub outage: Outage,
     pub milestones: Milestones,
+}
+
+impl Sample {
+    /// The outage split at the watch milestones: Demote seen → first failed write (the old
+    /// primary fencing itself), → token seen, → Promote seen, → first write on the new primary.
+    /// Only the middle step is the driver's; the others are the emulator's and PostgreSQL's.
+    fn phases(&self) -> [Option<Duration>; 4] {
+        let m = &self.milestones;
+        let (failed, acked) = (self.outage.first_failed, self.outage.first_acknowledged);
+        let between = |a: Option<Instant>, b: Option<Instant>| {
+            a.zip(b).map(|(a, b)| b.saturating_duration_since(a))
+        };
+        [
+            between(m.demoted, failed),
+            between(failed, m.token),
+            m.promote_lag,
+            between(m.promoted, acked),
+        ]
+    }
 }
 
 /// One shape's results.
@@ -94,6 +113,15 @@ pub fn print(reports: &[ShapeReport]) -> bool {
         "Federator / script (p50)",
         format!("≤ {VS_SCRIPT:.2}").as_str(),
     ]);
+    let mut phases = Table::new();
+    phases.load_style(ASCII_MARKDOWN).set_header([
+        "shape",
+        "driver",
+        "Demote → first failed write",
+        "→ token seen",
+        "→ Promote seen",
+        "→ first write on new primary",
+    ]);
     let mut reaction = Table::new();
     reaction.load_style(ASCII_MARKDOWN).set_header([
         "shape",
@@ -118,6 +146,15 @@ pub fn print(reports: &[ShapeReport]) -> bool {
                 ms(median(r.of(driver, |s| Some(s.outage.total)))),
                 ms(median(r.of(driver, |s| s.milestones.demote_lag))),
                 ms(median(r.of(driver, |s| s.milestones.promote_lag))),
+            ]);
+            let phase = |k: usize| ms(median(r.of(driver, |s| s.phases()[k])));
+            phases.add_row([
+                r.shape.to_owned(),
+                driver.label().to_owned(),
+                phase(0),
+                phase(1),
+                phase(2),
+                phase(3),
             ]);
         }
         let fed = r.window_median(Driver::Federator);
@@ -161,6 +198,8 @@ pub fn print(reports: &[ShapeReport]) -> bool {
         "\nWrite unavailability (first failed write → first write acknowledged by the new primary)\n"
     );
     println!("{unavailable}");
+    println!("\nWhere the outage goes (medians; each boundary as the bench's watches saw it)\n");
+    println!("{phases}");
     println!("\nTargets\n");
     println!("{targets}");
     println!(
@@ -171,7 +210,7 @@ pub fn print(reports: &[ShapeReport]) -> bool {
     for r in reports {
         for s in &r.samples {
             println!(
-                "  {:<5} {:<18} {} → {}: unavailable {}, incl. restart {}, Demote seen after {}, token → Promote seen {}",
+                "  {:<5} {:<18} {} → {}: unavailable {}, incl. restart {}, Demote seen after {}, token → Promote seen {}, phases {}",
                 r.shape,
                 s.driver.label(),
                 s.from,
@@ -180,6 +219,7 @@ pub fn print(reports: &[ShapeReport]) -> bool {
                 ms(Some(s.outage.total)),
                 ms(s.milestones.demote_lag),
                 ms(s.milestones.promote_lag),
+                s.phases().map(ms).join(" / "),
             );
         }
     }

@@ -28,6 +28,10 @@ pub struct Milestones {
     pub demote_lag: Option<Duration>,
     /// The old primary's demotion token → the Promote patch (primary + token) on the target.
     pub promote_lag: Option<Duration>,
+    /// When the Demote patch, the token and the Promote patch were seen (to split the outage).
+    pub demoted: Option<Instant>,
+    pub token: Option<Instant>,
+    pub promoted: Option<Instant>,
 }
 
 /// Watches every member's Clusters in the namespace until dropped.
@@ -88,6 +92,9 @@ impl Timeline {
             promote_lag: token
                 .zip(promoted)
                 .map(|(t, p)| p.saturating_duration_since(t)),
+            demoted,
+            token,
+            promoted,
         }
     }
 }
