@@ -236,9 +236,12 @@ async fn bench_shape(
         .into_iter()
         .map(|step| {
             let h = Histogram::parse(&text, name, "step", &step);
-            (step, h)
+            let pickup =
+                Histogram::parse(&text, "federator_reaction_pickup_seconds", "step", &step);
+            (step, h, pickup)
         })
         .collect();
+    let status_writes = Histogram::parse(&text, "federator_status_write_seconds", "then", "patch");
     drop(probe);
     drop(timeline);
     drop(controller);
@@ -247,6 +250,7 @@ async fn bench_shape(
         shape: shape.name(),
         samples,
         reactions,
+        status_writes,
     })
 }
 

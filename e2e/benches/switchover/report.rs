@@ -49,8 +49,11 @@ impl Sample {
 pub struct ShapeReport {
     pub shape: &'static str,
     pub samples: Vec<Sample>,
-    /// `(step, histogram)` of `federator_reaction_seconds`.
-    pub reactions: Vec<(String, Histogram)>,
+    /// `(step, reaction, pickup)`: `federator_reaction_seconds` and the part of it before the
+    /// answering reconcile started (`federator_reaction_pickup_seconds`).
+    pub reactions: Vec<(String, Histogram, Histogram)>,
+    /// `federator_status_write_seconds{then="patch"}`: the step-log write before each patch.
+    pub status_writes: Histogram,
 }
 
 pub fn median(mut v: Vec<Duration>) -> Option<Duration> {
@@ -131,6 +134,8 @@ pub fn print(reports: &[ShapeReport]) -> bool {
         "p99",
         "mean",
         format!("p99 ≤ {} ms", REACTION_P99.as_millis()).as_str(),
+        "of which pickup p50",
+        "pickup p99",
     ]);
     let mut all_met = true;
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
@@ -178,7 +183,7 @@ pub fn print(reports: &[ShapeReport]) -> bool {
             show(vs_script),
             verdict(script_ok).to_owned(),
         ]);
-        for (step, h) in &r.reactions {
+        for (step, h, pickup) in &r.reactions {
             let p99 = h.quantile(0.99);
             let ok = p99.is_some_and(|p| p <= REACTION_P99);
             all_met &= ok;
@@ -191,6 +196,8 @@ pub fn print(reports: &[ShapeReport]) -> bool {
                 ms_fine(p99),
                 ms_fine(mean),
                 verdict(ok).to_owned(),
+                ms_fine(pickup.quantile(0.5)),
+                ms_fine(pickup.quantile(0.99)),
             ]);
         }
     }
@@ -206,6 +213,16 @@ pub fn print(reports: &[ShapeReport]) -> bool {
         "\nFederator's reaction (member change delivered → next member patch sent; histogram estimate)\n"
     );
     println!("{reaction}");
+    for r in reports {
+        let w = &r.status_writes;
+        println!(
+            "{}: status write before a patch (federator_status_write_seconds{{then=\"patch\"}}): n {}, p50 {}, p99 {}",
+            r.shape,
+            w.count,
+            ms_fine(w.quantile(0.5)),
+            ms_fine(w.quantile(0.99)),
+        );
+    }
     println!("\nPer switchover:");
     for r in reports {
         for s in &r.samples {

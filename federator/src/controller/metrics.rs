@@ -25,6 +25,11 @@ struct StepLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThenLabel {
+    then: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabel {
     error: String,
 }
@@ -41,6 +46,8 @@ pub struct Metrics {
     switchover_duration: Family<OutcomeLabel, Histogram>,
     step_duration: Family<StepLabel, Histogram>,
     reaction: Family<StepLabel, Histogram>,
+    reaction_pickup: Family<StepLabel, Histogram>,
+    status_write: Family<ThenLabel, Histogram>,
     reconcile_errors: Family<ErrorLabel, Counter>,
     reconciles: Counter,
     member_reachable: Family<MemberLabel, Gauge>,
@@ -67,6 +74,9 @@ impl Metrics {
         let reaction = Family::<StepLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 1.25, 40))
         });
+        let fine = || Histogram::new(exponential_buckets(0.0005, 1.25, 40));
+        let reaction_pickup = Family::<StepLabel, Histogram>::new_with_constructor(fine);
+        let status_write = Family::<ThenLabel, Histogram>::new_with_constructor(fine);
         let reconcile_errors = Family::<ErrorLabel, Counter>::default();
         let reconciles = Counter::default();
         let member_reachable = Family::<MemberLabel, Gauge>::default();
@@ -86,6 +96,18 @@ impl Metrics {
             "From the member pool delivering a member Cluster's change to the member patch it \
              led to being sent, by the patch's step",
             reaction.clone(),
+        );
+        registry.register(
+            "reaction_pickup_seconds",
+            "The part of reaction_seconds before the reconcile that sends the patch started \
+             (queued behind another reconcile of the same topology, or scheduling)",
+            reaction_pickup.clone(),
+        );
+        registry.register(
+            "status_write_seconds",
+            "Writes of a topology's status (the step log) to the hub, by what follows them: \
+             a member patch, or nothing",
+            status_write.clone(),
         );
         registry.register(
             "reconcile_errors",
@@ -108,6 +130,8 @@ impl Metrics {
             switchover_duration,
             step_duration,
             reaction,
+            reaction_pickup,
+            status_write,
             reconcile_errors,
             reconciles,
             member_reachable,
@@ -140,6 +164,24 @@ impl Metrics {
         self.reaction
             .get_or_create(&StepLabel {
                 step: step.as_str().to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The reconcile sending a patch of `step` started `took` after the member change it answers.
+    pub fn picked_up(&self, step: StepKind, took: Duration) {
+        self.reaction_pickup
+            .get_or_create(&StepLabel {
+                step: step.as_str().to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A status write took `took`; `patch_follows`: a member patch is sent after it.
+    pub fn status_written(&self, patch_follows: bool, took: Duration) {
+        self.status_write
+            .get_or_create(&ThenLabel {
+                then: if patch_follows { "patch" } else { "nothing" }.to_owned(),
             })
             .observe(took.as_secs_f64());
     }
@@ -212,6 +254,9 @@ mod tests {
         let m = Metrics::new();
         m.step_finished(StepKind::Demote, Duration::from_millis(120));
         m.reacted(StepKind::Promote, Duration::from_millis(4));
+        m.picked_up(StepKind::Promote, Duration::from_millis(1));
+        m.status_written(true, Duration::from_millis(3));
+        m.status_written(false, Duration::from_millis(3));
         m.operation_finished(Outcome::Succeeded, Duration::from_secs(2));
         m.error("conflict");
         m.reachable("db/pg", "eu-south", false);
@@ -220,6 +265,9 @@ mod tests {
             "federator_switchover_step_duration_seconds_bucket{le=",
             "step=\"Demote\"",
             "federator_reaction_seconds_count{step=\"Promote\"} 1",
+            "federator_reaction_pickup_seconds_count{step=\"Promote\"} 1",
+            "federator_status_write_seconds_count{then=\"patch\"} 1",
+            "federator_status_write_seconds_count{then=\"nothing\"} 1",
             "federator_switchover_duration_seconds_count{outcome=\"Succeeded\"} 1",
             "federator_reconcile_errors_total{error=\"conflict\"} 1",
             "federator_member_reachable{topology=\"db/pg\",member=\"eu-south\"} 0",

@@ -52,6 +52,7 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     let operation = topo.status.as_ref().and_then(|s| s.operation.as_ref());
     let observation = observe_during(ctx.members.as_ref(), &topo.spec.members, operation);
     let changed_at = last_member_change(&topo.spec.members);
+    let picked_up = changed_at.map(|at| at.elapsed());
     if !observation.syncing.is_empty() {
         // Deciding on half a picture could misreport (or mis-plan); the end of the first list
         // is announced by the pool and wakes us again.
@@ -117,7 +118,11 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
             ctx.hub.clone(),
             topo.metadata.namespace.as_deref().unwrap_or_default(),
         );
-        match status_writer::write(&api, &ctx.leader, &topo, &decided.status).await {
+        let writing = Instant::now();
+        let result = status_writer::write(&api, &ctx.leader, &topo, &decided.status).await;
+        ctx.metrics
+            .status_written(decided.effect.is_some(), writing.elapsed());
+        match result {
             Ok(object) => {
                 ctx.own_writes.wrote(&topo, object.clone());
                 written = Some(object);
@@ -176,6 +181,9 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
             && let Some(at) = changed_at
         {
             ctx.metrics.reacted(action.step, at.elapsed());
+            if let Some(picked_up) = picked_up {
+                ctx.metrics.picked_up(action.step, picked_up);
+            }
         }
         act::send(ctx.members.as_ref(), &topo.spec.members, action, false).await?;
         if let Some(cluster) = cluster_of(&topo.spec.members, &action.member) {
