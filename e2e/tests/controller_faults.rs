@@ -52,10 +52,16 @@ async fn switchover_with_fault(
 
     let load = Load::start(lab, ns.name(), &members, false);
     let (code, out, _) = switchover(lab, ns.name(), pair.b.name).await;
+    // The sampler keeps watching for a second after the CLI returned: a hold must stay a hold
+    // (no late promotion), and a hold reached in 0.3 s left it only ~5 samples to judge by.
+    tokio::time::sleep(AFTER_THE_ANSWER).await;
     load.finish().await;
     let topo = hub.get("pg").await.expect("the topology");
     (ns, pair, code, out, topo)
 }
+
+/// How long the two-primaries sampler goes on after the CLI answered.
+const AFTER_THE_ANSWER: Duration = Duration::from_secs(1);
 
 /// Waits (deadline) until the hub has a Warning Event for each of `reasons` in `ns`: Events are
 /// published by a background task, after the status the caller just read.

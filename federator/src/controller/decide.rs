@@ -153,6 +153,21 @@ pub fn decide(topo: &DistributedTopology, observation: &Observation, now: Timest
                         None
                     }
                 };
+                // A switchover of this very spec that rolled back is not started again by
+                // itself: the same cause (a target that refuses the token) would roll it back
+                // again, each time with a write outage. A new spec.primary retries it.
+                if start.is_none()
+                    && blocked.is_none()
+                    && status.operation.is_none()
+                    && let Some(message) = rolled_back_already(&status, generation, &spec.primary)
+                {
+                    blocked = Some(Wanted::new(
+                        kind::READY,
+                        false,
+                        reason::ROLLED_BACK,
+                        message,
+                    ));
+                }
                 let start = match start {
                     Some(report) => Start::Failover(Box::new(report)),
                     None if facts.invalid.is_none() => Start::Switchover,
@@ -293,6 +308,30 @@ fn reason_for(kind: OperationKind, what: &str) -> String {
         OperationKind::Switchover => format!("Switchover{what}"),
         OperationKind::Failover => format!("Failover{what}"),
     }
+}
+
+/// When the last operation was a switchover to `desired` for this `generation` that rolled
+/// back and the primary is still elsewhere: why nothing starts, and how to retry.
+fn rolled_back_already(
+    status: &DistributedTopologyStatus,
+    generation: Option<i64>,
+    desired: &str,
+) -> Option<String> {
+    let last = status.history.last()?;
+    let this_spec = last
+        .id
+        .starts_with(&format!("{}-", generation.unwrap_or_default()));
+    (this_spec
+        && last.outcome == Some(Outcome::RolledBack)
+        && last.to == desired
+        && status.observed_primary.as_deref() != Some(desired))
+    .then(|| {
+        format!(
+            "switchover {} rolled back to {}; it is not retried for the same spec. Once the \
+                 cause is fixed, set spec.primary to {} and then to {} again to retry",
+            last.id, last.from, last.from, desired
+        )
+    })
 }
 
 /// Starts, advances, holds or finishes the operation in `status`.

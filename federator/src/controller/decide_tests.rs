@@ -417,6 +417,28 @@ fn a_fatal_token_error_rolls_back_to_the_old_primary() {
             .iter()
             .any(|(s, m)| *s == StepKind::RollbackTarget && m == "b")
     );
+    // Not started again for the same spec (it would roll back again, each time with an
+    // outage): later reconciles send nothing and Ready says why and how to retry.
+    let patches = sim.patches.len();
+    for _ in 0..3 {
+        let again = sim.run(5);
+        assert!(again.effect.is_none() && again.status.operation.is_none());
+    }
+    assert_eq!(sim.patches.len(), patches, "{:?}", &sim.patches[patches..]);
+    let ready = sim.condition(kind::READY);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", reason::ROLLED_BACK)
+    );
+    assert!(
+        ready.message.contains("set spec.primary to a"),
+        "{}",
+        ready.message
+    );
+    // A new spec lifts it (here: back to the primary there is).
+    sim.switch_to("a");
+    sim.run(5);
+    assert_ne!(sim.condition(kind::READY).reason, reason::ROLLED_BACK);
 }
 
 #[test]

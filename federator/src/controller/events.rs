@@ -23,6 +23,11 @@ use super::decide::Note;
 
 /// The longest a Normal Event waits for a write outage to end.
 pub const MAX_HOLD: Duration = Duration::from_secs(3);
+/// Reconciles' batches waiting for the publisher; past this (a hub that does not answer), new
+/// batches are dropped with a warning rather than growing the controller's memory.
+const QUEUE: usize = 1024;
+/// One Event write that takes longer is abandoned (the publisher moves on to the next).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The Events of one reconcile.
 struct Batch {
@@ -36,7 +41,7 @@ struct Batch {
 #[derive(Clone)]
 pub struct Events {
     recorder: Recorder,
-    queue: mpsc::UnboundedSender<Batch>,
+    queue: mpsc::Sender<Batch>,
 }
 
 impl Events {
@@ -47,8 +52,15 @@ impl Events {
             instance: Some(instance),
         };
         let recorder = Recorder::new(hub, reporter);
-        let (queue, batches) = mpsc::unbounded_channel();
-        tokio::spawn(publish_in_order(recorder.clone(), batches));
+        let (queue, batches) = mpsc::channel(QUEUE);
+        let sink = recorder.clone();
+        tokio::spawn(publish_in_order(
+            move |object: Arc<DistributedTopology>, note: Note| {
+                let sink = sink.clone();
+                async move { publish(&sink, &object, &note).await }
+            },
+            batches,
+        ));
         Events { recorder, queue }
     }
 
@@ -60,8 +72,19 @@ impl Events {
             notes,
             during_outage,
         };
-        if self.queue.send(batch).is_err() {
-            tracing::warn!("the Event publisher has stopped; Events of this reconcile are lost");
+        match self.queue.try_send(batch) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                tracing::warn!(
+                    events = batch.notes.len(),
+                    "the Event queue is full (is the hub answering?); Events of this reconcile are dropped"
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!(
+                    "the Event publisher has stopped; Events of this reconcile are lost"
+                );
+            }
         }
     }
 
@@ -84,8 +107,12 @@ async fn publish(recorder: &Recorder, topology: &DistributedTopology, note: &Not
         secondary: None,
     };
     let reference = topology.object_ref(&());
-    if let Err(e) = recorder.publish(&event, &reference).await {
-        tracing::warn!(error = %e, reason = %note.reason, "publishing an Event");
+    match tokio::time::timeout(PUBLISH_TIMEOUT, recorder.publish(&event, &reference)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, reason = %note.reason, "publishing an Event"),
+        Err(_) => {
+            tracing::warn!(reason = %note.reason, "publishing an Event: no answer within {}s", PUBLISH_TIMEOUT.as_secs())
+        }
     }
 }
 
@@ -94,7 +121,13 @@ fn holds(batch: &Batch) -> bool {
     batch.during_outage && batch.notes.iter().all(|n| !n.warning)
 }
 
-async fn publish_in_order(recorder: Recorder, mut batches: mpsc::UnboundedReceiver<Batch>) {
+/// Sends every batch's notes through `send`, one at a time and in order, holding those that
+/// [`holds`] until a batch that does not arrives or [`MAX_HOLD`] has passed.
+async fn publish_in_order<S, F>(mut send: S, mut batches: mpsc::Receiver<Batch>)
+where
+    S: FnMut(Arc<DistributedTopology>, Note) -> F,
+    F: Future<Output = ()>,
+{
     let mut held: Vec<Batch> = Vec::new();
     let mut until: Option<tokio::time::Instant> = None;
     loop {
@@ -102,7 +135,7 @@ async fn publish_in_order(recorder: Recorder, mut batches: mpsc::UnboundedReceiv
             Some(at) => match tokio::time::timeout_at(at, batches.recv()).await {
                 Ok(next) => next,
                 Err(_elapsed) => {
-                    flush(&recorder, &mut held).await;
+                    flush(&mut send, &mut held).await;
                     until = None;
                     continue;
                 }
@@ -110,7 +143,7 @@ async fn publish_in_order(recorder: Recorder, mut batches: mpsc::UnboundedReceiv
             None => batches.recv().await,
         };
         let Some(batch) = next else {
-            flush(&recorder, &mut held).await;
+            flush(&mut send, &mut held).await;
             return;
         };
         if holds(&batch) {
@@ -120,18 +153,22 @@ async fn publish_in_order(recorder: Recorder, mut batches: mpsc::UnboundedReceiv
             }
             continue;
         }
-        flush(&recorder, &mut held).await;
+        flush(&mut send, &mut held).await;
         until = None;
-        for note in &batch.notes {
-            publish(&recorder, &batch.object, note).await;
+        for note in batch.notes {
+            send(batch.object.clone(), note).await;
         }
     }
 }
 
-async fn flush(recorder: &Recorder, held: &mut Vec<Batch>) {
+async fn flush<S, F>(send: &mut S, held: &mut Vec<Batch>)
+where
+    S: FnMut(Arc<DistributedTopology>, Note) -> F,
+    F: Future<Output = ()>,
+{
     for batch in held.drain(..) {
-        for note in &batch.notes {
-            publish(recorder, &batch.object, note).await;
+        for note in batch.notes {
+            send(batch.object.clone(), note).await;
         }
     }
 }
@@ -172,6 +209,104 @@ mod tests {
                 .collect(),
             during_outage,
         }
+    }
+
+    fn named(reason: &str, warning: bool) -> Note {
+        Note {
+            warning,
+            reason: reason.into(),
+            action: "A",
+            message: String::new(),
+        }
+    }
+
+    fn batch_of(during_outage: bool, notes: &[(&str, bool)]) -> Batch {
+        let mut b = batch(during_outage, &[]);
+        b.notes = notes.iter().map(|(r, w)| named(r, *w)).collect();
+        b
+    }
+
+    /// The publisher over a channel sink: what it sent, in order, as reasons.
+    fn start() -> (mpsc::Sender<Batch>, mpsc::UnboundedReceiver<String>) {
+        let (queue, batches) = mpsc::channel(QUEUE);
+        let (sent, seen) = mpsc::unbounded_channel();
+        tokio::spawn(publish_in_order(
+            move |_object, note: Note| {
+                let sent = sent.clone();
+                async move {
+                    let _ = sent.send(note.reason);
+                }
+            },
+            batches,
+        ));
+        (queue, seen)
+    }
+
+    async fn next(seen: &mut mpsc::UnboundedReceiver<String>, within: Duration) -> Option<String> {
+        tokio::time::timeout(within, seen.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outage_events_wait_for_its_end_and_keep_their_order() {
+        let (queue, mut seen) = start();
+        let outage = |r: &str| batch_of(true, &[(r, false)]);
+        queue.send(outage("Demote")).await.unwrap();
+        queue.send(outage("AwaitToken")).await.unwrap();
+        assert_eq!(
+            next(&mut seen, MAX_HOLD / 2).await,
+            None,
+            "held inside the outage"
+        );
+        queue
+            .send(batch_of(
+                false,
+                &[("Bookkeeping", false), ("ClearToken", false)],
+            ))
+            .await
+            .unwrap();
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            order.extend(next(&mut seen, Duration::from_secs(1)).await);
+        }
+        assert_eq!(order, ["Demote", "AwaitToken", "Bookkeeping", "ClearToken"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warning_flushes_at_once_and_a_long_outage_flushes_after_max_hold() {
+        let (queue, mut seen) = start();
+        queue
+            .send(batch_of(true, &[("Demote", false)]))
+            .await
+            .unwrap();
+        queue
+            .send(batch_of(true, &[("TokenTimeout", true)]))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut seen, Duration::from_millis(1)).await.as_deref(),
+            Some("Demote")
+        );
+        assert_eq!(
+            next(&mut seen, Duration::from_millis(1)).await.as_deref(),
+            Some("TokenTimeout")
+        );
+
+        queue
+            .send(batch_of(true, &[("AwaitToken", false)]))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut seen, MAX_HOLD - Duration::from_millis(10)).await,
+            None
+        );
+        assert_eq!(
+            next(&mut seen, Duration::from_millis(20)).await.as_deref(),
+            Some("AwaitToken"),
+            "published once MAX_HOLD has passed"
+        );
     }
 
     #[test]
