@@ -8,7 +8,9 @@
 //! promotion not yet confirmed) are held until it is over, at most [`MAX_HOLD`]: the switchover
 //! bench measured them costing ~30–50 ms of outage on a 2-core lab, where the hub's apiserver and
 //! etcd share the CPUs with the members' operators and PostgreSQL (`docs/benchmarks.md`).
-//! Warnings — holds, rollbacks — are never held, and flush what is held before them.
+//! Warnings — holds, rollbacks — are never held, and flush what is held before them. Held
+//! Events die with the process (a kill inside an outage loses up to [`MAX_HOLD`] of Normal
+//! Events): they are telemetry, and the step log in status is the record.
 
 use std::sync::Arc;
 use std::time::Duration;
