@@ -68,14 +68,18 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     let mut decided = decide(&topo, &observation, now);
     let uid = topo.metadata.uid.clone().unwrap_or_default();
     let operation_id = decided.status.operation.as_ref().map(|op| op.id.clone());
+    let effect_cluster = decided
+        .effect
+        .as_ref()
+        .and_then(|a| cluster_of(&topo.spec.members, &a.member));
     if let Some(action) = &decided.effect
-        && let Some(cluster) = cluster_of(&topo.spec.members, &action.member)
+        && let Some(cluster) = &effect_cluster
         && ctx.sent.awaiting_watch(
             &uid,
             operation_id.as_deref(),
             action,
-            &cluster,
-            MemberEvent::last_delivered(&cluster),
+            cluster,
+            MemberEvent::last_delivered(cluster),
         )
     {
         // Accepted already; the member's watch event (on its way) wakes us with it applied.
@@ -186,7 +190,7 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
             }
         }
         act::send(ctx.members.as_ref(), &topo.spec.members, action, false).await?;
-        if let Some(cluster) = cluster_of(&topo.spec.members, &action.member) {
+        if let Some(cluster) = effect_cluster {
             ctx.sent
                 .accepted(&uid, operation_id.as_deref(), action, cluster);
         }
@@ -204,18 +208,16 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
 fn last_member_change(members: &[Member]) -> Option<Instant> {
     members
         .iter()
-        .filter_map(|m| cluster_of(std::slice::from_ref(m), &m.name))
-        .filter_map(|key| MemberEvent::last_delivered(&key))
+        .filter_map(|m| MemberEvent::last_delivered(&ClusterKey::of_member(m)))
         .max()
 }
 
 /// The Cluster that topology member `name` stands for.
 fn cluster_of(members: &[Member], name: &str) -> Option<ClusterKey> {
-    members.iter().find(|m| m.name == name).map(|m| ClusterKey {
-        member: m.cluster.clone(),
-        namespace: m.namespace.clone(),
-        name: m.cluster_name().to_owned(),
-    })
+    members
+        .iter()
+        .find(|m| m.name == name)
+        .map(ClusterKey::of_member)
 }
 
 /// After a failed reconcile: count it, log it, retry soon.

@@ -27,6 +27,15 @@ impl ClusterKey {
             name: cluster.name_any(),
         }
     }
+
+    /// The Cluster a topology member stands for.
+    pub fn of_member(m: &topology::api::Member) -> Self {
+        Self {
+            member: m.cluster.clone(),
+            namespace: m.namespace.clone(),
+            name: m.cluster_name().to_owned(),
+        }
+    }
 }
 
 /// Last-seen Clusters of all members, and the last demotion token each showed.
