@@ -27,6 +27,49 @@ async fn status_reports_every_component_healthy() {
     assert_eq!(json["healthy"], true);
 }
 
+/// etcd shares no disk with PostgreSQL unless asked to: its WAL fsyncs stalled behind the
+/// regions' checkpoints (see `lab::etcd_storage`).
+#[tokio::test]
+async fn etcd_keeps_its_data_on_the_storage_the_setting_names() {
+    use e2e::lab::etcd_storage::{self, MEMORY_ROOT, STORAGE_ENV, Storage};
+    let shared = harness::lab().await;
+    let status = lab::status(shared.layout.root()).await.expect("status");
+    let etcd = status
+        .components
+        .iter()
+        .find(|c| c.name == "etcd")
+        .expect("etcd in status");
+    let pid = etcd.pid.expect("etcd runs");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("etcd's command line");
+    let link = shared.layout.etcd_data_dir();
+    let arg = format!("--data-dir={}", link.display());
+    assert!(
+        cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes()),
+        "etcd does not run with {arg}"
+    );
+    let meta = std::fs::symlink_metadata(&link).expect("etcd-data exists");
+    let wanted = etcd_storage::wanted().expect("storage setting");
+    let restart = format!(
+        "the running lab predates {STORAGE_ENV}={wanted}; restart it with \
+         `federator lab down --dir {}`",
+        shared.layout.root().display()
+    );
+    match wanted {
+        Storage::Memory => {
+            assert!(meta.file_type().is_symlink(), "{restart}");
+            let target = std::fs::read_link(&link).expect("link target");
+            assert!(target.starts_with(MEMORY_ROOT), "{}", target.display());
+            // etcd really writes there: its member directory (WAL, snapshots) is in memory.
+            assert!(
+                target.join("member").join("wal").is_dir(),
+                "no WAL in {}",
+                target.display()
+            );
+        }
+        Storage::Disk => assert!(meta.is_dir(), "{restart}"),
+    }
+}
+
 #[tokio::test]
 async fn up_on_a_running_lab_returns_at_once() {
     let shared = harness::lab().await;

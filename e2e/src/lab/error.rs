@@ -79,6 +79,9 @@ pub enum LabError {
     #[error("no lab region or component named {0:?}; known: {1}")]
     UnknownComponent(String, String),
 
+    #[error("lab configuration: {0}")]
+    Config(String),
+
     #[error("the lab in {0} is not running (no state file); run `federator lab up --dir {0}`")]
     NotRunning(PathBuf),
 }

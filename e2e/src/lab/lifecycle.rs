@@ -12,6 +12,7 @@ use super::bootstrap;
 use super::cnpg_crd;
 use super::emulators;
 use super::error::{LabError, Result};
+use super::etcd_storage;
 use super::health::wait_healthy;
 use super::hub_crds;
 use super::kubeconfig::{self, Entry};
@@ -81,7 +82,8 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     let layout = LabLayout::create(&options.dir)?;
     let _lock = lock(&layout).await?;
     let mut state = LabState::load(&layout)?.unwrap_or_else(|| LabState::new(options.ports));
-    if !state.components.iter().any(|c| is_running(&layout, c)) {
+    let nothing_runs = !state.components.iter().any(|c| is_running(&layout, c));
+    if nothing_runs {
         state.ports = options.ports;
     }
     let admin_token = pki::ensure(&layout)?;
@@ -126,6 +128,13 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     let core: Vec<&str> = std::iter::once(ETCD).chain(REGIONS).collect();
     // Check every port before starting anything, so a clash leaves nothing half-started.
     check_ports(&layout, &state, &core)?;
+    if !state
+        .component(ETCD)
+        .is_some_and(|c| is_running(&layout, c))
+    {
+        let storage = etcd_storage::prepare(&layout, etcd_storage::wanted()?, nothing_runs)?;
+        tracing::info!(%storage, "etcd data directory ready");
+    }
     // Phase timings at info level (RUST_LOG=e2e=info) show where a slow `up` spends its time.
     ensure_running(&layout, &mut state, &[ETCD], ETCD_READY_WITHIN).await?;
     tracing::info!(elapsed = ?started.elapsed(), "etcd healthy");
@@ -378,6 +387,7 @@ pub async fn down(dir: impl AsRef<Path>, purge: bool) -> Result<Vec<String>> {
         stopped
     };
     if purge {
+        etcd_storage::remove_memory(&layout)?;
         std::fs::remove_dir_all(layout.root()).map_err(LabError::io("removing", layout.root()))?;
     }
     Ok(stopped)
@@ -496,6 +506,10 @@ async fn start_selected(dir: &Path, target: &str, control_plane_only: bool) -> R
     });
     state.held.retain(|h| !names.contains(h));
     state.save(&layout)?;
+    if names.iter().any(|n| n == ETCD) {
+        // A memory directory emptied by a reboot is re-created; the storage is not switched.
+        etcd_storage::prepare(&layout, etcd_storage::wanted()?, false)?;
+    }
     let mut started = ensure_running(&layout, &mut state, &core, APISERVER_READY_WITHIN).await?;
     started.extend(ensure_running(&layout, &mut state, &rest, APISERVER_READY_WITHIN).await?);
     Ok(started)

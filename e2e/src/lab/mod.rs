@@ -4,7 +4,7 @@
 //!
 //! Layout of the lab directory (see [`LabLayout`]): `state.json` (processes and ports),
 //! `lab.lock`, `pki/` (CA, serving cert, ServiceAccount keys, admin token), `logs/<component>.log`,
-//! `etcd-data/`, `<region>.kubeconfig` (admin), `lab.kubeconfig` (four contexts) and
+//! `etcd-data/` (a link to a memory directory by default, see [`etcd_storage`]), `<region>.kubeconfig` (admin), `lab.kubeconfig` (four contexts) and
 //! `<member>.federator.kubeconfig` (least privilege, same as the hub Secret).
 
 pub mod binaries;
@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod cnpg_crd;
 pub mod emulators;
 pub mod error;
+pub mod etcd_storage;
 pub mod health;
 pub mod hub_crds;
 pub mod kubeconfig;
