@@ -26,7 +26,7 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use topology::api::{Operation, Outcome};
+use topology::api::{Operation, OperationRecord, Outcome};
 use topology::cnpg::{Cluster, Role, condition};
 use topology::conditions::{kind, reason};
 use topology::{DistributedTopology, StepKind};
@@ -186,7 +186,7 @@ fn in_history(topo: &DistributedTopology, prefix: &str) -> Option<Operation> {
         .history
         .iter()
         .find(|op| op.id.starts_with(prefix))
-        .cloned()
+        .map(OperationRecord::expand)
 }
 
 /// A's demotion completed (`ReplicaClusterSwitch` True, not in progress) and its status holds
@@ -291,7 +291,11 @@ async fn a_token_wiped_before_any_reconcile_read_it_is_kept_by_the_watch_and_use
 
     let done = wait_operation(&hub, "the switchover to finish", |t| in_history(t, &prefix)).await;
     assert_eq!(done.outcome, Some(Outcome::Succeeded), "{done:#?}");
-    assert!(done.token.is_some(), "the token was persisted: {done:#?}");
+    // History keeps no token; a switchover passes CheckToken only with the persisted one.
+    assert!(
+        done.steps.iter().any(|s| s.step == StepKind::CheckToken),
+        "the token was persisted and checked: {done:#?}"
+    );
     assert!(
         second.log().contains("using the one its watch saw"),
         "ctl-second did not take the token from its watch:\n{}",
@@ -373,7 +377,9 @@ async fn the_promotion_token_is_cleared_once_promoted_so_the_switchover_back_dem
         .expect("status");
     let last = back.history.last().expect("the switchover back");
     assert_eq!(last.outcome, Some(Outcome::Succeeded));
-    assert!(last.token.is_some(), "B's demotion produced a token");
+    // A switchover passes CheckToken only with a token in hand: B's demotion produced one.
+    let steps: Vec<StepKind> = last.steps().unwrap().iter().map(|s| s.step).collect();
+    assert!(steps.contains(&StepKind::CheckToken), "{steps:?}");
     let acked = load.finish().await;
     assert_rows_kept(lab, ns.name(), pair.a, &acked).await;
     pair.delete().await;
@@ -469,7 +475,7 @@ async fn a_token_the_target_refuses_is_rolled_back_and_the_old_primary_takes_wri
     assert!(status.operation.is_none(), "{:#?}", status.operation);
     let last = status.history.last().expect("the switchover in history");
     assert_eq!(last.outcome, Some(Outcome::RolledBack), "{last:#?}");
-    let steps: Vec<StepKind> = last.steps.iter().map(|s| s.step).collect();
+    let steps: Vec<StepKind> = last.steps().unwrap().iter().map(|s| s.step).collect();
     assert!(steps.contains(&StepKind::RollbackTarget), "{steps:?}");
     assert_warning_events(lab, ns.name(), &["RollingBack", "SwitchoverRolledBack"]).await;
 

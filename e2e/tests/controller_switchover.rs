@@ -20,6 +20,7 @@ use e2e::emulator::testkit::{self, DEADLINE, Member};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
 use serde_json::json;
+use topology::StepKind;
 use topology::api::Outcome;
 use topology::conditions::kind;
 
@@ -88,24 +89,25 @@ async fn rotate(
             .unwrap()
             .0
             .duration_since(op.started_at.0);
-        let steps: Vec<String> = op
-            .steps
-            .iter()
-            .map(|s| {
-                let secs = s
-                    .finished_at
-                    .as_ref()
-                    .map(|f| f.0.duration_since(s.started_at.0).as_secs_f64())
-                    .unwrap_or_default();
-                format!("{} {secs:.3}s", s.step)
-            })
-            .collect();
+        // Every step of a finished operation has its timing, and they parse.
+        let steps = op.steps().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            steps.iter().all(|s| s.took.is_some()),
+            "{}",
+            op.step_timings
+        );
+        assert_eq!(
+            steps.last().map(|s| s.step),
+            Some(StepKind::Done),
+            "{}",
+            op.step_timings
+        );
         println!(
             "{} → {}: {:.2}s [{}]",
             op.from,
             op.to,
             total.as_secs_f64(),
-            steps.join(", ")
+            op.step_timings
         );
     }
 }

@@ -130,6 +130,23 @@ impl Histogram {
         h
     }
 
+    /// How many observations were at most `bound`, if `bound` is one of the bucket bounds
+    /// (exact, unlike a quantile estimate).
+    pub fn at_most(&self, bound: f64) -> Option<u64> {
+        self.buckets
+            .iter()
+            .find(|(b, _)| (b - bound).abs() < 1e-12)
+            .map(|(_, cumulative)| *cumulative)
+    }
+
+    /// True if the nearest-rank `q` quantile is at most `bound`, decided by counting when
+    /// `bound` is a bucket bound; otherwise `None` (only an estimate could say).
+    pub fn quantile_at_most(&self, q: f64, bound: f64) -> Option<bool> {
+        let within = self.at_most(bound)?;
+        let rank = (q * self.count as f64).ceil() as u64;
+        Some(within >= rank)
+    }
+
     /// The `q` quantile as Prometheus' `histogram_quantile` estimates it: linear within the
     /// bucket that holds it.
     pub fn quantile(&self, q: f64) -> Option<Duration> {

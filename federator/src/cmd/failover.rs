@@ -15,7 +15,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use topology::DistributedTopology;
-use topology::api::{DataLossWindow, Outcome};
+use topology::api::{DataLossWindow, OperationRecord, Outcome};
 
 use super::switchover::{Display, took};
 
@@ -150,10 +150,17 @@ async fn follow(
         };
         let op = status
             .operation
-            .iter()
-            .chain(status.history.iter().rev())
-            .find(|op| op.id == *id);
-        let Some(op) = op else { continue };
+            .clone()
+            .filter(|op| op.id == *id)
+            .or_else(|| {
+                status
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|r| r.id == *id)
+                    .map(OperationRecord::expand)
+            });
+        let Some(op) = &op else { continue };
         printed = display.steps(op, printed);
         if let Some(hold) = &op.hold {
             display.done(&format!(

@@ -109,8 +109,9 @@ fn render(topo: &DistributedTopology, history: usize) -> String {
             out += &format!("HOLD ({}): {}\n", hold.reason, hold.message);
         }
     }
-    for op in status.history.iter().rev().take(history) {
-        out += &format!("\n{}\n{}\n", heading(op), steps(&op.steps));
+    for record in status.history.iter().rev().take(history) {
+        let op = record.expand();
+        out += &format!("\n{}\n{}\n", heading(&op), steps(&op.steps));
     }
     out
 }

@@ -14,7 +14,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use topology::DistributedTopology;
-use topology::api::{Operation, Outcome};
+use topology::api::{Operation, OperationRecord, Outcome};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -107,14 +107,17 @@ async fn follow(
         let Some(status) = topo.status else { continue };
         let current = status
             .operation
-            .iter()
-            .find(|op| op.id.starts_with(&prefix));
-        let finished = status
-            .history
-            .iter()
-            .rev()
-            .find(|op| op.id.starts_with(&prefix));
-        let Some(op) = current.or(finished) else {
+            .clone()
+            .filter(|op| op.id.starts_with(&prefix));
+        let finished = || {
+            status
+                .history
+                .iter()
+                .rev()
+                .find(|r| r.id.starts_with(&prefix))
+                .map(OperationRecord::expand)
+        };
+        let Some(op) = &current.or_else(finished) else {
             // No operation for this generation: either it has not started yet, or none was
             // needed because the member already is primary.
             let caught_up = status.observed_generation >= Some(generation);

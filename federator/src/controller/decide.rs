@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use topology::api::{FailoverReport, HISTORY_LIMIT, Hold, MemberStatus, Operation, Outcome};
+use topology::api::{
+    FailoverReport, HISTORY_LIMIT, Hold, MemberStatus, Operation, OperationRecord, Outcome,
+};
 use topology::cnpg::Role;
 use topology::conditions::{kind, reason};
 use topology::plan::{Action, Context};
@@ -572,7 +574,7 @@ fn finish(
     op.outcome = Some(outcome);
     op.hold = None;
     out.finished_operation = Some((outcome, elapsed(&op.started_at, now)));
-    status.history.push(op);
+    status.history.push(OperationRecord::of(&op));
     let excess = status.history.len().saturating_sub(HISTORY_LIMIT);
     status.history.drain(..excess);
     status.operation = None;

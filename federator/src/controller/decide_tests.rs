@@ -315,7 +315,7 @@ fn full_ring_rotation_demotes_before_promoting_and_clears_tokens() {
         let last = status.history.last().unwrap();
         assert_eq!(last.outcome, Some(Outcome::Succeeded));
         assert_eq!(last.to, to);
-        let steps: Vec<StepKind> = last.steps.iter().map(|s| s.step).collect();
+        let steps: Vec<StepKind> = last.steps().unwrap().iter().map(|s| s.step).collect();
         assert_eq!(
             steps,
             [
@@ -406,7 +406,8 @@ fn a_fatal_token_error_rolls_back_to_the_old_primary() {
         .unwrap_or_else(|| panic!("not finished: {:#?}\n{:#?}", status.operation, sim.patches));
     assert_eq!(last.outcome, Some(Outcome::RolledBack));
     assert!(
-        last.steps
+        last.steps()
+            .unwrap()
             .iter()
             .any(|s| s.step == StepKind::RollbackTarget)
     );
@@ -635,7 +636,7 @@ fn a_failover_promotes_without_a_token_records_the_window_and_fences_the_old_pri
         (op.kind, op.outcome),
         (OperationKind::Failover, Some(Outcome::Succeeded))
     );
-    let steps: Vec<StepKind> = op.steps.iter().map(|s| s.step).collect();
+    let steps: Vec<StepKind> = op.steps().unwrap().iter().map(|s| s.step).collect();
     assert!(!steps.contains(&StepKind::Demote) && !steps.contains(&StepKind::AwaitToken));
     let report = status.last_failover.clone().unwrap();
     assert_eq!(report.operation.as_deref(), Some(op.id.as_str()));

@@ -60,6 +60,18 @@ impl Default for Metrics {
     }
 }
 
+/// The reaction target (p99 ≤ 50 ms, issue #6), in seconds: a bucket bound of
+/// `federator_reaction_seconds`, so `le="0.05"` counts the reactions that met it exactly.
+pub const REACTION_TARGET_SECONDS: f64 = 0.05;
+
+/// `bounds` with `extra` added in order (once).
+fn with_bound(bounds: impl Iterator<Item = f64>, extra: f64) -> impl Iterator<Item = f64> {
+    let mut all: Vec<f64> = bounds.filter(|b| *b != extra).collect();
+    all.push(extra);
+    all.sort_by(f64::total_cmp);
+    all.into_iter()
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("federator");
@@ -70,9 +82,14 @@ impl Metrics {
         let step_duration = Family::<StepLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.05, 2.0, 14))
         });
-        // 0.5 ms .. ~3 s in steps of 25%: fine enough for a p99 of a few milliseconds.
+        // 0.5 ms .. ~3 s in steps of 25%: fine enough for a p99 of a few milliseconds. Plus
+        // the target itself as a bound, so that "within the target" is a count, not an
+        // interpolation inside a 43–54 ms bucket.
         let reaction = Family::<StepLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 1.25, 40))
+            Histogram::new(with_bound(
+                exponential_buckets(0.0005, 1.25, 40),
+                REACTION_TARGET_SECONDS,
+            ))
         });
         let fine = || Histogram::new(exponential_buckets(0.0005, 1.25, 40));
         let reaction_pickup = Family::<StepLabel, Histogram>::new_with_constructor(fine);
@@ -274,5 +291,17 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} not in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_reaction_target_is_a_bucket_bound() {
+        let m = Metrics::new();
+        for ms in [12, 49, 50, 51] {
+            m.reacted(StepKind::Promote, Duration::from_millis(ms));
+        }
+        let text = m.render();
+        // 12, 49 and 50 ms are within the target; 51 ms is not.
+        let within = "federator_reaction_seconds_bucket{le=\"0.05\",step=\"Promote\"} 3";
+        assert!(text.contains(within), "{within} not in\n{text}");
     }
 }

@@ -190,8 +190,13 @@ pub fn progress(topology: &DistributedTopology, generation: i64, from: &str, to:
     };
     let prefix = format!("{generation}-");
     let ours = |op: &&Operation| op.id.starts_with(&prefix) && op.from == from && op.to == to;
-    if let Some(op) = status.history.iter().rev().find(ours) {
-        return Progress::Ended(Box::new(op.clone()));
+    let ended = status
+        .history
+        .iter()
+        .rev()
+        .find(|r| r.id.starts_with(&prefix) && r.from == from && r.to == to);
+    if let Some(record) = ended {
+        return Progress::Ended(Box::new(record.expand()));
     }
     match status.operation.as_ref().filter(|op| ours(op)) {
         None => Progress::NotStarted,

@@ -3,6 +3,7 @@
 //! `spec` says which CNPG Clusters form one distributed database, how WAL flows between them
 //! (the shape) and which one should be primary; `status` is written by the controller only.
 
+mod history;
 mod status;
 
 use std::collections::BTreeMap;
@@ -12,10 +13,11 @@ use policies::Policies;
 use policies::rotation::RotationPolicy;
 use serde::{Deserialize, Serialize};
 
+pub use history::StepTiming;
 pub use status::{DataLossWindow, FailoverReport, FencedMember};
 pub use status::{
     DistributedTopologyStatus, HISTORY_LIMIT, Hold, MemberStatus, Operation, OperationKind,
-    Outcome, StepRecord,
+    OperationRecord, Outcome, StepRecord,
 };
 pub use status::{RotationDecisionRecord, RotationRecord, RotationStatus};
 

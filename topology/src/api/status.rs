@@ -35,7 +35,7 @@ pub struct DistributedTopologyStatus {
     pub operation: Option<Operation>,
     /// The last finished operations, newest last, with their step timings (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<Operation>,
+    pub history: Vec<OperationRecord>,
     /// The last failover request acted on (or refused), with what is known of its data loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<FailoverReport>,
@@ -198,6 +198,39 @@ pub struct Operation {
     /// How the operation ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+}
+
+/// A finished operation as `status.history` keeps it. Its step timings are one line of text, not
+/// one object per step: the API server's cost of every status write — the step log is written
+/// before each side effect, inside a switchover's write outage — grows with the objects the
+/// status holds. Ten histories of nine timestamped step objects doubled the hub's CPU per write
+/// (17 → 8.5 ms, measured on the lab; docs/benchmarks.md). The demotion token is not kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationRecord {
+    /// The operation's id (`<generation>-<from>-to-<to>`).
+    pub id: String,
+    /// `switchover` or `failover`.
+    pub kind: OperationKind,
+    /// The member that was primary when the operation started.
+    pub from: String,
+    /// The member that was to become primary.
+    pub to: String,
+    /// True if a fatal token error sent the operation back to `from`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rolled_back: bool,
+    /// When the operation started.
+    pub started_at: MicroTime,
+    /// When the operation finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<MicroTime>,
+    /// How the operation ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Every step in order, `<Step>[ <member>] <milliseconds>ms`, separated by `, `; e.g.
+    /// `Validate 1.2ms, Demote pg-a 41.0ms, AwaitToken pg-a 180.4ms`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub step_timings: String,
 }
 
 /// Timings of one step of an operation.
