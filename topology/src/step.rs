@@ -67,17 +67,6 @@ impl StepKind {
         }
     }
 
-    /// True from the Demote patch until the promotion is confirmed: the steps during which, in
-    /// a switchover, no member accepts writes (the old primary fences itself, then the target
-    /// replays and promotes). Whatever can wait — Events — waits until they are over.
-    pub fn in_write_outage(self) -> bool {
-        use StepKind::*;
-        matches!(
-            self,
-            Demote | AwaitDemotionStarted | AwaitToken | CheckToken | Promote | AwaitPromotion
-        )
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             StepKind::Validate => "Validate",
@@ -107,45 +96,5 @@ impl std::fmt::Display for OperationKind {
             OperationKind::Switchover => "switchover",
             OperationKind::Failover => "failover",
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The steps a successful operation of `kind` walks through, Validate to Done.
-    fn walk(kind: OperationKind) -> Vec<StepKind> {
-        let mut steps = vec![StepKind::Validate];
-        while *steps.last().expect("a step") != StepKind::Done {
-            let next = steps.last().expect("a step").next(kind, true);
-            steps.push(next);
-        }
-        steps
-    }
-
-    #[test]
-    fn the_write_outage_runs_from_the_demote_patch_to_the_promotions_confirmation() {
-        for kind in [OperationKind::Switchover, OperationKind::Failover] {
-            let steps = walk(kind);
-            let inside: Vec<StepKind> = steps
-                .iter()
-                .copied()
-                .filter(|s| s.in_write_outage())
-                .collect();
-            let first = steps.iter().position(|s| s.in_write_outage());
-            let last = steps.iter().rposition(|s| s.in_write_outage());
-            let (Some(first), Some(last)) = (first, last) else {
-                panic!("{kind}: no outage in {steps:?}");
-            };
-            assert_eq!(
-                &steps[first..=last],
-                inside.as_slice(),
-                "{kind}: one stretch"
-            );
-            assert_eq!(steps[first], StepKind::Demote, "{kind}");
-            assert_eq!(steps[last], StepKind::AwaitPromotion, "{kind}");
-        }
-        assert!(!StepKind::RollbackTarget.in_write_outage());
     }
 }

@@ -4,13 +4,14 @@
 //!
 //! Reconciles hand their Events to one publisher task, which sends them in order and off the
 //! reconcile's path: each is a hub round trip (~10 ms), and three of them once held every Promote
-//! patch ~50 ms. Normal Events raised while a switchover is inside its write outage (Demote sent,
-//! promotion not yet confirmed) are held until it is over, at most [`MAX_HOLD`]: the switchover
-//! bench measured them costing ~30–50 ms of outage on a 2-core lab, where the hub's apiserver and
-//! etcd share the CPUs with the members' operators and PostgreSQL (`docs/benchmarks.md`).
-//! Warnings — holds, rollbacks — are never held, and flush what is held before them. Held
-//! Events die with the process (a kill inside an outage loses up to [`MAX_HOLD`] of Normal
-//! Events): they are telemetry, and the step log in status is the record.
+//! patch ~50 ms. Normal Events raised while a switchover runs (from Validate until it finishes or
+//! holds) are held until then, at most [`MAX_HOLD`]. Inside the write outage the switchover bench
+//! measured them costing ~30–50 ms of outage on a 2-core lab, where the hub's apiserver and etcd
+//! share the CPUs with the members' operators and PostgreSQL; released when the outage ended,
+//! the burst met the Bookkeeping and ClearToken step-log writes instead, the slowest reactions
+//! (`docs/benchmarks.md`). Warnings — holds, rollbacks — are never held, and flush what is held
+//! before them. Held Events die with the process (a kill mid-switchover loses up to
+//! [`MAX_HOLD`] of Normal Events): they are telemetry, and the step log in status is the record.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use topology::DistributedTopology;
 
 use super::decide::Note;
 
-/// The longest a Normal Event waits for a write outage to end.
+/// The longest a Normal Event waits for its switchover to finish.
 pub const MAX_HOLD: Duration = Duration::from_secs(3);
 /// Reconciles' batches waiting for the publisher; past this (a hub that does not answer), new
 /// batches are dropped with a warning rather than growing the controller's memory.
@@ -35,8 +36,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 struct Batch {
     object: Arc<DistributedTopology>,
     notes: Vec<Note>,
-    /// Raised inside a write outage: Normal Events may wait for it to end.
-    during_outage: bool,
+    /// Raised while a switchover runs: Normal Events may wait for it to finish.
+    during_operation: bool,
 }
 
 /// Publishes Events as `federator` (with the controller's identity as instance).
@@ -67,12 +68,17 @@ impl Events {
     }
 
     /// Queues `notes` for the publisher, in order after everything queued before. An empty
-    /// batch outside an outage publishes whatever is held.
-    pub fn enqueue(&self, object: Arc<DistributedTopology>, notes: Vec<Note>, during_outage: bool) {
+    /// batch raised outside a running switchover publishes whatever is held.
+    pub fn enqueue(
+        &self,
+        object: Arc<DistributedTopology>,
+        notes: Vec<Note>,
+        during_operation: bool,
+    ) {
         let batch = Batch {
             object,
             notes,
-            during_outage,
+            during_operation,
         };
         match self.queue.try_send(batch) {
             Ok(()) => {}
@@ -120,7 +126,7 @@ async fn publish(recorder: &Recorder, topology: &DistributedTopology, note: &Not
 
 /// What the publisher does with a batch: hold it, or send what is held and then it.
 fn holds(batch: &Batch) -> bool {
-    batch.during_outage && batch.notes.iter().all(|n| !n.warning)
+    batch.during_operation && batch.notes.iter().all(|n| !n.warning)
 }
 
 /// Sends every batch's notes through `send`, one at a time and in order, holding those that
@@ -190,7 +196,7 @@ fn within_note_limit(message: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn batch(during_outage: bool, warnings: &[bool]) -> Batch {
+    fn batch(during_operation: bool, warnings: &[bool]) -> Batch {
         let object: DistributedTopology = serde_json::from_value(serde_json::json!({
             "apiVersion": "federator.dev/v1alpha1",
             "kind": "DistributedTopology",
@@ -209,7 +215,7 @@ mod tests {
                     message: String::new(),
                 })
                 .collect(),
-            during_outage,
+            during_operation,
         }
     }
 
@@ -222,8 +228,8 @@ mod tests {
         }
     }
 
-    fn batch_of(during_outage: bool, notes: &[(&str, bool)]) -> Batch {
-        let mut b = batch(during_outage, &[]);
+    fn batch_of(during_operation: bool, notes: &[(&str, bool)]) -> Batch {
+        let mut b = batch(during_operation, &[]);
         b.notes = notes.iter().map(|(r, w)| named(r, *w)).collect();
         b
     }
@@ -252,7 +258,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn outage_events_wait_for_its_end_and_keep_their_order() {
+    async fn events_of_a_running_switchover_wait_for_its_end_and_keep_their_order() {
         let (queue, mut seen) = start();
         let outage = |r: &str| batch_of(true, &[(r, false)]);
         queue.send(outage("Demote")).await.unwrap();
@@ -260,7 +266,7 @@ mod tests {
         assert_eq!(
             next(&mut seen, MAX_HOLD / 2).await,
             None,
-            "held inside the outage"
+            "held while the switchover runs"
         );
         queue
             .send(batch_of(
@@ -277,7 +283,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_warning_flushes_at_once_and_a_long_outage_flushes_after_max_hold() {
+    async fn a_warning_flushes_at_once_and_a_long_switchover_flushes_after_max_hold() {
         let (queue, mut seen) = start();
         queue
             .send(batch_of(true, &[("Demote", false)]))
@@ -312,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn only_normal_events_inside_an_outage_are_held() {
+    fn only_normal_events_of_a_running_switchover_are_held() {
         assert!(holds(&batch(true, &[false, false])));
         assert!(
             !holds(&batch(true, &[false, true])),
@@ -321,7 +327,7 @@ mod tests {
         assert!(!holds(&batch(false, &[false])));
         assert!(
             !holds(&batch(false, &[])),
-            "an empty batch after the outage flushes"
+            "an empty batch after the switchover flushes"
         );
     }
 

@@ -150,13 +150,14 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         tracing::info!(topology = %key, reason = %note.reason, "{}", note.message);
     }
     // Events go to the ordered publisher (`events.rs`), off this path: the member patch below
-    // does not wait for them, and inside a switchover's write outage they wait for its end.
-    let during_outage =
-        decided.status.operation.as_ref().is_some_and(|op| {
-            op.outcome.is_none() && op.hold.is_none() && op.step.in_write_outage()
-        });
+    // does not wait for them, and while a switchover runs they wait for it to finish or hold.
+    let during_operation = decided
+        .status
+        .operation
+        .as_ref()
+        .is_some_and(|op| op.outcome.is_none() && op.hold.is_none());
     ctx.events
-        .enqueue(topo.clone(), decided.events.clone(), during_outage);
+        .enqueue(topo.clone(), decided.events.clone(), during_operation);
     for note in &rotation.events {
         tracing::info!(topology = %key, reason = %note.reason, "{}", note.message);
         ctx.events.publish(&topo, note).await;
