@@ -15,7 +15,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use topology::DistributedTopology;
-use topology::api::{DataLossWindow, OperationRecord, Outcome};
+use topology::api::{DataLossWindow, Outcome};
 
 use super::switchover::{Display, took};
 
@@ -148,19 +148,9 @@ async fn follow(
         let Some(id) = &report.operation else {
             continue;
         };
-        let op = status
-            .operation
-            .clone()
-            .filter(|op| op.id == *id)
-            .or_else(|| {
-                status
-                    .history
-                    .iter()
-                    .rev()
-                    .find(|r| r.id == *id)
-                    .map(OperationRecord::expand)
-            });
-        let Some(op) = &op else { continue };
+        let Some(op) = &status.operation_where(|op| op == id) else {
+            continue;
+        };
         printed = display.steps(op, printed);
         if let Some(hold) = &op.hold {
             display.done(&format!(

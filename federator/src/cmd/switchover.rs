@@ -14,7 +14,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use topology::DistributedTopology;
-use topology::api::{Operation, OperationRecord, Outcome};
+use topology::api::{Operation, Outcome};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -105,19 +105,7 @@ async fn follow(
     let mut printed = 0;
     while let Some(topo) = updates.try_next().await.context("watching the topology")? {
         let Some(status) = topo.status else { continue };
-        let current = status
-            .operation
-            .clone()
-            .filter(|op| op.id.starts_with(&prefix));
-        let finished = || {
-            status
-                .history
-                .iter()
-                .rev()
-                .find(|r| r.id.starts_with(&prefix))
-                .map(OperationRecord::expand)
-        };
-        let Some(op) = &current.or_else(finished) else {
+        let Some(op) = &status.operation_where(|id| id.starts_with(&prefix)) else {
             // No operation for this generation: either it has not started yet, or none was
             // needed because the member already is primary.
             let caught_up = status.observed_generation >= Some(generation);

@@ -8,7 +8,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde::de::IntoDeserializer;
 
-use super::status::{Operation, OperationRecord, StepKind, StepRecord};
+use super::status::{DistributedTopologyStatus, Operation, OperationRecord, StepKind, StepRecord};
 
 const SEPARATOR: &str = ", ";
 /// A step that was never seen to finish (only possible in a hand-edited record).
@@ -142,6 +142,23 @@ impl OperationRecord {
     }
 }
 
+impl DistributedTopologyStatus {
+    /// The operation whose id `wanted` accepts: the running one, else the latest such in
+    /// `history` (expanded). What a CLI following an operation it started needs to look up.
+    pub fn operation_where(&self, wanted: impl Fn(&str) -> bool) -> Option<Operation> {
+        self.operation
+            .clone()
+            .filter(|op| wanted(&op.id))
+            .or_else(|| {
+                self.history
+                    .iter()
+                    .rev()
+                    .find(|r| wanted(&r.id))
+                    .map(OperationRecord::expand)
+            })
+    }
+}
+
 fn later(at: Timestamp, by: Duration) -> Timestamp {
     SignedDuration::try_from(by)
         .ok()
@@ -221,6 +238,33 @@ mod tests {
         let steps = record.steps().unwrap();
         assert_eq!(steps.last().unwrap().took, None);
         assert_eq!(record.expand().steps.last().unwrap().finished_at, None);
+    }
+
+    #[test]
+    fn the_running_operation_wins_then_the_latest_record() {
+        let mut status = DistributedTopologyStatus::default();
+        let mut older = finished();
+        older.id = "3-pg-b-to-pg-a".into();
+        (older.from, older.to) = ("pg-b".into(), "pg-a".into());
+        status.history = vec![
+            OperationRecord::of(&older),
+            OperationRecord::of(&finished()),
+        ];
+        let of_3 = |id: &str| id.starts_with("3-");
+        assert_eq!(status.operation_where(of_3).unwrap().id, "3-pg-a-to-pg-b");
+        let mut running = finished();
+        running.id = "3-pg-a-to-pg-c".into();
+        running.outcome = None;
+        status.operation = Some(running);
+        assert_eq!(status.operation_where(of_3).unwrap().id, "3-pg-a-to-pg-c");
+        assert_eq!(
+            status
+                .operation_where(|id| id == "3-pg-b-to-pg-a")
+                .unwrap()
+                .from,
+            "pg-b"
+        );
+        assert!(status.operation_where(|id| id.starts_with("4-")).is_none());
     }
 
     #[test]
