@@ -147,3 +147,30 @@ pub async fn ensure(layout: &LabLayout) -> Result<Vec<String>> {
         LabState::load(layout)?.ok_or_else(|| LabError::NotRunning(layout.root().to_path_buf()))?;
     start_all(layout, &mut state).await
 }
+
+/// Stops every PostgreSQL instance and removes the instances' data and the WAL archives
+/// (`regions/<member>/clusters/`, `object-stores/`): what `up` does when etcd starts empty.
+pub async fn forget_data_plane(layout: &LabLayout) -> Result<Vec<String>> {
+    let stopped = stop_postgres(layout).await;
+    let emulator = EmulatorLayout::new(layout.root());
+    let doomed = MEMBERS
+        .iter()
+        .map(|m| emulator.member_dir(m))
+        // The root of every bucket: an empty destination path.
+        .chain(std::iter::once(emulator.object_store("")));
+    for dir in doomed {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(LabError::io("removing", &dir)(e));
+            }
+            _ => {}
+        }
+    }
+    if !stopped.is_empty() {
+        tracing::info!(
+            ?stopped,
+            "etcd starts empty: stopped the PostgreSQL instances of its old Clusters"
+        );
+    }
+    Ok(stopped)
+}

@@ -108,6 +108,13 @@ fn prepare_in(
     Ok(wanted)
 }
 
+/// True if etcd has never written to `<lab>/etcd-data` (it creates `member/` on its first start):
+/// a new lab, a switched storage, or a memory directory a reboot emptied. The lab's PostgreSQL
+/// data and WAL archives then belong to Kubernetes objects that no longer exist.
+pub fn holds_no_data(layout: &LabLayout) -> bool {
+    !layout.etcd_data_dir().join("member").exists()
+}
+
 /// Removes the memory directory `<lab>/etcd-data` points to, if it is a link (`down --purge`).
 pub fn remove_memory(layout: &LabLayout) -> Result<()> {
     if let Some((Storage::Memory, target)) = in_place(&layout.etcd_data_dir())? {
@@ -239,10 +246,12 @@ mod tests {
         std::fs::create_dir(&kept).unwrap();
         prepare_in(&d.layout, Storage::Memory, true, &d.memory).unwrap();
         assert!(kept.exists(), "a second `up` must not drop etcd's data");
+        assert!(!holds_no_data(&d.layout));
         // A reboot empties the memory root: the link dangles.
         std::fs::remove_dir_all(target(&d)).unwrap();
         prepare_in(&d.layout, Storage::Memory, false, &d.memory).unwrap();
         assert!(target(&d).is_dir());
+        assert!(holds_no_data(&d.layout), "etcd starts empty after a reboot");
     }
 
     #[test]

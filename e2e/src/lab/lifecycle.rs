@@ -134,6 +134,12 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     {
         let storage = etcd_storage::prepare(&layout, etcd_storage::wanted()?, nothing_runs)?;
         tracing::info!(%storage, "etcd data directory ready");
+        if etcd_storage::holds_no_data(&layout) {
+            // The Clusters those instances and archives belonged to are gone with etcd's data; a
+            // Cluster created again under the same name would find a stale archive (a `.partial`
+            // that differs) and never finish a demotion.
+            emulators::forget_data_plane(&layout).await?;
+        }
     }
     // Phase timings at info level (RUST_LOG=e2e=info) show where a slow `up` spends its time.
     ensure_running(&layout, &mut state, &[ETCD], ETCD_READY_WITHIN).await?;
@@ -507,8 +513,17 @@ async fn start_selected(dir: &Path, target: &str, control_plane_only: bool) -> R
     state.held.retain(|h| !names.contains(h));
     state.save(&layout)?;
     if names.iter().any(|n| n == ETCD) {
-        // A memory directory emptied by a reboot is re-created; the storage is not switched.
+        // The storage is not switched here, and a memory directory a reboot emptied needs the
+        // whole lab rebuilt: `up` does that.
         etcd_storage::prepare(&layout, etcd_storage::wanted()?, false)?;
+        if etcd_storage::holds_no_data(&layout) {
+            return Err(LabError::Config(format!(
+                "etcd's data in {} is gone (a reboot empties /dev/shm); run `federator lab down \
+                 --dir {dir}` and `federator lab up --dir {dir}` to rebuild the lab",
+                layout.etcd_data_dir().display(),
+                dir = layout.root().display()
+            )));
+        }
     }
     let mut started = ensure_running(&layout, &mut state, &core, APISERVER_READY_WITHIN).await?;
     started.extend(ensure_running(&layout, &mut state, &rest, APISERVER_READY_WITHIN).await?);
