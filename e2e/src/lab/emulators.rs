@@ -174,3 +174,33 @@ pub async fn forget_data_plane(layout: &LabLayout) -> Result<Vec<String>> {
     }
     Ok(stopped)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn forgetting_the_data_plane_removes_instances_and_archives_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = LabLayout::create(tmp.path().join("lab")).unwrap();
+        let emulator = EmulatorLayout::new(layout.root());
+        let pgdata = emulator
+            .cluster_dir(MEMBERS[0], "databases", "pg-a")
+            .join("pgdata");
+        let archive = emulator.object_store("s3://pg-a/");
+        for dir in [&pgdata, &archive] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(archive.join("000000010000000000000003.partial"), b"old").unwrap();
+        let kept = layout.pki_dir().join("ca.crt");
+        std::fs::write(&kept, b"ca").unwrap();
+
+        let stopped = forget_data_plane(&layout).await.unwrap();
+        assert!(stopped.is_empty(), "nothing was running: {stopped:?}");
+        assert!(!emulator.member_dir(MEMBERS[0]).exists());
+        assert!(!emulator.object_store("").exists());
+        assert!(kept.exists(), "the CA and the rest of the lab stay");
+        // A second run (nothing left) is not an error.
+        forget_data_plane(&layout).await.unwrap();
+    }
+}
