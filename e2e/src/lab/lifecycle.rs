@@ -79,6 +79,8 @@ fn is_running(layout: &LabLayout, component: &Component) -> bool {
 /// Brings the lab up, or confirms that it is up. Idempotent.
 pub async fn up(options: &UpOptions) -> Result<UpReport> {
     let started = Instant::now();
+    // A bad FEDERATOR_LAB_ETCD_STORAGE is refused before anything is created or started.
+    let storage = etcd_storage::wanted()?;
     let layout = LabLayout::create(&options.dir)?;
     let _lock = lock(&layout).await?;
     let mut state = LabState::load(&layout)?.unwrap_or_else(|| LabState::new(options.ports));
@@ -132,7 +134,7 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
         .component(ETCD)
         .is_some_and(|c| is_running(&layout, c))
     {
-        let storage = etcd_storage::prepare(&layout, etcd_storage::wanted()?, nothing_runs)?;
+        let storage = etcd_storage::prepare(&layout, storage, nothing_runs)?;
         tracing::info!(%storage, "etcd data directory ready");
         if etcd_storage::holds_no_data(&layout) {
             // The Clusters those instances and archives belonged to are gone with etcd's data; a
