@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use comfy_table::{Table, presets::ASCII_MARKDOWN};
+use e2e::bench_stats::{self, RatioEstimate};
 
 use crate::controller::Histogram;
 use crate::drive::Driver;
@@ -16,6 +17,10 @@ pub const VS_FLOOR: f64 = 1.10;
 pub const VS_SCRIPT: f64 = 0.50;
 /// Reaction p99 bound.
 pub const REACTION_P99: Duration = Duration::from_millis(50);
+/// The share of bootstrap ratios the printed interval holds.
+const CONFIDENCE: f64 = 0.90;
+/// Fixed, so a table can be recomputed from its samples.
+const SEED: u64 = 0x5EED_F00D;
 
 /// One measured switchover.
 pub struct Sample {
@@ -90,8 +95,33 @@ impl ShapeReport {
             .collect()
     }
 
-    fn window_median(&self, driver: Driver) -> Option<Duration> {
-        median(self.of(driver, |s| Some(s.outage.window)))
+    fn windows_ms(&self, driver: Driver) -> Vec<f64> {
+        self.of(driver, |s| Some(s.outage.window))
+            .into_iter()
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect()
+    }
+
+    /// Federator's median outage over `baseline`'s, with its bootstrap interval.
+    fn vs(&self, baseline: Driver) -> Option<RatioEstimate> {
+        bench_stats::ratio_of_medians(
+            &self.windows_ms(Driver::Federator),
+            &self.windows_ms(baseline),
+            CONFIDENCE,
+            bench_stats::RESAMPLES,
+            SEED,
+        )
+    }
+}
+
+/// Whether the whole interval is on one side of `bound`.
+fn settled(x: RatioEstimate, bound: f64) -> String {
+    if x.high <= bound {
+        format!("the whole interval is within {bound:.2}")
+    } else if x.low > bound {
+        format!("the whole interval is over {bound:.2}")
+    } else {
+        format!("the interval straddles {bound:.2}: this run cannot settle it")
     }
 }
 
@@ -112,8 +142,10 @@ pub fn print(reports: &[ShapeReport]) -> bool {
     targets.load_style(ASCII_MARKDOWN).set_header([
         "shape",
         "Federator / floor (p50)",
+        format!("{:.0} % CI", CONFIDENCE * 100.0).as_str(),
         format!("≤ {VS_FLOOR:.2}").as_str(),
         "Federator / script (p50)",
+        format!("{:.0} % CI", CONFIDENCE * 100.0).as_str(),
         format!("≤ {VS_SCRIPT:.2}").as_str(),
     ]);
     let mut phases = Table::new();
@@ -139,6 +171,7 @@ pub fn print(reports: &[ShapeReport]) -> bool {
         "pickup p99",
     ]);
     let mut all_met = true;
+    let mut uncertain = Vec::new();
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     for r in reports {
         for driver in Driver::ALL {
@@ -163,27 +196,36 @@ pub fn print(reports: &[ShapeReport]) -> bool {
                 phase(3),
             ]);
         }
-        let fed = r.window_median(Driver::Federator);
-        let ratio = |base: Option<Duration>| {
-            fed.zip(base)
-                .filter(|(_, b)| !b.is_zero())
-                .map(|(f, b)| f.as_secs_f64() / b.as_secs_f64())
-        };
-        let (vs_floor, vs_script) = (
-            ratio(r.window_median(Driver::Floor)),
-            ratio(r.window_median(Driver::Script)),
-        );
-        let floor_ok = vs_floor.is_some_and(|x| x <= VS_FLOOR);
-        let script_ok = vs_script.is_some_and(|x| x <= VS_SCRIPT);
+        let (vs_floor, vs_script) = (r.vs(Driver::Floor), r.vs(Driver::Script));
+        let floor_ok = vs_floor.is_some_and(|x| x.point <= VS_FLOOR);
+        let script_ok = vs_script.is_some_and(|x| x.point <= VS_SCRIPT);
         all_met &= floor_ok && script_ok;
-        let show = |x: Option<f64>| x.map_or("–".into(), |x| format!("{x:.2}"));
+        let show = |x: Option<RatioEstimate>| x.map_or("–".into(), |x| format!("{:.2}", x.point));
+        let interval = |x: Option<RatioEstimate>| {
+            x.map_or("–".into(), |x| format!("{:.2}–{:.2}", x.low, x.high))
+        };
         targets.add_row([
             r.shape.to_owned(),
             show(vs_floor),
+            interval(vs_floor),
             verdict(floor_ok).to_owned(),
             show(vs_script),
+            interval(vs_script),
             verdict(script_ok).to_owned(),
         ]);
+        for (x, bound, what) in [
+            (vs_floor, VS_FLOOR, "floor"),
+            (vs_script, VS_SCRIPT, "script"),
+        ] {
+            if let Some(x) = x {
+                uncertain.push(format!(
+                    "{} Federator / {what}: {}; {}",
+                    r.shape,
+                    x.describe(),
+                    settled(x, bound)
+                ));
+            }
+        }
         for (step, h, pickup) in &r.reactions {
             let p99 = h.quantile(0.99);
             let target = REACTION_P99.as_secs_f64();
@@ -218,10 +260,32 @@ pub fn print(reports: &[ShapeReport]) -> bool {
     println!("\nTargets\n");
     println!("{targets}");
     println!(
+        "\nThe verdict is on the medians as measured; the interval (percentile bootstrap, {} \
+         resamples, fixed seed) says how far another run of this size may land:",
+        bench_stats::RESAMPLES
+    );
+    for line in &uncertain {
+        println!("  {line}");
+    }
+    println!(
         "\nFederator's reaction (member change delivered → next member patch sent). p50, p99, pickup: \
          histogram estimates; `> 50 ms` and the verdict: counted exactly (50 ms is a bucket bound)\n"
     );
     println!("{reaction}");
+    for r in reports {
+        let target = REACTION_P99.as_secs_f64();
+        let (n, within) = r.reactions.iter().fold((0, Some(0)), |(n, w), (_, h, _)| {
+            (n + h.count, w.zip(h.at_most(target)).map(|(a, b)| a + b))
+        });
+        if let Some(within) = within {
+            println!(
+                "{}: {} of {n} reactions (all steps) over {} ms",
+                r.shape,
+                n - within,
+                REACTION_P99.as_millis()
+            );
+        }
+    }
     for r in reports {
         let w = &r.status_writes;
         println!(
