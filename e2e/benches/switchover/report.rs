@@ -32,6 +32,15 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// Whether a Bookkeeping or ClearToken patch reached a member before the new primary
+    /// acknowledged its first write (the manual drivers send theirs after the round).
+    fn follow_up_during_outage(&self) -> bool {
+        self.milestones
+            .follow_up
+            .zip(self.outage.first_acknowledged)
+            .is_some_and(|(f, a)| f < a)
+    }
+
     /// The outage split at the watch milestones: Demote seen → first failed write (the old
     /// primary fencing itself), → token seen, → Promote seen, → first write on the new primary.
     /// Only the middle step is the driver's; the others are the emulator's and PostgreSQL's.
@@ -156,6 +165,7 @@ pub fn print(reports: &[ShapeReport]) -> bool {
         "→ token seen",
         "→ Promote seen",
         "→ first write on new primary",
+        "follow-up patch before that write",
     ]);
     let mut reaction = Table::new();
     reaction.load_style(ASCII_MARKDOWN).set_header([
@@ -194,6 +204,15 @@ pub fn print(reports: &[ShapeReport]) -> bool {
                 phase(1),
                 phase(2),
                 phase(3),
+                {
+                    let of_driver: Vec<&Sample> =
+                        r.samples.iter().filter(|s| s.driver == driver).collect();
+                    let early = of_driver
+                        .iter()
+                        .filter(|s| s.follow_up_during_outage())
+                        .count();
+                    format!("{early} of {}", of_driver.len())
+                },
             ]);
         }
         let (vs_floor, vs_script) = (r.vs(Driver::Floor), r.vs(Driver::Script));

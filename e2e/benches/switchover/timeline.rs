@@ -32,6 +32,9 @@ pub struct Milestones {
     pub demoted: Option<Instant>,
     pub token: Option<Instant>,
     pub promoted: Option<Instant>,
+    /// The first follow-up patch seen after the Promote patch: the target's token cleared, or
+    /// another member told of the new primary (Bookkeeping).
+    pub follow_up: Option<Instant>,
 }
 
 /// Watches every member's Clusters in the namespace until dropped.
@@ -87,7 +90,20 @@ impl Timeline {
             .iter()
             .find(|s| s.member == to && s.primary.as_deref() == Some(to_name) && s.promotion_token)
             .map(|s| s.at);
+        let follow_up = promoted.and_then(|p| {
+            after
+                .iter()
+                .filter(|s| s.at > p)
+                .find(|s| {
+                    (s.member == to && !s.promotion_token)
+                        || (s.member != to
+                            && s.member != from
+                            && s.primary.as_deref() == Some(to_name))
+                })
+                .map(|s| s.at)
+        });
         Milestones {
+            follow_up,
             demote_lag: demoted.map(|d| d - start),
             promote_lag: token
                 .zip(promoted)
