@@ -225,9 +225,12 @@ async fn bench_shape(
     }
 
     let text = controller.metrics().await?;
-    // How often the controller ran, and why reconciles failed (a 409 costs a watch round trip).
+    // How often the controller ran and wrote the hub, and why reconciles failed (a 409 costs a
+    // watch round trip).
     for line in text.lines().filter(|l| {
-        l.starts_with("federator_reconciles_total") || l.starts_with("federator_reconcile_errors")
+        l.starts_with("federator_reconciles_total")
+            || l.starts_with("federator_reconcile_errors")
+            || l.starts_with("federator_status_write_seconds_count")
     }) {
         println!("{} controller: {line}", shape.name());
     }

@@ -156,6 +156,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         credentials: Some(credentials),
         clock,
         own_writes: controller::OwnWrites::default(),
+        deferred: controller::Deferred::default(),
         sent: controller::SentPatches::default(),
     });
     tracing::info!(%identity, "federator controller running");

@@ -7,6 +7,7 @@ mod clock;
 mod conditions;
 mod deadlines;
 mod decide;
+mod deferred;
 mod error;
 mod events;
 mod leader;
@@ -31,6 +32,7 @@ use topology::api::Member;
 use crate::members::MemberEvent;
 
 pub use clock::{Clock, FileClock, SystemClock};
+pub use deferred::Deferred;
 pub use error::Error;
 pub use events::Events;
 pub use leader::{Leadership, LeaseOptions};
@@ -57,6 +59,8 @@ pub struct Context {
     pub own_writes: OwnWrites,
     /// Each topology's last accepted member patch, not re-sent before its member's watch shows it.
     pub sent: SentPatches,
+    /// Status changes held back while an operation runs (see `deferred.rs`).
+    pub deferred: Deferred,
 }
 
 /// Runs the controller on the topologies of `namespace` (all namespaces: `None`) until

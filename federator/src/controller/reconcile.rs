@@ -20,6 +20,7 @@ use super::Context;
 use super::act;
 use super::deadlines;
 use super::decide::{decide, refuse};
+use super::deferred::Write;
 use super::error::{Error, Result};
 use super::observe::observe_during;
 use super::rotation;
@@ -40,6 +41,12 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         topo.metadata.namespace.as_deref().unwrap_or_default(),
         topo.metadata.name.as_deref().unwrap_or_default()
     );
+    // Decide on top of what was held back, not yet written (the hub's object is `stored`).
+    let stored = topo;
+    let topo = ctx
+        .deferred
+        .on_top(&stored)
+        .map_or_else(|| stored.clone(), Arc::new);
 
     if let Some(credentials) = &ctx.credentials
         && let Err(e) = credentials.refresh_directory().await
@@ -116,8 +123,17 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
 
     // 3. record, before any side effect. The write also runs when the status is unchanged but a
     // patch follows: its precondition proves our view of the step log is still the latest.
+    // Inside a running operation, a change with no patch after it may wait (`deferred.rs`).
     let mut written = None;
-    if decided.effect.is_some() || topo.status.as_ref() != Some(&decided.status) {
+    let patch_follows = decided.effect.is_some() || rotation.start.is_some();
+    let write = ctx
+        .deferred
+        .decide(&stored, &decided.status, patch_follows, Instant::now());
+    let flush_after = match write {
+        Write::Later(after) => Some(after),
+        Write::Now | Write::Nothing => None,
+    };
+    if write == Write::Now {
         let api: Api<DistributedTopology> = Api::namespaced(
             ctx.hub.clone(),
             topo.metadata.namespace.as_deref().unwrap_or_default(),
@@ -199,8 +215,8 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         return Ok(Action::await_change());
     }
     Ok(deadlines::action(rotation::sooner(
-        decided.requeue_after,
-        rotation.requeue_after,
+        rotation::sooner(decided.requeue_after, rotation.requeue_after),
+        flush_after,
     )))
 }
 
