@@ -60,9 +60,12 @@ async fn kill_9_at_each_step_then_a_new_controller_finishes() {
     let ns = TestNamespace::create("ctl-crash").await;
     ns.grant_federator().await;
     let pair = Pair::create(lab, ns.name()).await;
-    // A slower shutdown checkpoint widens AwaitToken, so a kill lands inside it.
+    // A slower shutdown checkpoint and a slower promotion widen AwaitToken and AwaitPromotion
+    // past the 1 s a status change may be held back during an operation, so each reaches the
+    // hub on its own and a kill lands inside it.
     for (api, name) in [(&pair.api_a, pair.a.name), (&pair.api_b, pair.b.name)] {
         testkit::annotate(api, name, faults::SLOW_SHUTDOWN, Some("1500ms")).await;
+        testkit::annotate(api, name, faults::SLOW_PROMOTION, Some("1500ms")).await;
     }
     let members = [pair.a, pair.b];
     let hub = deploy(
@@ -99,6 +102,14 @@ async fn kill_9_at_each_step_then_a_new_controller_finishes() {
         let seen = reach(&hub, generation, kill_at).await;
         controller.kill().await;
         println!("switchover to {to}: kill -9 at {kill_at} (saw {seen:?})");
+        // A pair has no other member to tell: Bookkeeping and ClearToken are one reconcile.
+        if kill_at != StepKind::Bookkeeping {
+            assert_eq!(
+                seen,
+                Some(kill_at),
+                "the kill was meant to land while the hub records {kill_at}"
+            );
+        }
         controller = Controller::start_with(lab, ns.name(), &format!("-{}", i + 1), &LEASE);
         let prefix = format!("{generation}-");
         let (prefix, hub) = (&prefix, &hub);

@@ -31,6 +31,9 @@ pub const SKIP_DEMOTION: &str = "emulator.federator.dev/skip-demotion";
 /// A duration (`1500ms`, `5s`): a fenced primary keeps running this long before its fast
 /// shutdown and shutdown checkpoint start.
 pub const SLOW_SHUTDOWN: &str = "emulator.federator.dev/slow-shutdown-checkpoint";
+/// A duration: a promotion whose token checked out waits this long before `pg_ctl promote`
+/// (a busy instance manager), so the target stays in its promoting phase that long.
+pub const SLOW_PROMOTION: &str = "emulator.federator.dev/slow-promotion";
 
 /// When [`WIPE_DEMOTION_TOKEN`] empties the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +75,7 @@ pub struct Faults {
     pub hang_before_transition: bool,
     pub skip_demotion: bool,
     pub slow_shutdown: Option<Duration>,
+    pub slow_promotion: Option<Duration>,
 }
 
 impl Faults {
@@ -100,6 +104,7 @@ impl Faults {
             hang_before_transition: on(HANG_BEFORE_TRANSITION),
             skip_demotion: on(SKIP_DEMOTION),
             slow_shutdown: get(SLOW_SHUTDOWN).and_then(parse_duration),
+            slow_promotion: get(SLOW_PROMOTION).and_then(parse_duration),
         }
     }
 }
@@ -129,6 +134,7 @@ mod tests {
         let annotations = [
             (WIPE_DEMOTION_TOKEN, "immediately"),
             (CORRUPT_DEMOTION_TOKEN, "foreign-sysid"),
+            (SLOW_PROMOTION, "1500ms"),
         ];
         cluster.metadata.annotations = Some(
             annotations
@@ -138,6 +144,8 @@ mod tests {
         );
         let faults = Faults::of(&cluster);
         assert_eq!(faults.wipe_demotion_token, Some(Wipe::Immediately));
+        assert_eq!(faults.slow_promotion, Some(Duration::from_millis(1500)));
+        assert_eq!(faults.slow_shutdown, None);
         assert_eq!(
             faults.corrupt_demotion_token,
             Some(Corruption::ForeignSysid)

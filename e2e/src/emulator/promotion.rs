@@ -84,6 +84,10 @@ pub async fn step(pass: &mut Pass<'_>, standby: bool) -> Result<Option<Action>> 
         }
         TokenVerdict::Ready => {
             if standby {
+                if let Some(delay) = pass.faults.slow_promotion {
+                    tracing::info!(cluster = %pass.name, ?delay, "fault: slow promotion");
+                    tokio::time::sleep(delay).await;
+                }
                 tokio::fs::write(&marker, &token)
                     .await
                     .map_err(EmulatorError::io("writing", &marker))?;
