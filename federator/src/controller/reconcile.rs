@@ -24,6 +24,7 @@ use super::deferred::Write;
 use super::error::{Error, Result};
 use super::observe::observe_during;
 use super::rotation;
+use super::sent;
 use super::status_writer;
 use crate::members::{ClusterKey, MemberEvent};
 
@@ -87,11 +88,14 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
             action,
             cluster,
             MemberEvent::last_delivered(cluster),
+            Instant::now(),
         )
     {
-        // Accepted already; the member's watch event (on its way) wakes us with it applied.
+        // Accepted already; the member's watch event (on its way) wakes us with it applied, and
+        // if it never shows it, this reconcile comes back when the hold-back ends.
         tracing::debug!(topology = %key, step = %action.step, member = %action.member, "patch accepted, not yet seen by the member watch; not sent again");
         decided.effect = None;
+        decided.requeue_after = rotation::sooner(decided.requeue_after, Some(sent::SETTLE));
     }
 
     // Before the first change of a switchover: would every member accept its patch?
