@@ -70,14 +70,9 @@ pub struct ShapeReport {
     pub status_writes: Histogram,
 }
 
-pub fn median(mut v: Vec<Duration>) -> Option<Duration> {
-    v.sort_unstable();
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2),
-    }
+pub fn median(v: Vec<Duration>) -> Option<Duration> {
+    let secs: Vec<f64> = v.iter().map(Duration::as_secs_f64).collect();
+    bench_stats::median(&secs).map(Duration::from_secs_f64)
 }
 
 /// Nearest-rank p99 (the maximum below 100 samples).
