@@ -18,6 +18,7 @@ use std::time::Duration;
 use controller_support::{
     Controller, Load, deploy, federator_binary, pg, wait_condition, wide_timeouts,
 };
+use e2e::emulator::faults;
 use e2e::emulator::testkit::{self, DEADLINE, Member};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
@@ -135,6 +136,15 @@ async fn uri_secrets(lab: &SharedLab, ns: &str, secrets: &[(&str, String)]) {
             .await
             .expect("creating the Secret");
     }
+}
+
+/// `pg-a-app` and `pg-b-app`: the pair's URIs, as `apply_drill` names them.
+async fn pair_uri_secrets(lab: &SharedLab, ns: &str, pair: &testkit::Pair) {
+    let secrets = [
+        ("pg-a-app", dsn(lab, ns, pair.a)),
+        ("pg-b-app", dsn(lab, ns, pair.b)),
+    ];
+    uri_secrets(lab, ns, &secrets).await;
 }
 
 /// Creates the drill `name` of topology `pg` (connections from the Secrets `pg-a-app` and
@@ -412,7 +422,6 @@ async fn a_drill_to_an_unreachable_member_fails_at_preflight_and_changes_nothing
     // Applied as an object (no CLI): the controller runs it.
     let drills = apply_drill(lab, ns.name(), "to-b", json!({"to": b.name})).await;
     let status = wait_phase(&drills, "to-b", DrillPhase::Failed).await;
-    load.finish().await;
 
     let failure = status.failure.clone().expect("the failure");
     assert_eq!(
@@ -480,6 +489,7 @@ async fn a_drill_to_an_unreachable_member_fails_at_preflight_and_changes_nothing
         again.run_id, status.run_id,
         "the controller ran the drill twice"
     );
+    load.finish().await;
     pair.delete().await;
 }
 
@@ -500,15 +510,7 @@ async fn a_scheduled_drill_runs_once_at_its_time_on_the_controller_clock() {
     })
     .await;
     let (a, b) = (pair.a, pair.b);
-    uri_secrets(
-        lab,
-        ns.name(),
-        &[
-            ("pg-a-app", dsn(lab, ns.name(), a)),
-            ("pg-b-app", dsn(lab, ns.name(), b)),
-        ],
-    )
-    .await;
+    pair_uri_secrets(lab, ns.name(), &pair).await;
     let drills = apply_drill(
         lab,
         ns.name(),
@@ -569,5 +571,273 @@ async fn a_scheduled_drill_runs_once_at_its_time_on_the_controller_clock() {
         (status.run_id, Some(DrillPhase::Succeeded))
     );
     let _ = std::fs::remove_file(&clock);
+    pair.delete().await;
+}
+
+/// A short Lease, so that the next controller takes over within seconds.
+const LEASE: [&str; 2] = ["--lease-seconds", "3"];
+
+/// Slower shutdown checkpoint and promotion on both members: each switchover takes seconds, so
+/// a controller can be stopped while the drill waits for it.
+async fn slow_switchovers(pair: &testkit::Pair) {
+    for (api, name) in [(&pair.api_a, pair.a.name), (&pair.api_b, pair.b.name)] {
+        testkit::annotate(api, name, faults::SLOW_SHUTDOWN, Some("1500ms")).await;
+        testkit::annotate(api, name, faults::SLOW_PROMOTION, Some("1500ms")).await;
+    }
+}
+
+/// Waits until the drill's run is at `step` with switchover `leg` asked for and its generation
+/// recorded (the drill waits for the controller's operation); returns the drill.
+async fn wait_asked(
+    drills: &Api<DisasterRecoveryDrill>,
+    name: &str,
+    step: DrillStepName,
+    leg: usize,
+) -> DisasterRecoveryDrill {
+    wait_for(
+        &format!("drill {name} waiting at {step} for switchover {leg}"),
+        DEADLINE,
+        || async move {
+            let d = drills.get(name).await.ok()?;
+            let s = d.status.as_ref()?;
+            let at = s
+                .steps
+                .last()
+                .filter(|s| s.outcome == DrillPhase::Running)?;
+            let asked = s.switchovers.get(leg)?.generation.is_some();
+            (at.name == step && asked).then_some(d.clone())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The report is whole: every step succeeded in order, the canary found after each move, both
+/// moves with their operation and measurements, probe counts; Markdown and JSON say so.
+async fn assert_whole_report(
+    lab: &SharedLab,
+    ns: &str,
+    name: &str,
+    status: &topology::drill_api::DisasterRecoveryDrillStatus,
+    moves: &[(&str, &str)],
+) {
+    use DrillStepName::*;
+    let expected: &[DrillStepName] = if moves.len() == 2 {
+        &[
+            Preflight,
+            WriteCanary,
+            Switchover,
+            Verify,
+            SwitchBack,
+            VerifyReturn,
+        ]
+    } else {
+        &[Preflight, WriteCanary, Switchover, Verify]
+    };
+    let steps: Vec<(DrillStepName, DrillPhase)> =
+        status.steps.iter().map(|s| (s.name, s.outcome)).collect();
+    let want: Vec<(DrillStepName, DrillPhase)> = expected
+        .iter()
+        .map(|s| (*s, DrillPhase::Succeeded))
+        .collect();
+    assert_eq!(steps, want, "{status:#?}");
+    assert!(status.steps.iter().all(|s| s.finished_at.is_some()));
+    let canary = status.canary.clone().expect("canary");
+    assert_eq!(canary.found_on_new_primary, Some(true), "{canary:?}");
+    if moves.len() == 2 {
+        assert_eq!(canary.found_after_return, Some(true), "{canary:?}");
+    }
+    assert_eq!(status.switchovers.len(), moves.len(), "{status:#?}");
+    for (m, (from, to)) in status.switchovers.iter().zip(moves) {
+        assert_eq!((m.from.as_str(), m.to.as_str()), (*from, *to));
+        assert!(
+            m.operation_id
+                .as_deref()
+                .is_some_and(|id| id.ends_with(&format!("{from}-to-{to}"))),
+            "{m:?}"
+        );
+        assert!(
+            m.operation_millis.is_some() && m.unavailable_millis.is_some(),
+            "{m:?}"
+        );
+        assert_eq!((m.lost_writes, m.rpo_millis), (0, 0), "{m:?}");
+    }
+    let writes = status.writes.clone().expect("probe counts");
+    assert!(writes.acknowledged > 0, "{writes:?}");
+    assert_eq!(status.failure, None);
+
+    let (code, md) = federator(lab, &["drill", "report", name, "-n", ns]).await;
+    assert_eq!(code, 0);
+    assert!(
+        md.starts_with(&format!("# Drill `{ns}/{name}`: Succeeded\n")),
+        "{md}"
+    );
+    let rows = md
+        .lines()
+        .filter(|l| l.ends_with('|') && l.contains(" s | Succeeded |"))
+        .count();
+    assert_eq!(rows, expected.len(), "{md}");
+    assert!(md.contains(&format!("| `{}` | ", canary.value)), "{md}");
+    let (code, json) = federator(lab, &["drill", "report", name, "-n", ns, "-o", "json"]).await;
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("the JSON report");
+    let from_json: topology::drill_api::DisasterRecoveryDrillStatus =
+        serde_json::from_value(json["status"].clone()).expect("a drill status");
+    assert_eq!(&from_json, status, "the JSON report is the status");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_resumes_after_kill_9_of_its_controller_at_two_steps() {
+    let Setup {
+        lab,
+        ns,
+        pair,
+        topologies,
+        _controller: mut controller,
+        load,
+    } = Setup::pair_with("drill-kill", |_| LEASE.map(String::from).to_vec()).await;
+    let (a, b) = (pair.a, pair.b);
+    slow_switchovers(&pair).await;
+    pair_uri_secrets(lab, ns.name(), &pair).await;
+    let drills = apply_drill(
+        lab,
+        ns.name(),
+        "crash",
+        json!({"to": b.name, "return": true, "timeout": "3m"}),
+    )
+    .await;
+
+    let mut resumed_at = Vec::new();
+    for (i, (step, leg)) in [
+        (DrillStepName::Switchover, 0),
+        (DrillStepName::SwitchBack, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let before = wait_asked(&drills, "crash", step, leg).await;
+        controller.kill().await;
+        println!("kill -9 of the controller while the drill waits at {step}");
+        let runner = before.status.and_then(|s| s.runner).unwrap_or_default();
+        controller = Controller::start_with(lab, ns.name(), &format!("-{}", i + 1), &LEASE);
+        // The next controller takes the run over where the status says it is.
+        let resumed = wait_for(&format!("the run resumed at {step}"), DEADLINE, || async {
+            let s = drills.get("crash").await.ok()?.status?;
+            (s.resumes.len() > i).then_some(s)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let resume = &resumed.resumes[i];
+        assert_eq!(resume.step, step, "{resumed:#?}");
+        assert_ne!(resume.runner, runner, "{resumed:#?}");
+        resumed_at.push(resume.step);
+    }
+    let status = wait_phase(&drills, "crash", DrillPhase::Succeeded).await;
+    load.finish().await;
+
+    assert_eq!(status.resumes.len(), 2, "{status:#?}");
+    assert_eq!(
+        resumed_at,
+        [DrillStepName::Switchover, DrillStepName::SwitchBack]
+    );
+    assert_eq!(
+        status.runner.as_deref(),
+        Some(status.resumes[1].runner.as_str())
+    );
+    assert_whole_report(
+        lab,
+        ns.name(),
+        "crash",
+        &status,
+        &[(a.name, b.name), (b.name, a.name)],
+    )
+    .await;
+    // Both legs were taken over while waiting for the operation: measured from the takeover.
+    assert!(
+        status.switchovers.iter().all(|m| m.measured_from.is_some()),
+        "{status:#?}"
+    );
+    // One run: the same run id throughout, one canary row, and the topology back on pg-a.
+    let on_a = pg(lab, ns.name(), a, Duration::from_secs(3))
+        .await
+        .expect("pg-a");
+    let canaries: i64 = on_a
+        .query_one(
+            "SELECT count(*) FROM federator_drill WHERE kind = 'canary' AND run_id = $1",
+            &[&status.run_id],
+        )
+        .await
+        .expect("canary query")
+        .get(0);
+    assert_eq!(canaries, 1);
+    let topo = wait_condition(&topologies, kind::READY).await;
+    assert_eq!(topo.spec.primary, a.name);
+    assert_eq!(writable(lab, ns.name(), a).await, Some(true));
+    assert_eq!(writable(lab, ns.name(), b).await, Some(false));
+    drop(controller);
+    pair.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_records_where_a_drill_stopped_and_the_next_leader_resumes_it() {
+    let Setup {
+        lab,
+        ns,
+        pair,
+        topologies,
+        _controller: mut controller,
+        load,
+    } = Setup::pair_with("drill-term", |_| LEASE.map(String::from).to_vec()).await;
+    let (a, b) = (pair.a, pair.b);
+    slow_switchovers(&pair).await;
+    pair_uri_secrets(lab, ns.name(), &pair).await;
+    let drills = apply_drill(
+        lab,
+        ns.name(),
+        "term",
+        json!({"to": b.name, "timeout": "3m"}),
+    )
+    .await;
+    wait_asked(&drills, "term", DrillStepName::Switchover, 0).await;
+    let exit = controller.terminate().await;
+    assert!(
+        exit.success(),
+        "the controller's graceful shutdown: {exit:?}"
+    );
+
+    // Where it stopped, on the drill: still Running, the condition naming the step.
+    let stopped = drills.get("term").await.expect("drill");
+    let status = stopped.status.clone().expect("status");
+    assert_eq!(status.phase, Some(DrillPhase::Running), "{status:#?}");
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .expect("condition");
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("Unknown", "ControllerStopped"),
+        "{condition:?}"
+    );
+    assert!(condition.message.contains("at Switchover"), "{condition:?}");
+    assert!(
+        status.writes.as_ref().is_some_and(|w| w.acknowledged > 0),
+        "the stopped probe's counts are kept: {status:#?}"
+    );
+
+    controller = Controller::start_with(lab, ns.name(), "-next", &LEASE);
+    let status = wait_phase(&drills, "term", DrillPhase::Succeeded).await;
+    load.finish().await;
+    assert_eq!(
+        status.resumes.iter().map(|r| r.step).collect::<Vec<_>>(),
+        [DrillStepName::Switchover],
+        "{status:#?}"
+    );
+    assert_whole_report(lab, ns.name(), "term", &status, &[(a.name, b.name)]).await;
+    let topo = wait_condition(&topologies, kind::READY).await;
+    assert_eq!(topo.spec.primary, b.name);
+    assert_eq!(writable(lab, ns.name(), b).await, Some(true));
+    assert_eq!(writable(lab, ns.name(), a).await, Some(false));
+    drop(controller);
     pair.delete().await;
 }

@@ -17,6 +17,8 @@ pub const FIELD_MANAGER: &str = "federator-drill";
 pub const RUN_BY_ANNOTATION: &str = "federator.dev/drill-run-by";
 /// Secret key read when a connection names no key (CNPG's `<cluster>-app` Secret has it).
 pub const DEFAULT_URI_KEY: &str = "uri";
+/// Secret key read when a CA reference names no key (CNPG's `<cluster>-ca` Secret has it).
+pub const DEFAULT_CA_KEY: &str = "ca.crt";
 /// Name of the table a drill writes its canary and probe rows to.
 pub const TABLE: &str = "federator_drill";
 
@@ -91,8 +93,15 @@ pub struct MemberConnection {
     /// A Secret in the drill's namespace on the hub holding a libpq URI
     /// (`postgresql://user:password@host:5432/dbname`), e.g. a copy of CNPG's `<cluster>-app`
     /// Secret. The user needs CREATE on the database's public schema (for the `federator_drill`
-    /// table) or the table created beforehand.
+    /// table) or the table created beforehand. With `sslmode=require`, `verify-ca` or
+    /// `verify-full` in the URI the drill connects with TLS.
     pub secret_ref: SecretKeyRef,
+    /// A Secret in the drill's namespace on the hub holding the PEM CA certificate(s) that
+    /// signed the server's certificate (key defaults to `ca.crt`, the key of CNPG's
+    /// `<cluster>-ca` Secret). Needed by `sslmode=verify-ca` and `verify-full`; with `require`
+    /// it makes the drill check the chain too (libpq's behaviour with a root certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
 }
 
 /// A key of a Secret in the drill's namespace.
@@ -102,7 +111,7 @@ pub struct SecretKeyRef {
     /// Name of the Secret.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// Key holding the URI (default `uri`, the key of CNPG's `-app` Secret).
+    /// Key to read (default `uri` for a connection's URI, `ca.crt` for a CA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
@@ -145,6 +154,10 @@ pub struct DisasterRecoveryDrillStatus {
     /// long writes were refused, and how many acknowledged writes the new primary lacks (RPO).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub switchovers: Vec<SwitchoverMeasurement>,
+    /// Each time another controller process took the run over (the one running it stopped or
+    /// crashed): when, who, and at which step. The run goes on from the step its status records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumes: Vec<DrillResume>,
     /// Counts of the probe writer over the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writes: Option<WriteCounts>,
@@ -161,6 +174,18 @@ pub struct DisasterRecoveryDrillStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A run taken over by another controller process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillResume {
+    /// When the run was taken over.
+    pub at: MicroTime,
+    /// The runner that took it over (`controller/<identity>`).
+    pub runner: String,
+    /// The step the run was at.
+    pub step: DrillStepName,
 }
 
 /// Phase of the last run.
@@ -246,6 +271,18 @@ pub struct Canary {
 pub struct SwitchoverMeasurement {
     pub from: String,
     pub to: String,
+    /// When the drill asked for this switchover (recorded before it set `spec.primary`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<MicroTime>,
+    /// The topology's `metadata.generation` once `spec.primary` was set: the operation of this
+    /// switchover is the one whose id starts with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// Set when the probe writer was restarted after the switchover was asked for (the run was
+    /// taken over by another controller): unavailability and RPO cover only the writes from
+    /// this instant on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_from: Option<MicroTime>,
     /// `status.history[].id` of the topology's operation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation_id: Option<String>,
@@ -297,4 +334,9 @@ pub mod condition {
     pub const SUCCEEDED: &str = "Succeeded";
     pub const REASON_RUNNING: &str = "Running";
     pub const REASON_SUCCEEDED: &str = "DrillSucceeded";
+    /// Unknown: the controller running the drill stopped (SIGTERM) at the step the message names;
+    /// the next leader resumes it.
+    pub const REASON_STOPPED: &str = "ControllerStopped";
+    /// Unknown: a controller took the run over and goes on from the step the message names.
+    pub const REASON_RESUMED: &str = "Resumed";
 }

@@ -96,6 +96,18 @@ impl Controller {
         self.child.start_kill().expect("killing the controller");
         let _ = self.child.wait().await;
     }
+
+    /// SIGTERM, as Kubernetes stops a pod (the graceful shutdown); waits until it exited.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self
+            .child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32));
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        self.child.wait().await.expect("waiting for the controller")
+    }
 }
 
 impl Drop for Controller {

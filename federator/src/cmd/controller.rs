@@ -137,14 +137,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     });
 
     let clock = clock(args.unsafe_test_clock.clone());
-    // Drills run beside the reconciler, only while leading; they end with the process.
-    tokio::spawn(federator::drill::scheduler::run(
+    // One shutdown for both controllers: on SIGTERM a running drill records where it stopped.
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
+    let drills = tokio::spawn(federator::drill::controller::run(
         hub.clone(),
         args.namespace.clone(),
         leader.clone(),
         identity.clone(),
         clock.clone(),
-        futures::future::pending::<()>(),
+        shutdown.clone(),
     ));
 
     let ctx = Arc::new(Context {
@@ -160,13 +161,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         sent: controller::SentPatches::default(),
     });
     tracing::info!(%identity, "federator controller running");
-    controller::run(
-        ctx,
-        args.namespace.as_deref(),
-        member_changes,
-        shutdown_signal(),
-    )
-    .await;
+    controller::run(ctx, args.namespace.as_deref(), member_changes, shutdown).await;
+    let _ = drills.await;
     tracing::info!("federator controller stopped");
     Ok(())
 }

@@ -17,9 +17,8 @@ use topology::drill_api::{
     DisasterRecoveryDrill, DisasterRecoveryDrillSpec, DrillPhase, FIELD_MANAGER, RUN_BY_ANNOTATION,
 };
 
-use federator::drill::hub::Hub;
-use federator::drill::postgres::Dsns;
-use federator::drill::{RunOptions, report, run as run_drill};
+use federator::drill::postgres::{Dsns, Target};
+use federator::drill::{Executor, Next, report};
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -38,6 +37,9 @@ enum Command {
         name: String,
         #[arg(short, long, default_value = "default")]
         namespace: String,
+        /// `markdown`, or `json` (the drill's status, the same report for machines).
+        #[arg(short, long, default_value = "markdown", value_parser = ["markdown", "json"])]
+        output: String,
     },
 }
 
@@ -87,9 +89,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .try_init();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match args.command {
-        Some(Command::Report { name, namespace }) => {
-            runtime.block_on(print_report(&name, &namespace))
-        }
+        Some(Command::Report {
+            name,
+            namespace,
+            output,
+        }) => runtime.block_on(print_report(&name, &namespace, &output)),
         None => runtime.block_on(drill(args.run)),
     }
 }
@@ -100,13 +104,22 @@ async fn hub_client() -> anyhow::Result<kube::Client> {
         .context("connecting to the hub (KUBECONFIG)")
 }
 
-async fn print_report(name: &str, namespace: &str) -> anyhow::Result<ExitCode> {
+async fn print_report(name: &str, namespace: &str, output: &str) -> anyhow::Result<ExitCode> {
     let api: Api<DisasterRecoveryDrill> = Api::namespaced(hub_client().await?, namespace);
     let drill = api
         .get(name)
         .await
         .with_context(|| format!("reading DisasterRecoveryDrill {namespace}/{name}"))?;
-    print!("{}", report::markdown(&drill));
+    if output == "json" {
+        let json = json!({
+            "drill": format!("{namespace}/{name}"),
+            "spec": drill.spec,
+            "status": drill.status,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{}", report::markdown(&drill));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -140,7 +153,6 @@ async fn drill(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let runner = format!("cli/{}-{}", host.trim(), std::process::id());
-    let hub = Hub::new(client, &args.namespace, runner.clone());
     println!(
         "drill {}/{name}: primary of {topology} to {}{}",
         args.namespace,
@@ -151,17 +163,36 @@ async fn drill(args: RunArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    let options = RunOptions {
-        runner,
-        dsns: args.dsns.into_iter().collect::<Dsns>(),
-        echo: true,
-        scheduled_for: None,
-    };
-    let status = run_drill(&hub, &drill, options).await;
-    let mut done = drill.clone();
-    done.status = Some(status.clone());
+    let mut executor = Executor::new(client, runner);
+    executor.overrides = args
+        .dsns
+        .into_iter()
+        .map(|(member, uri)| (member, Target::from(uri)))
+        .collect::<Dsns>();
+    executor.echo = true;
+    // The same state machine as the controller's, driven here; waits poll this one drill and
+    // its topology.
+    let mut drill = executor.start(&drill, None).await?;
+    loop {
+        let (written, next) = executor.advance(drill).await?;
+        drill = written;
+        match next {
+            Next::Continue => {}
+            Next::Wait(until) => {
+                let now = k8s_openapi::jiff::Timestamp::now();
+                let wait = if until > now {
+                    until.duration_since(now).unsigned_abs()
+                } else {
+                    std::time::Duration::ZERO
+                };
+                tokio::time::sleep(wait.min(std::time::Duration::from_millis(200))).await;
+            }
+            Next::Done => break,
+        }
+    }
+    let status = drill.status.clone().unwrap_or_default();
     println!();
-    print!("{}", report::markdown(&done));
+    print!("{}", report::markdown(&drill));
     Ok(if status.phase == Some(DrillPhase::Succeeded) {
         ExitCode::SUCCESS
     } else {

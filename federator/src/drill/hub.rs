@@ -2,10 +2,8 @@
 //! the topology), the topology's status (how the switchover went), the drill's status (the
 //! report), the Secrets with the members' URIs, and Events.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use serde_json::json;
@@ -14,10 +12,11 @@ use topology::StepKind;
 use topology::api::{Operation, Outcome};
 use topology::conditions::kind;
 use topology::drill_api::{
-    DEFAULT_URI_KEY, DisasterRecoveryDrill, DisasterRecoveryDrillStatus, FIELD_MANAGER,
+    DEFAULT_CA_KEY, DEFAULT_URI_KEY, DisasterRecoveryDrill, DisasterRecoveryDrillStatus,
+    FIELD_MANAGER, SecretKeyRef,
 };
 
-use super::postgres::Dsns;
+use super::postgres::{Dsns, Target};
 
 /// Why a hub request failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,13 +28,31 @@ pub enum HubError {
         source: kube::Error,
     },
     #[error(
-        "Secret {secret} has no key {key:?} (spec.connection of member {member}); put the member's libpq URI there"
+        "Secret {secret} has no key {key:?} (spec.connection of member {member}); put the member's {what} there"
     )]
     MissingKey {
         secret: String,
         key: String,
         member: String,
+        what: &'static str,
     },
+    /// Someone else wrote the drill since it was read (another controller took the run over,
+    /// or a stale copy): nothing was written.
+    #[error("drill {0} changed since it was read; reading it again")]
+    Conflict(String),
+}
+
+impl HubError {
+    /// The Kubernetes API's HTTP status, if the hub answered one.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            HubError::Kube {
+                source: kube::Error::Api(e),
+                ..
+            } => Some(e.code),
+            _ => None,
+        }
+    }
 }
 
 fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> HubError {
@@ -80,6 +97,22 @@ impl Hub {
             .map_err(kube_err(format!("reading DistributedTopology {name}")))
     }
 
+    /// The topology, `None` when it does not exist.
+    pub async fn topology_opt(&self, name: &str) -> Result<Option<DistributedTopology>, HubError> {
+        self.topologies
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("reading DistributedTopology {name}")))
+    }
+
+    /// The drill as the hub has it now, `None` when it was deleted.
+    pub async fn drill(&self, name: &str) -> Result<Option<DisasterRecoveryDrill>, HubError> {
+        self.drills
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("reading DisasterRecoveryDrill {name}")))
+    }
+
     /// Asks for a planned switchover; returns the topology's new generation.
     pub async fn set_primary(&self, name: &str, to: &str) -> Result<i64, HubError> {
         let patched = self
@@ -94,49 +127,90 @@ impl Hub {
         Ok(patched.metadata.generation.unwrap_or_default())
     }
 
-    /// Replaces the drill's status with `status` (the runner owns the whole report).
+    /// Replaces the drill's status with `status`, on the condition that the drill is still at
+    /// the `resourceVersion` it was read at (an update of the status subresource carrying it):
+    /// a process working from a stale copy, or one whose run another controller took over,
+    /// writes nothing and gets [`HubError::Conflict`]. Returns the drill as written.
     pub async fn save(
         &self,
-        name: &str,
+        drill: &DisasterRecoveryDrill,
         status: &DisasterRecoveryDrillStatus,
-    ) -> Result<(), HubError> {
-        self.drills
-            .patch_status(name, &params(), &Patch::Merge(json!({ "status": status })))
-            .await
-            .map_err(kube_err(format!("writing the status of drill {name}")))?;
-        Ok(())
+    ) -> Result<DisasterRecoveryDrill, HubError> {
+        let name = drill.metadata.name.clone().unwrap_or_default();
+        let mut next = drill.clone();
+        next.status = Some(status.clone());
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        match self.drills.replace_status(&name, &params, &next).await {
+            Ok(written) => Ok(written),
+            Err(kube::Error::Api(e)) if e.code == 409 => Err(HubError::Conflict(name)),
+            Err(e) => Err(kube_err(format!("writing the status of drill {name}"))(e)),
+        }
     }
 
-    /// The members' URIs from the Secrets named in `spec.connection`.
+    /// The value under `key` of the Secret `secret_ref` names (read with one GET of that
+    /// Secret: a drill reads no other Secret).
+    async fn secret_value(
+        &self,
+        secret_ref: &SecretKeyRef,
+        default_key: &str,
+        member: &str,
+        what: &'static str,
+    ) -> Result<Vec<u8>, HubError> {
+        let secret = self
+            .secrets
+            .get(&secret_ref.name)
+            .await
+            .map_err(kube_err(format!(
+                "reading Secret {} (spec.connection of member {member})",
+                secret_ref.name
+            )))?;
+        let key = secret_ref.key.as_deref().unwrap_or(default_key);
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| v.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key).map(|v| v.clone().into_bytes()))
+            })
+            .ok_or_else(|| HubError::MissingKey {
+                secret: secret_ref.name.clone(),
+                key: key.to_owned(),
+                member: member.to_owned(),
+                what,
+            })
+    }
+
+    /// The members' URIs (and CAs) from the Secrets named in `spec.connection`.
     pub async fn dsns(&self, drill: &DisasterRecoveryDrill) -> Result<Dsns, HubError> {
         let mut dsns = Dsns::new();
         for c in &drill.spec.connection {
-            let secret = self
-                .secrets
-                .get(&c.secret_ref.name)
-                .await
-                .map_err(kube_err(format!(
-                    "reading Secret {} (spec.connection of member {})",
-                    c.secret_ref.name, c.member
-                )))?;
-            let key = c.secret_ref.key.as_deref().unwrap_or(DEFAULT_URI_KEY);
-            let value = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .and_then(|v| String::from_utf8(v.0.clone()).ok())
-                .or_else(|| {
-                    secret
-                        .string_data
-                        .as_ref()
-                        .and_then(|d| d.get(key).cloned())
-                })
-                .ok_or_else(|| HubError::MissingKey {
-                    secret: c.secret_ref.name.clone(),
-                    key: key.to_owned(),
-                    member: c.member.clone(),
-                })?;
-            dsns.insert(c.member.clone(), value.trim().to_owned());
+            let uri = self
+                .secret_value(&c.secret_ref, DEFAULT_URI_KEY, &c.member, "libpq URI")
+                .await?;
+            let ca = match &c.ca_secret_ref {
+                Some(r) => Some((
+                    format!(
+                        "Secret {} key {}",
+                        r.name,
+                        r.key.as_deref().unwrap_or(DEFAULT_CA_KEY)
+                    ),
+                    self.secret_value(r, DEFAULT_CA_KEY, &c.member, "PEM CA certificate")
+                        .await?,
+                )),
+                None => None,
+            };
+            let target = Target {
+                uri: String::from_utf8_lossy(&uri).trim().to_owned(),
+                ca,
+            };
+            dsns.insert(c.member.clone(), target);
         }
         Ok(dsns)
     }
@@ -211,30 +285,6 @@ pub fn progress(topology: &DistributedTopology, generation: i64, from: &str, to:
     }
 }
 
-/// Polls the topology until the switchover of `generation` ends or holds, or `deadline` passes
-/// (then the last progress seen is returned).
-pub async fn await_switchover(
-    hub: &Hub,
-    name: &str,
-    generation: i64,
-    from: &str,
-    to: &str,
-    deadline: Duration,
-) -> Result<(Progress, bool), HubError> {
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        let topo = hub.topology(name).await?;
-        let now = progress(&topo, generation, from, to);
-        if matches!(now, Progress::Ended(_) | Progress::Held { .. }) {
-            return Ok((now, false));
-        }
-        if tokio::time::Instant::now() >= until {
-            return Ok((now, true));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Pure: `Ok` when the topology is Ready for the current generation with `primary` as observed
 /// primary and no operation; otherwise what is not (for the failure message).
 pub fn ready_with(topology: &DistributedTopology, primary: &str) -> Result<(), String> {
@@ -258,23 +308,6 @@ pub fn ready_with(topology: &DistributedTopology, primary: &str) -> Result<(), S
             .map(|c| format!("Ready={} {}: {}", c.status, c.reason, c.message))
             .unwrap_or_else(|| "no Ready condition yet".into())
     ))
-}
-
-/// Polls until [`ready_with`] holds or `deadline` passes (then the last reason).
-pub async fn await_ready(
-    hub: &Hub,
-    name: &str,
-    primary: &str,
-    deadline: Duration,
-) -> Result<Result<(), String>, HubError> {
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        let now = ready_with(&hub.topology(name).await?, primary);
-        if now.is_ok() || tokio::time::Instant::now() >= until {
-            return Ok(now);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// True when an ended operation reached its target.

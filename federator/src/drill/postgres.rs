@@ -1,6 +1,7 @@
 //! The drill's SQL: the `federator_drill` table, the canary row, the probe writer, and the checks
-//! on the new primary. Connections are plain (`NoTls`): a URI that requires TLS fails with
-//! tokio-postgres' own error.
+//! on the new primary. Connections use TLS as the URI's `sslmode` asks (`tls.rs`). Every write
+//! is idempotent (`ON CONFLICT DO NOTHING`), so a step redone by a controller that took the run
+//! over writes nothing twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -8,10 +9,11 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use topology::drill_api::TABLE;
 
 use super::measure::Attempt;
+use super::tls::{self, RustlsConnect, SslMode};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -23,6 +25,12 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 pub enum SqlError {
     #[error("cannot connect to {member}'s PostgreSQL: {reason}")]
     Connect { member: String, reason: String },
+    #[error("{member}'s connection: {source}")]
+    Tls {
+        member: String,
+        #[source]
+        source: tls::TlsError,
+    },
     #[error("{member}: {what}: {reason}")]
     Query {
         member: String,
@@ -31,17 +39,66 @@ pub enum SqlError {
     },
 }
 
-/// Member name → libpq URI.
-pub type Dsns = BTreeMap<String, String>;
+/// How to reach one member's PostgreSQL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    /// libpq URI (may hold a password: never put it in a message).
+    pub uri: String,
+    /// PEM CA certificate(s) for `sslmode=verify-*`, and where they came from.
+    pub ca: Option<(String, Vec<u8>)>,
+}
 
-pub async fn connect(member: &str, uri: &str) -> Result<Client, SqlError> {
+impl From<String> for Target {
+    fn from(uri: String) -> Self {
+        Target { uri, ca: None }
+    }
+}
+
+/// Member name → how to reach its PostgreSQL.
+pub type Dsns = BTreeMap<String, Target>;
+
+pub async fn connect(member: &str, target: &Target) -> Result<Client, SqlError> {
     let failed = |reason: String| SqlError::Connect {
         member: member.to_owned(),
         reason,
     };
-    let (client, conn) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_postgres::connect(uri, NoTls))
+    let tls_failed = |source| SqlError::Tls {
+        member: member.to_owned(),
+        source,
+    };
+    let parsed = tls::parse(&target.uri).map_err(tls_failed)?;
+    let from_file = match &parsed.root_cert {
+        Some(path) if target.ca.is_none() => Some((
+            format!("sslrootcert={path}"),
+            std::fs::read(path).map_err(|e| {
+                tls_failed(tls::TlsError::RootCertFile {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })
+            })?,
+        )),
+        _ => None,
+    };
+    let ca = target
+        .ca
+        .as_ref()
+        .or(from_file.as_ref())
+        .map(|(what, pem)| (what.as_str(), pem.as_slice()));
+    let timed_out = || failed(format!("no answer within {CONNECT_TIMEOUT:?}"));
+    if parsed.mode == SslMode::Disable {
+        let connecting = tokio_postgres::connect(&parsed.uri, tokio_postgres::NoTls);
+        let (client, conn) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| failed(chain(&e)))?;
+        tokio::spawn(conn);
+        return Ok(client);
+    }
+    let config = tls::client_config(parsed.mode, ca).map_err(tls_failed)?;
+    let connecting = tokio_postgres::connect(&parsed.uri, RustlsConnect(config));
+    let (client, conn) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
-        .map_err(|_| failed(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|_| timed_out())?
         .map_err(|e| failed(chain(&e)))?;
     tokio::spawn(conn);
     Ok(client)
@@ -109,7 +166,9 @@ pub async fn insert(
     seq: i64,
     value: &str,
 ) -> Result<(), SqlError> {
-    let sql = format!("INSERT INTO {TABLE} (run_id, kind, seq, value) VALUES ($1, $2, $3, $4)");
+    let sql = format!(
+        "INSERT INTO {TABLE} (run_id, kind, seq, value) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+    );
     query(
         member,
         "inserting a row",
@@ -160,14 +219,26 @@ pub struct Probe {
     log: Arc<Mutex<Vec<Attempt>>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// When this probe writer started.
+    pub started_at: Timestamp,
 }
 
 impl Probe {
+    /// Sequence numbers start at the start time in microseconds: a probe started again for the
+    /// same run (another controller took it over) never reuses one (at 100 rows a second it
+    /// stays far below the next start's).
     pub fn start(dsns: Dsns, run_id: String) -> Self {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(probe(dsns, run_id, log.clone(), stopped));
-        Probe { log, stop, task }
+        let started_at = Timestamp::now();
+        let first = started_at.as_microsecond();
+        let task = tokio::spawn(probe(dsns, run_id, first, log.clone(), stopped));
+        Probe {
+            log,
+            stop,
+            task,
+            started_at,
+        }
     }
 
     /// A copy of the attempts so far.
@@ -185,6 +256,7 @@ impl Probe {
 async fn probe(
     dsns: Dsns,
     run_id: String,
+    first_seq: i64,
     log: Arc<Mutex<Vec<Attempt>>>,
     stopped: watch::Receiver<bool>,
 ) {
@@ -194,7 +266,7 @@ async fn probe(
         }
     };
     let mut current: Option<(String, Client)> = None;
-    let mut seq: i64 = 0;
+    let mut seq: i64 = first_seq;
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !*stopped.borrow() {
@@ -228,8 +300,8 @@ async fn probe(
 
 /// The first member that answers and is not in recovery.
 async fn writable(dsns: &Dsns) -> Option<(String, Client)> {
-    for (member, uri) in dsns {
-        let Ok(client) = tokio::time::timeout(Duration::from_millis(500), connect(member, uri))
+    for (member, target) in dsns {
+        let Ok(client) = tokio::time::timeout(Duration::from_millis(500), connect(member, target))
             .await
             .unwrap_or_else(|_| {
                 Err(SqlError::Connect {

@@ -82,6 +82,15 @@ pub fn markdown(drill: &DisasterRecoveryDrill) -> String {
     if let Some(at) = &status.next_schedule_time {
         let _ = writeln!(out, "| Next run | {} |", at.0);
     }
+    for r in &status.resumes {
+        let _ = writeln!(
+            out,
+            "| Resumed | at {} by {} ({}) |",
+            r.step,
+            r.runner,
+            clock(&r.at)
+        );
+    }
 
     out.push_str("\n## Steps\n\n| # | Step | Started (UTC) | Duration | Result | Details |\n|---|---|---|---|---|---|\n");
     for (i, s) in status.steps.iter().enumerate() {
@@ -141,6 +150,17 @@ pub fn markdown(drill: &DisasterRecoveryDrill) -> String {
                 m.lost_writes,
                 format_args!("{} ms", m.rpo_millis)
             );
+        }
+        for m in &status.switchovers {
+            if let Some(from) = &m.measured_from {
+                let _ = writeln!(
+                    out,
+                    "\n{} → {}: the run was taken over during this switchover; its writes are measured from {} on.",
+                    m.from,
+                    m.to,
+                    clock(from)
+                );
+            }
         }
         out.push_str("\nWrites unavailable: from the probe's first refused write after `spec.primary` was set to its next acknowledged write (probe every 10 ms). RPO: acknowledged probe writes the new primary lacks, as the time between the newest kept and the newest lost one.\n");
     }
@@ -227,6 +247,26 @@ mod tests {
         );
         assert!(
             md.contains("| 1 | Preflight | 09:00:00.000 | 3.000 s | Failed |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_run_taken_over_says_where_and_what_it_measured() {
+        let d = drill(serde_json::json!({
+            "phase": "Succeeded",
+            "from": "pg-a",
+            "resumes": [{"at": "2026-11-23T09:00:03.000000Z", "runner": "controller/b-2", "step": "Switchover"}],
+            "switchovers": [{"from": "pg-a", "to": "pg-b", "measuredFrom": "2026-11-23T09:00:03.500000Z",
+                "unavailableMillis": 200, "acknowledgedWrites": 5, "lostWrites": 0, "rpoMillis": 0}]
+        }));
+        let md = markdown(&d);
+        assert!(
+            md.contains("| Resumed | at Switchover by controller/b-2 (09:00:03.000) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("pg-a → pg-b: the run was taken over during this switchover; its writes are measured from 09:00:03.500 on."),
             "{md}"
         );
     }
