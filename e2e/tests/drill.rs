@@ -37,9 +37,14 @@ fn dsn(lab: &SharedLab, ns: &str, m: Member<'_>) -> String {
 
 /// Runs the `federator` CLI against the hub; returns (exit code, stdout).
 async fn federator(lab: &SharedLab, args: &[&str]) -> (i32, String) {
+    federator_as(&lab.layout.kubeconfig("hub"), args).await
+}
+
+/// Runs the `federator` CLI with the hub credential of `kubeconfig`.
+async fn federator_as(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String) {
     let out = tokio::process::Command::new(federator_binary())
         .args(args)
-        .env("KUBECONFIG", lab.layout.kubeconfig("hub"))
+        .env("KUBECONFIG", kubeconfig)
         .output()
         .await
         .expect("running federator");
@@ -839,5 +844,324 @@ async fn sigterm_records_where_a_drill_stopped_and_the_next_leader_resumes_it() 
     assert_eq!(writable(lab, ns.name(), b).await, Some(true));
     assert_eq!(writable(lab, ns.name(), a).await, Some(false));
     drop(controller);
+    pair.delete().await;
+}
+
+/// Both members' PostgreSQL serve TLS with one certificate from the lab CA for `127.0.0.1`
+/// only (so `localhost` does not match it). Set with ALTER SYSTEM and a reload; plain
+/// connections keep working (the lab's pg_hba has `host` lines).
+async fn serve_tls(lab: &SharedLab, ns: &str, pair: &testkit::Pair) {
+    let dir = lab.layout.root().join(format!("tls-{ns}"));
+    std::fs::create_dir_all(&dir).expect("the certificate directory");
+    let (cert, key) = e2e::lab::pki::issue_serving_cert(lab.layout.root(), &["127.0.0.1"])
+        .expect("a serving certificate");
+    let (cert_file, key_file) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&cert_file, cert).expect("writing the certificate");
+    std::fs::write(&key_file, key).expect("writing the key");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    for path in [&dir, &cert_file, &key_file] {
+        e2e::emulator::postgres::run::hand_over(path).expect("handing over to postgres");
+    }
+    for m in [pair.a, pair.b] {
+        let c = pg(lab, ns, m, Duration::from_secs(3))
+            .await
+            .expect("the member's PostgreSQL");
+        for sql in [
+            format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert_file.display()),
+            format!("ALTER SYSTEM SET ssl_key_file = '{}'", key_file.display()),
+            "ALTER SYSTEM SET ssl = on".to_owned(),
+            "SELECT pg_reload_conf()".to_owned(),
+        ] {
+            c.batch_execute(&sql).await.expect("configuring TLS");
+        }
+        wait_for("PostgreSQL serving TLS", DEADLINE, || async {
+            let row = c.query_one("SHOW ssl", &[]).await.ok()?;
+            (row.get::<_, String>(0) == "on").then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// A ServiceAccount on the hub allowed what `federator drill` needs and, of Secrets, only
+/// `get` on `secrets`; returns a kubeconfig file with its token.
+async fn drill_runner_kubeconfig(
+    lab: &SharedLab,
+    ns: &str,
+    secrets: &[&str],
+) -> std::path::PathBuf {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let client = lab.admin("hub").await;
+    let pp = PostParams::default();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "drill-runner"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(&pp, &sa)
+        .await
+        .expect("the ServiceAccount");
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "drill-runner"},
+        "rules": [
+            {"apiGroups": ["federator.dev"], "resources": ["disasterrecoverydrills"],
+             "verbs": ["get", "create", "patch"]},
+            {"apiGroups": ["federator.dev"], "resources": ["disasterrecoverydrills/status"],
+             "verbs": ["get", "update"]},
+            {"apiGroups": ["federator.dev"], "resources": ["distributedtopologies"],
+             "verbs": ["get", "patch"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+             "resourceNames": secrets},
+        ],
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(&pp, &role)
+        .await
+        .expect("the Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "drill-runner"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "drill-runner"},
+        "subjects": [{"kind": "ServiceAccount", "name": "drill-runner", "namespace": ns}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&pp, &binding)
+        .await
+        .expect("the RoleBinding");
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
+            .unwrap();
+    let token = Api::<ServiceAccount>::namespaced(client, ns)
+        .create_token_request("drill-runner", &pp, &request)
+        .await
+        .expect("a token")
+        .status
+        .expect("token status")
+        .token;
+    let mut config =
+        kube::config::Kubeconfig::read_from(lab.layout.kubeconfig("hub")).expect("kubeconfig");
+    for auth in &mut config.auth_infos {
+        auth.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        });
+    }
+    let path = lab
+        .layout
+        .root()
+        .join(format!("drill-runner-{ns}.kubeconfig"));
+    // JSON is YAML: kube reads it as a kubeconfig.
+    let text = serde_json::to_string(&config).expect("kubeconfig JSON");
+    std::fs::write(&path, text).expect("writing the kubeconfig");
+    path
+}
+
+/// One Secret holding `ca.crt`.
+async fn ca_secret(lab: &SharedLab, ns: &str, name: &str, pem: &str) {
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"ca.crt": pem}}))
+            .unwrap();
+    Api::<Secret>::namespaced(lab.admin("hub").await, ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the CA Secret");
+}
+
+/// A drill annotated as run by the CLI (the controller leaves it alone) with these connections.
+async fn cli_drill(lab: &SharedLab, ns: &str, name: &str, connection: serde_json::Value) {
+    let drill: DisasterRecoveryDrill = serde_json::from_value(json!({
+        "apiVersion": "federator.dev/v1alpha1",
+        "kind": "DisasterRecoveryDrill",
+        "metadata": {"name": name, "annotations": {topology::drill_api::RUN_BY_ANNOTATION: "cli"}},
+        "spec": {"topology": "pg", "to": "pg-b", "connection": connection},
+    }))
+    .unwrap();
+    Api::<DisasterRecoveryDrill>::namespaced(lab.admin("hub").await, ns)
+        .create(&PostParams::default(), &drill)
+        .await
+        .expect("creating the drill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_over_verify_full_tls_reads_only_the_secrets_its_spec_names() {
+    let Setup {
+        lab,
+        ns,
+        pair,
+        topologies,
+        _controller,
+        load,
+    } = Setup::pair("drill-tls").await;
+    let (a, b) = (pair.a, pair.b);
+    let ns = ns.name();
+    serve_tls(lab, ns, &pair).await;
+    let port = |m: Member<'_>| {
+        let uri = dsn(lab, ns, m);
+        uri.rsplit_once(':')
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .map(|(port, _)| port.to_owned())
+            .expect("a port in the URI")
+    };
+    let full = |host: &str, m| {
+        format!(
+            "postgresql://postgres@{host}:{}/postgres?sslmode=verify-full",
+            port(m)
+        )
+    };
+    uri_secrets(
+        lab,
+        ns,
+        &[
+            ("pg-a-tls", full("127.0.0.1", a)),
+            ("pg-b-tls", full("127.0.0.1", b)),
+            ("pg-a-by-name", full("localhost", a)),
+        ],
+    )
+    .await;
+    let lab_ca = e2e::lab::pki::ca_pem(lab.layout.root()).expect("the lab CA");
+    ca_secret(lab, ns, "lab-ca", &lab_ca).await;
+    let other = rcgen::generate_simple_self_signed(vec!["another-ca".to_owned()]).expect("a CA");
+    ca_secret(lab, ns, "other-ca", &other.cert.pem()).await;
+    let granted = ["pg-a-tls", "pg-b-tls", "pg-a-by-name", "lab-ca", "other-ca"];
+    let kubeconfig = drill_runner_kubeconfig(lab, ns, &granted).await;
+    let conn = |member: &str, secret: &str, ca: Option<&str>| {
+        let mut c = json!({"member": member, "secretRef": {"name": secret}});
+        if let Some(ca) = ca {
+            c["caSecretRef"] = json!({"name": ca});
+        }
+        c
+    };
+    let drills: Api<DisasterRecoveryDrill> = Api::namespaced(lab.admin("hub").await, ns);
+
+    // Refused before anything changes, each with the reason: a CA that did not sign the
+    // server's certificate, a host name the certificate does not carry, no CA at all, and a
+    // Secret the credential may not read.
+    let refusals = [
+        (
+            "wrong-ca",
+            json!([
+                conn("pg-a", "pg-a-tls", Some("other-ca")),
+                conn("pg-b", "pg-b-tls", Some("lab-ca"))
+            ]),
+            "PrimaryUnreachable",
+            "UnknownIssuer",
+        ),
+        (
+            "wrong-host",
+            json!([
+                conn("pg-a", "pg-a-by-name", Some("lab-ca")),
+                conn("pg-b", "pg-b-tls", Some("lab-ca"))
+            ]),
+            "PrimaryUnreachable",
+            "certificate not valid for name \"localhost\"",
+        ),
+        (
+            "no-ca",
+            json!([
+                conn("pg-a", "pg-a-tls", None),
+                conn("pg-b", "pg-b-tls", Some("lab-ca"))
+            ]),
+            "PrimaryUnreachable",
+            "sslmode=verify-full needs the CA",
+        ),
+        (
+            "not-granted",
+            json!([
+                conn("pg-a", "pg-a-tls", Some("lab-ca")),
+                conn("pg-b", "pg-b-app", Some("lab-ca"))
+            ]),
+            "ConnectionUnreadable",
+            "reading Secret pg-b-app",
+        ),
+    ];
+    for (name, connection, reason, says) in refusals {
+        cli_drill(lab, ns, name, connection).await;
+        let (code, _) = federator_as(
+            &kubeconfig,
+            &[
+                "drill",
+                "pg",
+                "-n",
+                ns,
+                "--to",
+                b.name,
+                "--drill-name",
+                name,
+            ],
+        )
+        .await;
+        assert_eq!(code, 1, "drill {name} should fail");
+        let status = drills
+            .get(name)
+            .await
+            .expect("drill")
+            .status
+            .expect("status");
+        let failure = status.failure.clone().expect("a failure");
+        assert_eq!(
+            (failure.step, failure.reason.as_str()),
+            (DrillStepName::Preflight, reason),
+            "{name}: {failure:?}"
+        );
+        assert!(failure.message.contains(says), "{name}: {failure:?}");
+        if name == "not-granted" {
+            assert!(
+                failure.message.contains("is forbidden")
+                    && failure.message.contains("resourceNames: [pg-b-app]"),
+                "the error names the permission and the fix: {failure:?}"
+            );
+        }
+        let topo = topologies.get("pg").await.expect("topology");
+        assert_eq!(topo.spec.primary, a.name, "{name} changed spec.primary");
+    }
+
+    // verify-full with the lab CA, run with the narrow credential: the whole drill over TLS.
+    cli_drill(
+        lab,
+        ns,
+        "tls",
+        json!([
+            conn("pg-a", "pg-a-tls", Some("lab-ca")),
+            conn("pg-b", "pg-b-tls", Some("lab-ca"))
+        ]),
+    )
+    .await;
+    let (code, stdout) = federator_as(
+        &kubeconfig,
+        &[
+            "drill",
+            "pg",
+            "-n",
+            ns,
+            "--to",
+            b.name,
+            "--drill-name",
+            "tls",
+            "--timeout",
+            "3m",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "the TLS drill failed: {stdout}");
+    load.finish().await;
+    let status = drills
+        .get("tls")
+        .await
+        .expect("drill")
+        .status
+        .expect("status");
+    assert_eq!(status.phase, Some(DrillPhase::Succeeded), "{status:#?}");
+    let canary = status.canary.clone().expect("canary");
+    assert_eq!(canary.found_on_new_primary, Some(true));
+    let m = &status.switchovers[0];
+    assert_eq!((m.lost_writes, m.rpo_millis), (0, 0), "{m:?}");
+    assert!(m.acknowledged_writes > 0, "{m:?}");
+    // verify-full makes the connection require TLS (a plain session is never tried), so every
+    // step above ran encrypted, against a certificate checked up to the lab CA and for its host.
+    let topo = wait_condition(&topologies, kind::READY).await;
+    assert_eq!(topo.spec.primary, b.name);
     pair.delete().await;
 }

@@ -36,6 +36,14 @@ pub enum HubError {
         member: String,
         what: &'static str,
     },
+    #[error(
+        "reading Secret {secret} (spec.connection of member {member}) is forbidden: {message}; grant `get` on it (a Role rule on secrets with resourceNames: [{secret}])"
+    )]
+    SecretForbidden {
+        secret: String,
+        member: String,
+        message: String,
+    },
     /// Someone else wrote the drill since it was read (another controller took the run over,
     /// or a stale copy): nothing was written.
     #[error("drill {0} changed since it was read; reading it again")]
@@ -159,14 +167,22 @@ impl Hub {
         member: &str,
         what: &'static str,
     ) -> Result<Vec<u8>, HubError> {
-        let secret = self
-            .secrets
-            .get(&secret_ref.name)
-            .await
-            .map_err(kube_err(format!(
-                "reading Secret {} (spec.connection of member {member})",
-                secret_ref.name
-            )))?;
+        let secret = match self.secrets.get(&secret_ref.name).await {
+            Ok(s) => s,
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                return Err(HubError::SecretForbidden {
+                    secret: secret_ref.name.clone(),
+                    member: member.to_owned(),
+                    message: e.message.clone(),
+                });
+            }
+            Err(e) => {
+                return Err(kube_err(format!(
+                    "reading Secret {} (spec.connection of member {member})",
+                    secret_ref.name
+                ))(e));
+            }
+        };
         let key = secret_ref.key.as_deref().unwrap_or(default_key);
         secret
             .data
