@@ -174,7 +174,20 @@ async fn drill(args: RunArgs) -> anyhow::Result<ExitCode> {
     // its topology.
     let mut drill = executor.start(&drill, None).await?;
     loop {
-        let (written, next) = executor.advance(drill).await?;
+        let (written, next) = match executor.advance(drill.clone()).await {
+            Ok(done) => done,
+            // The drill or the topology changed under a write: read the drill again and decide
+            // on what is there now.
+            Err(e) if e.is_conflict() => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let fresh = executor.hub(&drill).drill(&name).await?;
+                (
+                    fresh.context("the drill was deleted while it ran")?,
+                    Next::Continue,
+                )
+            }
+            Err(e) => return Err(e.into()),
+        };
         drill = written;
         match next {
             Next::Continue => {}

@@ -46,7 +46,7 @@ pub enum HubError {
     },
     /// Someone else wrote the drill since it was read (another controller took the run over,
     /// or a stale copy): nothing was written.
-    #[error("drill {0} changed since it was read; reading it again")]
+    #[error("{0} changed since it was read; reading it again")]
     Conflict(String),
 }
 
@@ -121,18 +121,33 @@ impl Hub {
             .map_err(kube_err(format!("reading DisasterRecoveryDrill {name}")))
     }
 
-    /// Asks for a planned switchover; returns the topology's new generation.
-    pub async fn set_primary(&self, name: &str, to: &str) -> Result<i64, HubError> {
-        let patched = self
+    /// Sets the topology's `spec.primary` (asks for a planned switchover, or takes an untouched
+    /// one back); returns the topology's new generation. With `seen`, only if the topology is
+    /// still at that `resourceVersion` (the one the decision was made on): otherwise
+    /// [`HubError::Conflict`] and nothing changed.
+    pub async fn set_primary(
+        &self,
+        name: &str,
+        to: &str,
+        seen: Option<&str>,
+    ) -> Result<i64, HubError> {
+        let mut patch = json!({ "spec": { "primary": to } });
+        if let Some(version) = seen {
+            patch["metadata"] = json!({ "resourceVersion": version });
+        }
+        match self
             .topologies
-            .patch(
-                name,
-                &params(),
-                &Patch::Merge(json!({ "spec": { "primary": to } })),
-            )
+            .patch(name, &params(), &Patch::Merge(patch))
             .await
-            .map_err(kube_err(format!("setting spec.primary of {name} to {to}")))?;
-        Ok(patched.metadata.generation.unwrap_or_default())
+        {
+            Ok(patched) => Ok(patched.metadata.generation.unwrap_or_default()),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                Err(HubError::Conflict(format!("DistributedTopology {name}")))
+            }
+            Err(e) => Err(kube_err(format!("setting spec.primary of {name} to {to}"))(
+                e,
+            )),
+        }
     }
 
     /// Replaces the drill's status with `status`, on the condition that the drill is still at
@@ -153,7 +168,9 @@ impl Hub {
         };
         match self.drills.replace_status(&name, &params, &next).await {
             Ok(written) => Ok(written),
-            Err(kube::Error::Api(e)) if e.code == 409 => Err(HubError::Conflict(name)),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                Err(HubError::Conflict(format!("drill {name}")))
+            }
             Err(e) => Err(kube_err(format!("writing the status of drill {name}"))(e)),
         }
     }

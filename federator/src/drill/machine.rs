@@ -62,11 +62,18 @@ pub struct Failure {
     pub reason: &'static str,
     pub message: String,
     /// The switchover had not touched a member (no operation, or one still at `Validate`):
-    /// set `spec.primary` back to this member, which the controller turns into an abandoned
-    /// operation. `None` past `Validate`: the operation is the controller's to finish.
-    pub set_back: Option<String>,
+    /// set `spec.primary` back, which the controller turns into an abandoned operation. `None`
+    /// past `Validate`: the operation is the controller's to finish.
+    pub set_back: Option<SetBack>,
     /// The switchover was past `Validate`: say that the drill left it to the controller.
     pub left_to_controller: bool,
+}
+
+/// Set `spec.primary` back to `to`, only on the topology as it was seen (`resourceVersion`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetBack {
+    pub to: String,
+    pub seen: Option<String>,
 }
 
 pub fn fail(reason: &'static str, message: impl Into<String>) -> Failure {
@@ -299,7 +306,16 @@ fn switch(
             format!("DistributedTopology {name} was deleted during the drill"),
         ));
     };
-    let Some(asked) = status.switchovers.get(leg) else {
+    // Not asked for yet, or asked for (recorded) but `spec.primary` not set yet because the
+    // process stopped in between or the topology changed under the patch: ask once the topology
+    // is Ready with `from` as primary. The patch carries the topology's resourceVersion, so it
+    // only lands on the topology this decision saw.
+    let asked = status.switchovers.get(leg);
+    let recorded = asked.and_then(|a| a.generation);
+    let Some(generation) = recorded.or_else(|| {
+        (asked.is_some() && topo.spec.primary == to)
+            .then(|| topo.metadata.generation.unwrap_or_default())
+    }) else {
         // After the first move the old primary rejoins as a replica; the controller refuses a
         // switchover to a member that is not ready yet, so wait for the topology to settle.
         return match ready_with(topo, from) {
@@ -320,20 +336,12 @@ fn switch(
             },
         };
     };
-    let Some(generation) = asked.generation else {
-        return if topo.spec.primary == to {
-            Decision::RecordGeneration {
-                leg,
-                generation: topo.metadata.generation.unwrap_or_default(),
-            }
-        } else {
-            Decision::Request {
-                leg,
-                from: from.to_owned(),
-                to: to.to_owned(),
-            }
-        };
-    };
+    if recorded.is_none() {
+        // `spec.primary` already is `to`: the process stopped between setting it and
+        // recording it. Record the generation it produced; never ask twice.
+        return Decision::RecordGeneration { leg, generation };
+    }
+    let asked = asked.expect("a recorded generation belongs to an asked-for switchover");
     let requested = asked.requested_at.as_ref().map(|t| t.0).unwrap_or(started);
     let deadline = after(requested, timeout);
     let timed_out = view.now >= deadline;
@@ -344,7 +352,10 @@ fn switch(
         Decision::Fail(Failure {
             reason,
             message,
-            set_back: untouched.then(|| from.to_owned()),
+            set_back: untouched.then(|| SetBack {
+                to: from.to_owned(),
+                seen: topo.metadata.resource_version.clone(),
+            }),
             left_to_controller: !untouched,
         })
     };
@@ -767,8 +778,8 @@ mod tests {
             panic!("not failed");
         };
         assert_eq!(
-            (f.reason, f.set_back.as_deref(), f.left_to_controller),
-            ("SwitchoverHeld", Some("pg-a"), false)
+            (f.reason, f.set_back.map(|b| b.to), f.left_to_controller),
+            ("SwitchoverHeld", Some("pg-a".to_owned()), false)
         );
         let Decision::Fail(f) = decide_at(&d, Some(&held("AwaitToken")), 10, ProbeState::Writing)
         else {
@@ -781,8 +792,8 @@ mod tests {
             panic!("not failed");
         };
         assert_eq!(
-            (f.reason, f.set_back.as_deref()),
-            ("SwitchoverNotStarted", Some("pg-a"))
+            (f.reason, f.set_back.map(|b| b.to)),
+            ("SwitchoverNotStarted", Some("pg-a".to_owned()))
         );
     }
 
@@ -871,9 +882,9 @@ mod tests {
     proptest! {
         /// Whatever the drill's status says about the switchover leg (nothing, asked for,
         /// generation recorded) and whatever the topology shows, the drill sets `spec.primary`
-        /// to `to` only when it has not recorded the switchover's generation yet and the
-        /// topology does not already say `to`, and sets it back only while the operation has
-        /// not passed Validate.
+        /// to `to` only when it has not recorded the switchover's generation yet, the topology
+        /// does not already say `to` and is Ready and idle with `from` as primary; and it sets
+        /// it back only while the operation has not passed Validate.
         #[test]
         fn spec_primary_is_set_at_most_once_and_set_back_only_before_members_are_touched(
             asked in 0..3usize,
@@ -896,6 +907,10 @@ mod tests {
             if let Decision::Request { .. } = decision {
                 prop_assert!(asked < 2, "asked again after the generation was recorded");
                 prop_assert!(!spec_primary_moved, "asked while spec.primary already says to");
+                prop_assert!(
+                    ready_with(&t, "pg-a").is_ok(),
+                    "asked while the topology is not Ready and idle with pg-a primary"
+                );
             }
             if let Decision::Fail(Failure { set_back: Some(_), .. }) = &decision {
                 let step = operation.get("step").and_then(Value::as_str);

@@ -455,11 +455,19 @@ impl Executor {
                 // Recorded before the side effect: whoever drives the run next knows it was
                 // asked for, and a stale writer stops here.
                 let drill = self.save(&hub, &drill, status.clone()).await?;
-                match hub.set_primary(&drill.spec.topology, &to).await {
+                let seen = topology
+                    .as_ref()
+                    .and_then(|t| t.metadata.resource_version.clone());
+                match hub
+                    .set_primary(&drill.spec.topology, &to, seen.as_deref())
+                    .await
+                {
                     Ok(generation) => {
                         status.switchovers[leg].generation = Some(generation);
                         Ok((self.save(&hub, &drill, status).await?, Next::Continue))
                     }
+                    // The topology changed since it was judged Ready: decide again.
+                    Err(e @ HubError::Conflict(_)) => Err(e.into()),
                     Err(e) => {
                         let f = fail("SwitchoverRefused", format!("{e}; nothing was changed"));
                         self.finish(&hub, drill, Err(f)).await
@@ -766,20 +774,21 @@ impl Executor {
         let result = match result {
             Err(mut f) => {
                 let after = if let Some(back) = f.set_back.clone() {
+                    let to = back.to;
                     status.conditions = vec![condition(
                         &drill,
                         "Unknown",
                         condition::REASON_RUNNING,
-                        format!(
-                            "{}: setting spec.primary of {name} back to {back}",
-                            f.reason
-                        ),
+                        format!("{}: setting spec.primary of {name} back to {to}", f.reason),
                     )];
                     drill = self.save(hub, &drill, status.clone()).await?;
-                    match hub.set_primary(&name, &back).await {
-                        Ok(_) => format!("nothing was touched: spec.primary set back to {back}"),
+                    match hub.set_primary(&name, &to, back.seen.as_deref()).await {
+                        Ok(_) => format!("nothing was touched: spec.primary set back to {to}"),
+                        // The operation moved on since it was seen at Validate: decide again
+                        // (past Validate it is the controller's to finish).
+                        Err(e @ HubError::Conflict(_)) => return Err(e.into()),
                         Err(e) => format!(
-                            "setting spec.primary back to {back} failed ({e}); set it by hand"
+                            "setting spec.primary back to {to} failed ({e}); set it by hand"
                         ),
                     }
                 } else if f.left_to_controller {
