@@ -784,7 +784,7 @@ async fn a_drill_resumes_after_kill_9_of_its_controller_at_two_steps() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_records_where_a_drill_stopped_and_the_next_leader_resumes_it() {
+async fn sigterm_records_where_a_drill_stopped_and_the_elected_follower_resumes_it() {
     let Setup {
         lab,
         ns,
@@ -794,6 +794,8 @@ async fn sigterm_records_where_a_drill_stopped_and_the_next_leader_resumes_it() 
         load,
     } = Setup::pair_with("drill-term", |_| LEASE.map(String::from).to_vec()).await;
     let (a, b) = (pair.a, pair.b);
+    // A second controller, following while the first leads: it must not touch the drill.
+    let follower = Controller::start_with(lab, ns.name(), "-next", &LEASE);
     slow_switchovers(&pair).await;
     pair_uri_secrets(lab, ns.name(), &pair).await;
     let drills = apply_drill(
@@ -803,7 +805,9 @@ async fn sigterm_records_where_a_drill_stopped_and_the_next_leader_resumes_it() 
         json!({"to": b.name, "timeout": "3m"}),
     )
     .await;
-    wait_asked(&drills, "term", DrillStepName::Switchover, 0).await;
+    let asked = wait_asked(&drills, "term", DrillStepName::Switchover, 0).await;
+    let asked = asked.status.expect("status");
+    assert!(asked.resumes.is_empty(), "the follower acted: {asked:#?}");
     let exit = controller.terminate().await;
     assert!(
         exit.success(),
@@ -830,7 +834,8 @@ async fn sigterm_records_where_a_drill_stopped_and_the_next_leader_resumes_it() 
         "the stopped probe's counts are kept: {status:#?}"
     );
 
-    controller = Controller::start_with(lab, ns.name(), "-next", &LEASE);
+    // The follower is elected once the Lease is free and resumes the run.
+    controller = follower;
     let status = wait_phase(&drills, "term", DrillPhase::Succeeded).await;
     load.finish().await;
     assert_eq!(
@@ -838,6 +843,7 @@ async fn sigterm_records_where_a_drill_stopped_and_the_next_leader_resumes_it() 
         [DrillStepName::Switchover],
         "{status:#?}"
     );
+    assert_ne!(status.runner, asked.runner, "{status:#?}");
     assert_whole_report(lab, ns.name(), "term", &status, &[(a.name, b.name)]).await;
     let topo = wait_condition(&topologies, kind::READY).await;
     assert_eq!(topo.spec.primary, b.name);

@@ -120,6 +120,7 @@ fn until(t: Timestamp) -> Duration {
     }
 }
 
+#[tracing::instrument(skip_all, fields(drill = %object.name_any(), namespace = ?object.namespace()))]
 async fn reconcile(object: Arc<DisasterRecoveryDrill>, ctx: Arc<Ctx>) -> Result<Action, RunError> {
     let executor = &ctx.executor;
     let acting = || ctx.leader.is_leader() && !ctx.stopping.load(Ordering::SeqCst);
