@@ -713,6 +713,7 @@ async fn a_drill_resumes_after_kill_9_of_its_controller_at_two_steps() {
     .await;
 
     let mut resumed_at = Vec::new();
+    let mut acked_before_kill = Vec::new();
     for (i, (step, leg)) in [
         (DrillStepName::Switchover, 0),
         (DrillStepName::SwitchBack, 1),
@@ -723,7 +724,14 @@ async fn a_drill_resumes_after_kill_9_of_its_controller_at_two_steps() {
         let before = wait_asked(&drills, "crash", step, leg).await;
         controller.kill().await;
         println!("kill -9 of the controller while the drill waits at {step}");
-        let runner = before.status.and_then(|s| s.runner).unwrap_or_default();
+        let before = before.status.unwrap_or_default();
+        let runner = before.runner.clone().unwrap_or_default();
+        let acked = before.writes.clone().unwrap_or_default();
+        assert!(
+            !acked.acknowledged_seqs.is_empty(),
+            "acknowledged probe writes are recorded with the status: {before:#?}"
+        );
+        acked_before_kill.push(acked);
         controller = Controller::start_with(lab, ns.name(), &format!("-{}", i + 1), &LEASE);
         // The next controller takes the run over where the status says it is.
         let resumed = wait_for(&format!("the run resumed at {step}"), DEADLINE, || async {
@@ -757,11 +765,31 @@ async fn a_drill_resumes_after_kill_9_of_its_controller_at_two_steps() {
         &[(a.name, b.name), (b.name, a.name)],
     )
     .await;
-    // Both legs were taken over while waiting for the operation: measured from the takeover.
-    assert!(
-        status.switchovers.iter().all(|m| m.measured_from.is_some()),
-        "{status:#?}"
-    );
+    // Both legs were taken over while waiting for the operation: unavailability measured from
+    // the takeover, and the RPO check covers the writes the killed controller had recorded.
+    let kept: std::collections::BTreeSet<i64> = status
+        .writes
+        .iter()
+        .flat_map(|w| w.acknowledged_seqs.iter().flat_map(|[a, b]| *a..=*b))
+        .collect();
+    for (m, acked) in status.switchovers.iter().zip(&acked_before_kill) {
+        assert!(m.measured_from.is_some(), "{m:?}");
+        assert!(
+            m.acknowledged_writes >= acked.acknowledged,
+            "{} writes were acknowledged before the kill, {} checked: {m:?}",
+            acked.acknowledged,
+            m.acknowledged_writes
+        );
+        let before: Vec<i64> = acked
+            .acknowledged_seqs
+            .iter()
+            .flat_map(|[a, b]| *a..=*b)
+            .collect();
+        assert!(
+            before.iter().all(|s| kept.contains(s)),
+            "the writes acknowledged before the kill are still in the record"
+        );
+    }
     // One run: the same run id throughout, one canary row, and the topology back on pg-a.
     let on_a = pg(lab, ns.name(), a, Duration::from_secs(3))
         .await

@@ -315,6 +315,11 @@ pub struct WriteCounts {
     pub attempted: u64,
     pub acknowledged: u64,
     pub failed: u64,
+    /// The sequence numbers of the acknowledged probe writes, as sorted inclusive ranges
+    /// (`[first, last]`), as of the last status write. A controller that takes the run over
+    /// starts a new probe writer; it checks these on the new primary too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledged_seqs: Vec<[i64; 2]>,
 }
 
 /// Where and why a run stopped.

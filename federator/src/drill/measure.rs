@@ -86,6 +86,50 @@ pub fn rpo(log: &[Attempt], until: Timestamp, present: &BTreeSet<i64>) -> Rpo {
     }
 }
 
+/// Sorted inclusive ranges (`[first, last]`) of the given sequence numbers.
+pub fn ranges(seqs: impl IntoIterator<Item = i64>) -> Vec<[i64; 2]> {
+    let sorted: BTreeSet<i64> = seqs.into_iter().collect();
+    let mut out: Vec<[i64; 2]> = Vec::new();
+    for seq in sorted {
+        match out.last_mut() {
+            Some(last) if last[1] + 1 == seq => last[1] = seq,
+            _ => out.push([seq, seq]),
+        }
+    }
+    out
+}
+
+/// Every sequence number of `ranges`.
+pub fn expand(ranges: &[[i64; 2]]) -> impl Iterator<Item = i64> + '_ {
+    ranges.iter().flat_map(|[first, last]| *first..=*last)
+}
+
+/// `ranges` with the acknowledged writes of `log` added.
+pub fn with_acknowledged(ranges: &[[i64; 2]], log: &[Attempt]) -> Vec<[i64; 2]> {
+    let acked = log.iter().filter(|a| a.acknowledged).filter_map(|a| a.seq);
+    self::ranges(expand(ranges).chain(acked))
+}
+
+/// [`rpo`] of this process's `log`, plus the writes acknowledged before it took the run over
+/// (`earlier`, no timestamps: they count as acknowledged and lost, not in the milliseconds).
+pub fn rpo_with_earlier(
+    log: &[Attempt],
+    earlier: &[[i64; 2]],
+    until: Timestamp,
+    present: &BTreeSet<i64>,
+) -> Rpo {
+    let mut rpo = rpo(log, until, present);
+    let seen: BTreeSet<i64> = log.iter().filter_map(|a| a.seq).collect();
+    for seq in expand(earlier).filter(|s| !seen.contains(s)) {
+        rpo.acknowledged += 1;
+        if !present.contains(&seq) {
+            rpo.lost.push(seq);
+        }
+    }
+    rpo.lost.sort_unstable();
+    rpo
+}
+
 pub fn millis_between(from: Timestamp, to: Timestamp) -> u64 {
     to.duration_since(from).as_millis().max(0) as u64
 }
@@ -137,6 +181,26 @@ mod tests {
         assert_eq!(
             unavailability(&[ok(10, 1), failed(20)], at(0)).millis(),
             None
+        );
+    }
+
+    #[test]
+    fn acknowledged_writes_are_kept_as_ranges_and_checked_after_a_takeover() {
+        assert_eq!(ranges([5, 1, 2, 3, 7, 6]), vec![[1, 3], [5, 7]]);
+        let log = [ok(10, 10), failed(20), ok(30, 12)];
+        assert_eq!(
+            with_acknowledged(&[[1, 3]], &log),
+            vec![[1, 3], [10, 10], [12, 12]]
+        );
+        // A takeover: writes 1..=3 acknowledged by the previous process, 10 and 12 by this one.
+        let present: BTreeSet<i64> = [1, 3, 10, 12].into();
+        let r = rpo_with_earlier(&log, &[[1, 3]], at(50), &present);
+        assert_eq!((r.acknowledged, r.lost), (5, vec![2]));
+        let all: BTreeSet<i64> = [1, 2, 3, 10, 12].into();
+        assert!(
+            rpo_with_earlier(&log, &[[1, 3]], at(50), &all)
+                .lost
+                .is_empty()
         );
     }
 

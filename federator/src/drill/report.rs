@@ -155,7 +155,7 @@ pub fn markdown(drill: &DisasterRecoveryDrill) -> String {
             if let Some(from) = &m.measured_from {
                 let _ = writeln!(
                     out,
-                    "\n{} → {}: the run was taken over during this switchover; its writes are measured from {} on.",
+                    "\n{} → {}: the run was taken over during this switchover; write-unavailability is measured from {} on (acknowledged writes are checked from the whole run).",
                     m.from,
                     m.to,
                     clock(from)
@@ -266,7 +266,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("pg-a → pg-b: the run was taken over during this switchover; its writes are measured from 09:00:03.500 on."),
+            md.contains("pg-a → pg-b: the run was taken over during this switchover; write-unavailability is measured from 09:00:03.500 on"),
             "{md}"
         );
     }

@@ -76,6 +76,7 @@ fn counts(log: &[Attempt], base: &WriteCounts) -> WriteCounts {
         attempted: base.attempted + log.len() as u64,
         acknowledged: base.acknowledged + acknowledged,
         failed: base.failed + log.len() as u64 - acknowledged,
+        acknowledged_seqs: measure::with_acknowledged(&base.acknowledged_seqs, log),
     }
 }
 
@@ -148,10 +149,17 @@ impl Runs {
         })
     }
 
-    /// This probe's log and when it started.
-    fn probe_log(&self, drill: &DisasterRecoveryDrill) -> Option<(Vec<Attempt>, Timestamp)> {
-        self.with(drill, |s| s.probe.as_ref().map(|p| (p.log(), p.started_at)))
-            .flatten()
+    /// This probe's log, when it started, and the writes acknowledged before this process
+    /// took the run over.
+    fn probe_log(
+        &self,
+        drill: &DisasterRecoveryDrill,
+    ) -> Option<(Vec<Attempt>, Timestamp, Vec<[i64; 2]>)> {
+        self.with(drill, |s| {
+            let earlier = s.base.acknowledged_seqs.clone();
+            s.probe.as_ref().map(|p| (p.log(), p.started_at, earlier))
+        })
+        .flatten()
     }
 
     fn dsns(&self, drill: &DisasterRecoveryDrill) -> Option<Dsns> {
@@ -674,10 +682,10 @@ impl Executor {
                 .then_some(c),
             Err(_) => None,
         };
-        let (log, probe_started) = self
+        let (log, probe_started, earlier) = self
             .runs
             .probe_log(&drill)
-            .unwrap_or_else(|| (Vec::new(), Timestamp::now()));
+            .unwrap_or_else(|| (Vec::new(), Timestamp::now(), Vec::new()));
         let requested = asked
             .requested_at
             .as_ref()
@@ -705,7 +713,7 @@ impl Executor {
                         return self.finish(hub, drill, Err(f)).await;
                     }
                 };
-                let rpo = measure::rpo(&log, Timestamp::now(), &present);
+                let rpo = measure::rpo_with_earlier(&log, &earlier, Timestamp::now(), &present);
                 facts.acknowledged = rpo.acknowledged;
                 facts.lost = rpo.lost;
                 facts.rpo_millis = rpo.millis;
