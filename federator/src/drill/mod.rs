@@ -20,6 +20,8 @@
 //! | `report` | the Markdown report | pure |
 
 pub mod controller;
+#[cfg(test)]
+mod fixtures;
 pub mod hub;
 pub mod machine;
 pub mod measure;

@@ -935,3 +935,195 @@ pub fn summary(status: &DisasterRecoveryDrillStatus) -> String {
     };
     format!("{canary}; {}", moves.join("; "))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::drill::fixtures::{drill, micro, op, running, topo};
+
+    /// What the executor sent: method, path, body.
+    type Sent = Arc<Mutex<Vec<(String, String, Value)>>>;
+
+    const DRILL_STATUS: &str =
+        "/apis/federator.dev/v1alpha1/namespaces/ns/disasterrecoverydrills/d/status";
+    const TOPOLOGY: &str = "/apis/federator.dev/v1alpha1/namespaces/ns/distributedtopologies/pg";
+
+    fn conflict() -> (u16, Value) {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "the object has been modified", "reason": "Conflict", "code": 409});
+        (409, status)
+    }
+
+    /// The hub's answer to a status write it accepts: the drill at its next resourceVersion.
+    fn written(body: &Value) -> (u16, Value) {
+        let mut written = body.clone();
+        written["metadata"]["resourceVersion"] = json!("2");
+        (200, written)
+    }
+
+    /// A hub that answers with `respond` and records every request.
+    fn fake_hub(
+        respond: impl Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync + 'static,
+    ) -> (Executor, Sent) {
+        let sent: Sent = Arc::default();
+        let (log, respond) = (sent.clone(), Arc::new(respond));
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let (log, respond) = (log.clone(), respond.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
+                let (code, answer) = respond(&method, &path, &body);
+                log.lock().unwrap().push((method, path, body));
+                let response = http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(
+                        serde_json::to_vec(&answer).unwrap(),
+                    ));
+                Ok::<_, std::convert::Infallible>(response.unwrap())
+            }
+        });
+        let client = kube::Client::new(service, "ns");
+        (Executor::new(client, "controller/test".into()), sent)
+    }
+
+    fn calls(sent: &Sent) -> Vec<(String, String)> {
+        let sent = sent.lock().unwrap();
+        sent.iter()
+            .map(|(m, p, _)| (m.clone(), p.clone()))
+            .collect()
+    }
+
+    /// A drill at Switchover with its probe running here (a probe with no URIs: it only fails).
+    async fn at_switchover(executor: &Executor, switchovers: Value) -> DisasterRecoveryDrill {
+        let mut status = running(&["Preflight", "WriteCanary", "Switchover"], switchovers);
+        status["runner"] = json!("controller/test");
+        let d = drill(false, status);
+        executor.runs.adopt(&d);
+        let probe = Probe::start(Dsns::new(), run_id(&d));
+        executor.runs.with(&d, |s| s.probe = Some(probe));
+        d
+    }
+
+    #[tokio::test]
+    async fn the_switchover_is_recorded_before_spec_primary_is_set_and_only_on_the_topology_seen() {
+        let (executor, sent) = fake_hub(|method, path, body| match (method, path) {
+            ("GET", TOPOLOGY) => (
+                200,
+                serde_json::to_value(topo(2, "pg-a", Value::Null, json!([]))).unwrap(),
+            ),
+            ("PUT", DRILL_STATUS) => written(body),
+            ("PATCH", TOPOLOGY) => (
+                200,
+                serde_json::to_value(topo(3, "pg-b", Value::Null, json!([]))).unwrap(),
+            ),
+            _ => (404, json!({})),
+        });
+        let d = at_switchover(&executor, json!([])).await;
+        let (written, next) = executor.advance(d).await.expect("the request");
+        assert_eq!(next, Next::Continue);
+        assert_eq!(
+            calls(&sent),
+            [
+                ("GET".into(), TOPOLOGY.into()),
+                ("PUT".into(), DRILL_STATUS.into()),
+                ("PATCH".into(), TOPOLOGY.into()),
+                ("PUT".into(), DRILL_STATUS.into()),
+            ]
+        );
+        let sent = sent.lock().unwrap();
+        // 1. The request is recorded, on the drill as read (resourceVersion 1), before the patch.
+        let first = &sent[1].2;
+        assert_eq!(first["metadata"]["resourceVersion"], "1");
+        assert!(
+            first["status"]["switchovers"][0]["requestedAt"].is_string(),
+            "{first}"
+        );
+        assert!(
+            first["status"]["switchovers"][0]
+                .get("generation")
+                .is_none(),
+            "{first}"
+        );
+        // 2. The patch only applies to the topology the decision saw.
+        assert_eq!(
+            sent[2].2,
+            json!({"metadata": {"resourceVersion": "200"}, "spec": {"primary": "pg-b"}})
+        );
+        // 3. Then the generation, on the drill as last written.
+        assert_eq!(sent[3].2["metadata"]["resourceVersion"], "2");
+        assert_eq!(sent[3].2["status"]["switchovers"][0]["generation"], 3);
+        let status = written.status.expect("status");
+        assert_eq!(status.switchovers[0].generation, Some(3));
+        assert!(status.writes.is_some(), "probe counts go with every write");
+    }
+
+    #[tokio::test]
+    async fn a_stale_writer_stops_at_its_status_write_before_setting_spec_primary() {
+        let (executor, sent) = fake_hub(|method, path, _| match (method, path) {
+            ("GET", TOPOLOGY) => (
+                200,
+                serde_json::to_value(topo(2, "pg-a", Value::Null, json!([]))).unwrap(),
+            ),
+            ("PUT", DRILL_STATUS) => conflict(),
+            _ => (200, json!({})),
+        });
+        let d = at_switchover(&executor, json!([])).await;
+        let error = executor.advance(d).await.expect_err("a conflict");
+        assert!(error.is_conflict(), "{error}");
+        assert!(
+            !calls(&sent).iter().any(|(m, _)| m == "PATCH"),
+            "spec.primary was set by a stale writer: {:?}",
+            calls(&sent)
+        );
+    }
+
+    #[tokio::test]
+    async fn setting_spec_primary_back_is_announced_first_and_only_on_the_topology_seen_held() {
+        // The switchover holds at Validate: the drill fails and sets spec.primary back, but the
+        // topology changed since it was read (the operation may have moved on): nothing is
+        // ended, the next look decides again.
+        let held = topo(
+            3,
+            "pg-b",
+            op(
+                3,
+                "Validate",
+                json!({"hold": {"reason": "MemberNotReady", "message": "m"}}),
+            ),
+            json!([]),
+        );
+        let (executor, sent) = fake_hub(move |method, path, body| match (method, path) {
+            ("GET", TOPOLOGY) => (200, serde_json::to_value(&held).unwrap()),
+            ("PUT", DRILL_STATUS) => written(body),
+            ("PATCH", TOPOLOGY) => conflict(),
+            _ => (404, json!({})),
+        });
+        let asked = json!([{"from": "pg-a", "to": "pg-b", "requestedAt": micro(3), "generation": 3,
+            "acknowledgedWrites": 0, "lostWrites": 0, "rpoMillis": 0}]);
+        let d = at_switchover(&executor, asked).await;
+        let error = executor.advance(d).await.expect_err("a conflict");
+        assert!(error.is_conflict(), "{error}");
+        let sent = sent.lock().unwrap();
+        let methods: Vec<&str> = sent.iter().map(|(m, _, _)| m.as_str()).collect();
+        assert_eq!(methods, ["GET", "PUT", "PATCH"]);
+        let announced = &sent[1].2["status"];
+        assert_eq!(announced["phase"], "Running", "{announced}");
+        assert!(
+            announced["conditions"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("setting spec.primary of pg back to pg-a")),
+            "{announced}"
+        );
+        assert_eq!(
+            sent[2].2,
+            json!({"metadata": {"resourceVersion": "300"}, "spec": {"primary": "pg-a"}})
+        );
+    }
+}
