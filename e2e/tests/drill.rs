@@ -42,6 +42,12 @@ async fn federator(lab: &SharedLab, args: &[&str]) -> (i32, String) {
 
 /// Runs the `federator` CLI with the hub credential of `kubeconfig`.
 async fn federator_as(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let (code, stdout, _) = federator_full(kubeconfig, args).await;
+    (code, stdout)
+}
+
+/// Runs the `federator` CLI; returns (exit code, stdout, stderr).
+async fn federator_full(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new(federator_binary())
         .args(args)
         .env("KUBECONFIG", kubeconfig)
@@ -49,12 +55,9 @@ async fn federator_as(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, Stri
         .await
         .expect("running federator");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!(
-        "$ federator {}\n{stdout}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), stdout)
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("$ federator {}\n{stdout}{stderr}", args.join(" "));
+    (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
 /// Whether the member's PostgreSQL takes writes (`None`: not reachable).
@@ -1197,5 +1200,94 @@ async fn a_drill_over_verify_full_tls_reads_only_the_secrets_its_spec_names() {
     // step above ran encrypted, against a certificate checked up to the lab CA and for its host.
     let topo = wait_condition(&topologies, kind::READY).await;
     assert_eq!(topo.spec.primary, b.name);
+    pair.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cli_drill_is_continued_with_resume() {
+    let Setup {
+        lab,
+        ns,
+        pair,
+        topologies,
+        _controller,
+        load,
+    } = Setup::pair("drill-cli-resume").await;
+    let (a, b) = (pair.a, pair.b);
+    slow_switchovers(&pair).await;
+    let ns = ns.name();
+    let dsn_a = format!("pg-a={}", dsn(lab, ns, a));
+    let dsn_b = format!("pg-b={}", dsn(lab, ns, b));
+    let hub = lab.layout.kubeconfig("hub");
+    let mut first = tokio::process::Command::new(federator_binary())
+        .args(["drill", "pg", "-n", ns, "--to", b.name, "--return"])
+        .args(["--dsn", &dsn_a, "--dsn", &dsn_b, "--timeout", "3m"])
+        .env("KUBECONFIG", &hub)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting federator drill");
+    let drills: Api<DisasterRecoveryDrill> = Api::namespaced(lab.admin("hub").await, ns);
+    let asked = wait_asked(&drills, "pg", DrillStepName::Switchover, 0).await;
+    first.start_kill().expect("kill -9 of the CLI");
+    let _ = first.wait().await;
+    let killed = asked.status.and_then(|s| s.runner).unwrap_or_default();
+
+    // Starting it again is refused, and says how to continue; nothing changes.
+    let (code, _, stderr) = federator_full(&hub, &["drill", "pg", "-n", ns, "--to", b.name]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--resume"), "{stderr}");
+    let still = drills
+        .get("pg")
+        .await
+        .expect("drill")
+        .status
+        .expect("status");
+    assert_eq!(
+        (still.phase, still.runner.as_deref()),
+        (Some(DrillPhase::Running), Some(killed.as_str()))
+    );
+
+    let (code, stdout) = federator(
+        lab,
+        &[
+            "drill", "pg", "-n", ns, "--resume", "--dsn", &dsn_a, "--dsn", &dsn_b,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "the resumed drill failed");
+    assert!(
+        stdout.contains(&format!("resuming the run of {killed}")),
+        "{stdout}"
+    );
+    load.finish().await;
+    let status = drills
+        .get("pg")
+        .await
+        .expect("drill")
+        .status
+        .expect("status");
+    assert_eq!(status.phase, Some(DrillPhase::Succeeded), "{status:#?}");
+    assert_eq!(
+        status.resumes.iter().map(|r| r.step).collect::<Vec<_>>(),
+        [DrillStepName::Switchover]
+    );
+    assert!(
+        status
+            .runner
+            .as_deref()
+            .is_some_and(|r| r.starts_with("cli/") && r != killed),
+        "{status:#?}"
+    );
+    assert_whole_report(
+        lab,
+        ns,
+        "pg",
+        &status,
+        &[(a.name, b.name), (b.name, a.name)],
+    )
+    .await;
+    let topo = wait_condition(&topologies, kind::READY).await;
+    assert_eq!(topo.spec.primary, a.name);
     pair.delete().await;
 }

@@ -1,4 +1,4 @@
-//! `federator drill NAME -n NS --to MEMBER [--return] [--dsn MEMBER=URI ...]`: runs a
+//! `federator drill NAME -n NS --to MEMBER [--return] [--dsn MEMBER=URI ...] [--resume]`: runs a
 //! disaster-recovery drill of topology NAME in this process, recorded in the
 //! `DisasterRecoveryDrill` NAME (created or updated, annotated so that the controller leaves it
 //! alone); `federator drill report NAME -n NS` prints its report as Markdown.
@@ -53,7 +53,7 @@ struct RunArgs {
     #[arg(short, long, default_value = "default")]
     namespace: String,
     /// The member that becomes primary during the drill.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "resume")]
     to: Option<String>,
     /// Switch back to the original primary afterwards, and verify it again.
     #[arg(long = "return")]
@@ -67,6 +67,10 @@ struct RunArgs {
     /// Name of the DisasterRecoveryDrill object (default: the topology's name).
     #[arg(long)]
     drill_name: Option<String>,
+    /// Continue the run a `federator drill` process left Running (it was killed), from the step
+    /// its status records; give the same --dsn URIs again.
+    #[arg(long, conflicts_with_all = ["to", "return_to_original"])]
+    resume: bool,
 }
 
 fn parse_dsn(text: &str) -> Result<(String, String), String> {
@@ -124,45 +128,15 @@ async fn print_report(name: &str, namespace: &str, output: &str) -> anyhow::Resu
 }
 
 async fn drill(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (Some(topology), Some(to)) = (args.name, args.to) else {
-        bail!("NAME and --to are required");
+    let Some(topology) = args.name else {
+        bail!("NAME is required");
     };
     let name = args.drill_name.unwrap_or_else(|| topology.clone());
+    let ns = args.namespace.clone();
     let client = hub_client().await?;
-    let api: Api<DisasterRecoveryDrill> = Api::namespaced(client.clone(), &args.namespace);
-    let spec = DisasterRecoveryDrillSpec {
-        topology: topology.clone(),
-        to,
-        return_to_original: args.return_to_original,
-        schedule: None,
-        connection: Vec::new(),
-        timeout: Some(args.timeout),
-    };
-    let drill = upsert(&api, &name, spec).await?;
-    if drill.status.as_ref().and_then(|s| s.phase) == Some(DrillPhase::Running) {
-        bail!(
-            "drill {}/{name} is already running ({}); wait for it, or see `federator drill report {name} -n {}`",
-            args.namespace,
-            drill
-                .status
-                .as_ref()
-                .and_then(|s| s.runner.clone())
-                .unwrap_or_default(),
-            args.namespace
-        );
-    }
+    let api: Api<DisasterRecoveryDrill> = Api::namespaced(client.clone(), &ns);
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let runner = format!("cli/{}-{}", host.trim(), std::process::id());
-    println!(
-        "drill {}/{name}: primary of {topology} to {}{}",
-        args.namespace,
-        drill.spec.to,
-        if args.return_to_original {
-            " and back"
-        } else {
-            ""
-        }
-    );
     let mut executor = Executor::new(client, runner);
     executor.overrides = args
         .dsns
@@ -170,9 +144,73 @@ async fn drill(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(|(member, uri)| (member, Target::from(uri)))
         .collect::<Dsns>();
     executor.echo = true;
-    // The same state machine as the controller's, driven here; waits poll this one drill and
-    // its topology.
-    let mut drill = executor.start(&drill, None).await?;
+
+    let existing = api
+        .get_opt(&name)
+        .await
+        .with_context(|| format!("reading DisasterRecoveryDrill {ns}/{name}"))?;
+    let running =
+        existing.filter(|d| d.status.as_ref().and_then(|s| s.phase) == Some(DrillPhase::Running));
+    let drill = match (running, args.resume) {
+        (Some(d), true) => {
+            let by = d.status.as_ref().and_then(|s| s.runner.clone());
+            let by = by.unwrap_or_default();
+            if !by.starts_with("cli/") {
+                bail!(
+                    "drill {ns}/{name} is run by {by}; the controller resumes its own runs (see `federator drill report {name} -n {ns}`)"
+                );
+            }
+            println!("drill {ns}/{name}: resuming the run of {by}");
+            executor.take_over(&d).await?
+        }
+        (Some(d), false) => bail!(
+            "drill {ns}/{name} is already running ({}); wait for it, or if that `federator drill` process is gone continue its run with --resume (see `federator drill report {name} -n {ns}`)",
+            d.status.and_then(|s| s.runner).unwrap_or_default()
+        ),
+        (None, true) => bail!("drill {ns}/{name} has no run in progress to resume"),
+        (None, false) => {
+            let Some(to) = args.to else {
+                bail!("--to is required to start a drill");
+            };
+            let spec = DisasterRecoveryDrillSpec {
+                topology: topology.clone(),
+                to,
+                return_to_original: args.return_to_original,
+                schedule: None,
+                connection: Vec::new(),
+                timeout: Some(args.timeout),
+            };
+            let drill = upsert(&api, &name, spec).await?;
+            println!(
+                "drill {ns}/{name}: primary of {topology} to {}{}",
+                drill.spec.to,
+                if args.return_to_original {
+                    " and back"
+                } else {
+                    ""
+                }
+            );
+            executor.start(&drill, None).await?
+        }
+    };
+    let drill = drive(&executor, drill, &name).await?;
+    let status = drill.status.clone().unwrap_or_default();
+    println!();
+    print!("{}", report::markdown(&drill));
+    Ok(if status.phase == Some(DrillPhase::Succeeded) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The same state machine as the controller's, driven here until the run ends; waits poll this
+/// one drill and its topology.
+async fn drive(
+    executor: &Executor,
+    mut drill: DisasterRecoveryDrill,
+    name: &str,
+) -> anyhow::Result<DisasterRecoveryDrill> {
     loop {
         let (written, next) = match executor.advance(drill.clone()).await {
             Ok(done) => done,
@@ -180,7 +218,7 @@ async fn drill(args: RunArgs) -> anyhow::Result<ExitCode> {
             // on what is there now.
             Err(e) if e.is_conflict() => {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                let fresh = executor.hub(&drill).drill(&name).await?;
+                let fresh = executor.hub(&drill).drill(name).await?;
                 (
                     fresh.context("the drill was deleted while it ran")?,
                     Next::Continue,
@@ -200,17 +238,9 @@ async fn drill(args: RunArgs) -> anyhow::Result<ExitCode> {
                 };
                 tokio::time::sleep(wait.min(std::time::Duration::from_millis(200))).await;
             }
-            Next::Done => break,
+            Next::Done => return Ok(drill),
         }
     }
-    let status = drill.status.clone().unwrap_or_default();
-    println!();
-    print!("{}", report::markdown(&drill));
-    Ok(if status.phase == Some(DrillPhase::Succeeded) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 /// Creates the drill, or replaces its spec; annotated as run by the CLI either way.
