@@ -9,12 +9,13 @@ FEDERATOR := target/debug/federator
 LAB_DIR ?= .lab
 E2E_LAB_DIR ?= target/e2e-lab
 
-.PHONY: help deps build demo lab-down lab-status test fmt-check clippy no-openssl crds-check unit e2e-lab-down bench
+.PHONY: help deps build demo lab-down lab-status test fmt-check clippy no-openssl crds-check chart-check image image-check unit e2e-lab-down bench
 
 help:
 	@echo "make demo      lab up in $(LAB_DIR)/, the ring of three, the controller, one switchover (leaves it running)"
 	@echo "make lab-down  stop the demo lab"
 	@echo "make test      fmt, clippy, no-OpenSSL check, CRD drift check, every test (e2e on a real lab)"
+	@echo "make image     the Federator image (OCI archive in target/image/) from Debian packages, no registry"
 	@echo "make bench     the planner bench, then the switchover bench on the e2e lab (docs/benchmarks.md)"
 
 # Debian packages, Rust components and kube-apiserver; a quick no-op when all are present.
@@ -36,7 +37,7 @@ lab-down: build
 	@if [[ -f $(LAB_DIR)/controller.pid ]]; then kill "$$(cat $(LAB_DIR)/controller.pid)" 2>/dev/null || true; rm -f $(LAB_DIR)/controller.pid; fi
 	$(FEDERATOR) lab down --dir $(LAB_DIR)
 
-test: deps fmt-check clippy no-openssl crds-check
+test: deps fmt-check clippy no-openssl crds-check chart-check image-check
 	$(CARGO) test --workspace --no-fail-fast
 
 fmt-check:
@@ -64,6 +65,20 @@ crds-check: build
 	else \
 	  echo "crds-check: \`federator crds --check\` is not implemented yet; nothing to compare"; \
 	fi
+
+# The Helm chart: helm lint, its CRDs equal deploy/crds/, deploy/federator.yaml a fresh render
+# (`hack/chart.sh render` rewrites it).
+chart-check:
+	bash hack/chart.sh check
+
+# The image with the release binary (docs/install.md); `ctr image import` takes the archive.
+image:
+	bash hack/build-federator-image.sh
+
+# The image's layout, checked with the debug binary (a release build would add minutes to the
+# gate): runs as 65532, the binary runs in its rootfs, no shell, no OpenSSL.
+image-check: build
+	bash hack/test-federator-image.sh --binary $(FEDERATOR)
 
 # Benchmarks that print tables (docs/benchmarks.md): validate + plan at scale, then write
 # unavailability of a switchover on the e2e lab (Federator, release build, vs. the manual steps).

@@ -2,7 +2,8 @@
 # Installs what building, the lab and the tests need, skipping whatever is already there, so
 # it is a quick no-op on a prepared machine. Used by `make demo`, `make test` and .ci/run.
 # Debian/Ubuntu: etcd-server (the lab's etcd), postgresql-15 (the CNPG emulator's databases),
-# make and a C compiler (ring). kubectl is optional: the lab and the tests use kube-rs.
+# make and a C compiler (ring), mmdebstrap and umoci (the image). helm is built from its Go
+# module (hack/install-helm.sh). kubectl is optional: the lab and the tests use kube-rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,9 @@ command -v make >/dev/null || packages+=(make)
 command -v cc >/dev/null || packages+=(gcc libc6-dev)
 dpkg -s postgresql-15 >/dev/null 2>&1 || packages+=(postgresql-15)
 dpkg -s postgresql-client-15 >/dev/null 2>&1 || packages+=(postgresql-client-15)
+# The image built without a registry (hack/build-federator-image.sh).
+command -v mmdebstrap >/dev/null || packages+=(mmdebstrap)
+command -v umoci >/dev/null || packages+=(umoci)
 if ((${#packages[@]})); then
   echo "installing ${packages[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -33,3 +37,6 @@ if [[ -z "${KUBEBUILDER_ASSETS:-}" && -z "${KUBE_APISERVER:-}" ]]; then
   command -v go >/dev/null || { echo "error: Go is required to build kube-apiserver (or set KUBE_APISERVER)" >&2; exit 1; }
   bash hack/build-kube-apiserver.sh >/dev/null
 fi
+
+# helm, for the chart's checks: built once from its Go module and cached by version.
+bash hack/install-helm.sh >/dev/null

@@ -54,6 +54,10 @@ pub struct Args {
     /// Seconds a lease stays valid after its last renewal.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
+    /// Log lines as `text` (for a terminal) or `json` (one object per line, for a log pipeline:
+    /// every field and the span of the reconcile are keys).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// TEST ONLY: read "now" from FILE (an RFC 3339 instant, advancing in real time from when
     /// it is read; rewrite the file to jump). Lets end-to-end tests fire scheduled rotations
     /// without waiting; never use it in production.
@@ -61,15 +65,26 @@ pub struct Args {
     unsafe_test_clock: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,kube_lease_manager=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_lease_manager=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(serve(args))?;
     Ok(ExitCode::SUCCESS)
