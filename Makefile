@@ -5,6 +5,8 @@ SHELL := bash
 
 CARGO ?= cargo
 FEDERATOR := target/debug/federator
+# The lab's own CLI (docs/lab.md): the product binary does not link the lab.
+FEDERATOR_LAB := target/debug/federator-lab
 # The demo lab (`make demo`) and the lab the e2e tests start are separate: own dirs, own ports.
 LAB_DIR ?= .lab
 E2E_LAB_DIR ?= target/e2e-lab
@@ -22,20 +24,20 @@ help:
 deps:
 	bash hack/install-deps.sh
 
-# The CLI and the CNPG emulator it starts (`lab up` finds it next to `federator`).
+# The CLI, the lab's CLI and the CNPG emulator the lab starts (found next to `federator-lab`).
 build:
 	$(CARGO) build -p federator -p federator-e2e --bins
 
 # Lab up, the ring of three applied, the controller started, one switchover, the status table.
 demo: deps build
-	LAB_DIR=$(LAB_DIR) FEDERATOR=$(FEDERATOR) bash hack/demo.sh
+	LAB_DIR=$(LAB_DIR) FEDERATOR=$(FEDERATOR) FEDERATOR_LAB=$(FEDERATOR_LAB) bash hack/demo.sh
 
 lab-status: build
-	$(FEDERATOR) lab status --dir $(LAB_DIR)
+	$(FEDERATOR_LAB) status --dir $(LAB_DIR)
 
 lab-down: build
 	@if [[ -f $(LAB_DIR)/controller.pid ]]; then kill "$$(cat $(LAB_DIR)/controller.pid)" 2>/dev/null || true; rm -f $(LAB_DIR)/controller.pid; fi
-	$(FEDERATOR) lab down --dir $(LAB_DIR)
+	$(FEDERATOR_LAB) down --dir $(LAB_DIR)
 
 test: deps fmt-check clippy no-openssl crds-check chart-check image-check
 	$(CARGO) test --workspace --no-fail-fast
@@ -91,4 +93,4 @@ unit:
 	$(CARGO) test --workspace --lib --bins
 
 e2e-lab-down:
-	@if [[ -f $(E2E_LAB_DIR)/state.json ]]; then $(FEDERATOR) lab down --dir $(E2E_LAB_DIR); fi
+	@if [[ -f $(E2E_LAB_DIR)/state.json ]]; then $(FEDERATOR_LAB) down --dir $(E2E_LAB_DIR); fi

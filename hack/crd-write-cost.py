@@ -8,7 +8,7 @@ group `scratch.federator.dev` on a lab's hub, PUTs the same ten history entries 
 /status, and prints the hub apiserver's CPU seconds per write (from /proc) and the client's p50.
 The first row is the baseline: a status without history. It removes its CRDs when done.
 
-    federator lab up --dir .lab    # or the e2e lab: --lab target/e2e-lab
+    federator-lab up --dir .lab    # or the e2e lab: --lab target/e2e-lab
     python3 hack/crd-write-cost.py --lab .lab --writes 300
 """
 

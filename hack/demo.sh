@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 LAB_DIR="${LAB_DIR:-.lab}"
 FEDERATOR="${FEDERATOR:-target/debug/federator}"
+FEDERATOR_LAB="${FEDERATOR_LAB:-target/debug/federator-lab}"
 MANIFEST="${DEMO_MANIFEST:-examples/ring-of-three.yaml}"
 TARGET="${DEMO_TARGET:-pg16-eu-western}"
 
@@ -19,7 +20,7 @@ command -v kubectl >/dev/null || {
 step() { printf '\n==> %s\n' "$*"; }
 
 step "lab up ($LAB_DIR)"
-"$FEDERATOR" lab up --dir "$LAB_DIR"
+"$FEDERATOR_LAB" up --dir "$LAB_DIR"
 
 # Split the multi-document manifest: the topology goes to the hub, each Cluster to the region
 # the topology names for it.
@@ -87,6 +88,6 @@ The lab, the emulators and the controller keep running. Try:
   kubectl --context hub -n $ns get distributedtopologies
   kubectl --context eu-western -n databases get clusters
   KUBECONFIG=$LAB_DIR/hub.kubeconfig $FEDERATOR switchover $topo_name -n $ns --to pg16-eu-south --wait
-  psql "\$($FEDERATOR lab dsn eu-western databases/pg16-eu-western --dir $LAB_DIR)" -c 'select pg_is_in_recovery()'
+  psql "\$($FEDERATOR_LAB dsn eu-western databases/pg16-eu-western --dir $LAB_DIR)" -c 'select pg_is_in_recovery()'
   make lab-down
 TXT

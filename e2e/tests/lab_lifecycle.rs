@@ -51,7 +51,7 @@ async fn etcd_keeps_its_data_on_the_storage_the_setting_names() {
     let wanted = etcd_storage::wanted().expect("storage setting");
     let restart = format!(
         "the running lab predates {STORAGE_ENV}={wanted}; restart it with \
-         `federator lab down --dir {}`",
+         `federator-lab down --dir {}`",
         shared.layout.root().display()
     );
     match wanted {

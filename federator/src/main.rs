@@ -34,8 +34,6 @@ enum Command {
     Plan(cmd::plan::Args),
     /// Draw a topology (text, dot or svg).
     Graph(cmd::graph::Args),
-    /// The local lab: real kube-apiservers, etcd and the CNPG emulator on loopback.
-    Lab(cmd::lab::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,7 +48,6 @@ fn main() -> std::process::ExitCode {
         Command::Drill(args) => cmd::drill::run(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Graph(args) => cmd::graph::run(args),
-        Command::Lab(args) => cmd::lab::run(args),
     };
     match result {
         Ok(code) => code,

@@ -26,7 +26,7 @@ pub use error::{EmulatorError, Result};
 pub use layout::{EmulatorLayout, InstanceRecord};
 
 /// The libpq URI of the instance of Cluster `namespace/name` on `member` (what
-/// `federator lab dsn` prints): `postgresql://postgres@127.0.0.1:<port>/postgres?sslmode=disable`.
+/// `federator-lab dsn` prints): `postgresql://postgres@127.0.0.1:<port>/postgres?sslmode=disable`.
 pub fn dsn(lab_dir: &Path, member: &str, namespace: &str, name: &str) -> Result<String> {
     let lab_dir = lab_dir
         .canonicalize()

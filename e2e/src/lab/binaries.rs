@@ -2,7 +2,7 @@
 //!
 //! kube-apiserver: `$KUBEBUILDER_ASSETS/kube-apiserver`, else `$KUBE_APISERVER`, else built by
 //! `hack/build-kube-apiserver.sh`. The script is embedded in the binary (`include_str!`), so
-//! `federator lab up` works outside a checkout too; it caches the build under
+//! `federator-lab up` works outside a checkout too; it caches the build under
 //! `~/.cache/federator/<version>/`, so only the first run pays for it.
 //! etcd: `$KUBEBUILDER_ASSETS/etcd`, else `etcd` on `PATH` (Debian `etcd-server`).
 

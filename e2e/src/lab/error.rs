@@ -82,7 +82,7 @@ pub enum LabError {
     #[error("lab configuration: {0}")]
     Config(String),
 
-    #[error("the lab in {0} is not running (no state file); run `federator lab up --dir {0}`")]
+    #[error("the lab in {0} is not running (no state file); run `federator-lab up --dir {0}`")]
     NotRunning(PathBuf),
 }
 

@@ -520,8 +520,8 @@ async fn start_selected(dir: &Path, target: &str, control_plane_only: bool) -> R
         etcd_storage::prepare(&layout, etcd_storage::wanted()?, false)?;
         if etcd_storage::holds_no_data(&layout) {
             return Err(LabError::Config(format!(
-                "etcd's data in {} is gone (a reboot empties /dev/shm); run `federator lab down \
-                 --dir {dir}` and `federator lab up --dir {dir}` to rebuild the lab",
+                "etcd's data in {} is gone (a reboot empties /dev/shm); run `federator-lab down \
+                 --dir {dir}` and `federator-lab up --dir {dir}` to rebuild the lab",
                 layout.etcd_data_dir().display(),
                 dir = layout.root().display()
             )));

@@ -1,6 +1,6 @@
 //! The local lab: one etcd and four real kube-apiservers (`hub`, `eu-central`, `eu-western`,
 //! `eu-south`) on loopback, with the CNPG Cluster CRD and least-privilege credentials set up.
-//! Driven by `federator lab up | down | status | stop | start` and by the e2e harness.
+//! Driven by `federator-lab up | down | status | stop | start` and by the e2e harness.
 //!
 //! Layout of the lab directory (see [`LabLayout`]): `state.json` (processes and ports),
 //! `lab.lock`, `pki/` (CA, serving cert, ServiceAccount keys, admin token), `logs/<component>.log`,

@@ -1,7 +1,7 @@
 //! Starting, recognising and stopping the lab's processes.
 //!
 //! Processes are started in their own process group, so a Ctrl-C in the terminal that ran
-//! `federator lab up` does not take the lab down, and they outlive the CLI. A recorded pid is
+//! `federator-lab up` does not take the lab down, and they outlive the CLI. A recorded pid is
 //! only trusted while `/proc/<pid>/cmdline` still mentions the lab directory: a pid reused by an
 //! unrelated process is never signalled.
 

@@ -1,6 +1,6 @@
 //! `DIR/state.json`: what the lab started, so `down`, `status`, `stop` and `start` act on exactly
 //! those processes. Each component records its full command line, so one can be restarted alone
-//! (`federator lab start REGION`) and other components (emulators, PostgreSQL) fit the same model.
+//! (`federator-lab start REGION`) and other components (emulators, PostgreSQL) fit the same model.
 
 use std::path::PathBuf;
 

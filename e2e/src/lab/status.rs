@@ -1,4 +1,4 @@
-//! What `federator lab status` reports, as text or JSON.
+//! What `federator-lab status` reports, as text or JSON.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@ pub const REGIONS: [&str; 4] = [HUB, MEMBERS[0], MEMBERS[1], MEMBERS[2]];
 /// Component name of the shared etcd.
 pub const ETCD: &str = "etcd";
 
-/// Default etcd client port (the peer port is the next one) of `federator lab up`.
+/// Default etcd client port (the peer port is the next one) of `federator-lab up`.
 pub const DEFAULT_ETCD_PORT: u16 = 23790;
 /// Default port of the hub apiserver; members take the next three.
 pub const DEFAULT_APISERVER_PORT: u16 = 26443;

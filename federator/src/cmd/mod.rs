@@ -5,7 +5,6 @@ pub mod crds;
 pub mod drill;
 pub mod failover;
 pub mod graph;
-pub mod lab;
 pub mod plan;
 pub mod status;
 pub mod switchover;

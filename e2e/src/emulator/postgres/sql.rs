@@ -2,7 +2,7 @@
 
 use crate::emulator::error::{EmulatorError, Result};
 
-/// The libpq URI of an instance (what `federator lab dsn` prints).
+/// The libpq URI of an instance (what `federator-lab dsn` prints).
 pub fn uri(port: u16) -> String {
     format!("postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable")
 }

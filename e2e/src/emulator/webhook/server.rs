@@ -11,6 +11,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+// PEM parsing from rustls' own pki-types (rustls-pemfile is unmaintained: RUSTSEC-2025-0134).
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -173,15 +176,16 @@ async fn admit(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 fn tls_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig> {
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| WebhookError::Pem(format!("certificate: {e}")))?;
     if certs.is_empty() {
         return Err(WebhookError::Pem("no certificate in the PEM".into()));
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .map_err(|e| WebhookError::Pem(format!("key: {e}")))?
-        .ok_or_else(|| WebhookError::Pem("no private key in the PEM".into()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| match e {
+        pem::Error::NoItemsFound => WebhookError::Pem("no private key in the PEM".into()),
+        e => WebhookError::Pem(format!("key: {e}")),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -242,5 +246,36 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn a_pem_certificate_and_key_make_a_server_config() {
+        let (cert, key) = self_signed();
+        let config = tls_config(&cert, &key).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn a_missing_certificate_or_key_is_named() {
+        let (cert, key) = self_signed();
+        let no_cert = tls_config("", &key).unwrap_err().to_string();
+        assert!(no_cert.contains("no certificate"), "{no_cert}");
+        // The certificate's PEM holds no private key.
+        let no_key = tls_config(&cert, &cert).unwrap_err().to_string();
+        assert!(no_key.contains("no private key"), "{no_key}");
     }
 }

@@ -1,14 +1,20 @@
-//! `federator lab up | down | status | stop | start | dsn`: the local lab of real kube-apiservers.
-//! All the work is in `e2e::lab`; this file parses flags and prints.
+#![forbid(unsafe_code)]
+//! `federator-lab up | down | status | stop | start | dsn`: the local lab of real kube-apiservers
+//! (docs/lab.md). A binary of its own, so the product binary `federator` links neither the lab,
+//! nor the emulator, nor its webhook's TLS server. All the work is in `e2e::lab`; this file
+//! parses flags and prints.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::Parser;
 use e2e::lab::{self, Ports};
 
-#[derive(clap::Args)]
-pub struct Args {
+/// The local lab: real kube-apiservers, etcd and the CNPG emulator on loopback.
+#[derive(Parser)]
+#[command(name = "federator-lab", version, about)]
+struct Args {
     /// Lab directory: state, PKI, logs and kubeconfigs.
     #[arg(long, global = true, default_value = ".lab")]
     dir: PathBuf,
@@ -50,7 +56,7 @@ enum LabCommand {
         #[arg(long)]
         control_plane: bool,
     },
-    /// Print the libpq URI of a Cluster's PostgreSQL: `psql "$(federator lab dsn eu-central
+    /// Print the libpq URI of a Cluster's PostgreSQL: `psql "$(federator-lab dsn eu-central
     /// databases/pg16-eu-central)"`.
     Dsn {
         /// Member region of the Cluster (eu-central, eu-western, eu-south).
@@ -66,7 +72,17 @@ enum Output {
     Json,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -184,5 +200,5 @@ fn print_access(dir: &Path) {
     println!(
         "  kubectl --kubeconfig {d}/eu-south.federator.kubeconfig auth can-i --list   # least privilege"
     );
-    println!("Stop it with `make lab-down` (or `federator lab down --dir {d}`).");
+    println!("Stop it with `make lab-down` (or `federator-lab down --dir {d}`).");
 }
