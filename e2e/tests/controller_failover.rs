@@ -214,7 +214,10 @@ async fn failover_from_a_stopped_region_then_the_old_primary_returns_fenced() {
 
     // Without the acknowledgement nothing is promoted.
     let (code, _) = failover_cli(lab, &name, b.name, &[]).await;
-    assert_eq!(code, 2, "the CLI refuses without --accept-data-loss");
+    assert_eq!(
+        code, 3,
+        "the CLI refuses without --accept-data-loss (exit 3, docs/cli.md)"
+    );
     let refused = hub
         .patch(
             "pg",

@@ -107,7 +107,7 @@ async fn assert_held_without_promotion(
     topo: &DistributedTopology,
     hold_reason: &str,
 ) {
-    assert_eq!(code, 2, "the CLI exits 2 on a hold; output:\n{out}");
+    assert_eq!(code, 3, "the CLI exits 3 on a hold; output:\n{out}");
     assert!(out.contains(hold_reason), "{out}");
     let status = topo.status.clone().expect("status");
     let op = status.operation.expect("the operation stays, holding");
@@ -424,7 +424,7 @@ async fn a_token_cnpg_refuses_at_promotion_is_rolled_back_and_never_makes_two_pr
     // The old primary is re-promoted with the token it published; CNPG checks it against the
     // old primary's own pg_controldata and refuses it as well: both stay replicas (no primary,
     // never two), and the operation holds for a human.
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 3, "{out}");
     assert_eq!(
         op.hold.as_ref().map(|h| h.reason.as_str()),
         Some(reason::ROLLBACK_FAILED),
@@ -465,7 +465,7 @@ async fn a_token_the_target_refuses_is_rolled_back_and_the_old_primary_takes_wri
     let load = Load::start(lab, ns.name(), &members, true);
 
     let (code, out, _) = switchover(lab, ns.name(), pair.b.name).await;
-    assert_eq!(code, 1, "the CLI exits 1 on a rollback; output:\n{out}");
+    assert_eq!(code, 4, "the CLI exits 4 on a rollback; output:\n{out}");
     let status = hub
         .get("pg")
         .await

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "federator", version, about, propagate_version = true)]
 struct Cli {
+    #[command(flatten)]
+    kube: cmd::hub::KubeArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,6 +34,8 @@ enum Command {
     Drill(cmd::drill::Args),
     /// Show the steps and exact patches of a switchover, touching nothing.
     Plan(cmd::plan::Args),
+    /// Onboard member clusters: join, rotate a token, remove, list with their real permissions.
+    Member(cmd::member::Args),
     /// Draw a topology (text, dot or svg).
     Graph(cmd::graph::Args),
 }
@@ -42,12 +46,13 @@ fn main() -> std::process::ExitCode {
         Command::Crds(args) => cmd::crds::run(args),
         Command::Controller(args) => cmd::controller::run(args),
         Command::Validate(args) => cmd::validate::run(args),
-        Command::Switchover(args) => cmd::switchover::run(args),
-        Command::Failover(args) => cmd::failover::run(args),
-        Command::Status(args) => cmd::status::run(args),
+        Command::Switchover(args) => cmd::switchover::run(args, &cli.kube),
+        Command::Failover(args) => cmd::failover::run(args, &cli.kube),
+        Command::Status(args) => cmd::status::run(args, &cli.kube),
         Command::Drill(args) => cmd::drill::run(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Graph(args) => cmd::graph::run(args),
+        Command::Member(args) => cmd::member::run(args, &cli.kube),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ mod credential;
 pub mod directory;
 mod error;
 mod kubeconfig;
+pub mod member_access;
 mod origin;
 pub mod secrets;
 mod set;

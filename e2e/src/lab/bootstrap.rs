@@ -11,11 +11,12 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
+use kubeconfigs::member_access;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -102,46 +103,22 @@ pub async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) -> Resul
 }
 
 /// The Role every member grants Federator in `namespace`: read and patch Clusters, read their
-/// status; nothing else (no Secrets, no delete, no other namespaces).
+/// status; nothing else (no Secrets, no delete, no other namespaces). The same Role
+/// `federator member join` creates ([`kubeconfigs::member_access`]).
 pub fn federator_role(namespace: &str) -> Role {
-    let verbs = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    Role {
-        metadata: meta(FEDERATOR_SERVICE_ACCOUNT, Some(namespace)),
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(vec!["postgresql.cnpg.io".into()]),
-                resources: Some(vec!["clusters".into()]),
-                verbs: verbs(&["get", "list", "watch", "patch"]),
-                ..Default::default()
-            },
-            PolicyRule {
-                api_groups: Some(vec!["postgresql.cnpg.io".into()]),
-                resources: Some(vec!["clusters/status".into()]),
-                verbs: verbs(&["get"]),
-                ..Default::default()
-            },
-        ]),
-    }
+    member_access::role(FEDERATOR_SERVICE_ACCOUNT, namespace, &BTreeMap::new())
 }
 
 /// Binds [`federator_role`] in `namespace` to the ServiceAccount `databases/federator`. Tests
 /// use it to give the same least privilege in their own namespaces.
 pub async fn grant_federator_role(client: &Client, namespace: &str) -> Result<()> {
     apply(client, &federator_role(namespace)).await?;
-    let binding = RoleBinding {
-        metadata: meta(FEDERATOR_SERVICE_ACCOUNT, Some(namespace)),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: FEDERATOR_SERVICE_ACCOUNT.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: FEDERATOR_SERVICE_ACCOUNT.into(),
-            namespace: Some(DATABASES_NAMESPACE.into()),
-            ..Default::default()
-        }]),
-    };
+    let binding = member_access::role_binding(
+        FEDERATOR_SERVICE_ACCOUNT,
+        namespace,
+        (DATABASES_NAMESPACE, FEDERATOR_SERVICE_ACCOUNT),
+        &BTreeMap::new(),
+    );
     apply(client, &binding).await.map(drop)
 }
 

@@ -1,8 +1,8 @@
 //! `federator failover NAME -n NS --to MEMBER --accept-data-loss [--wait]`: asks for an explicit
 //! failover (promotion without the old primary's demotion token) by setting `spec.primary` and
-//! `spec.failover` in one patch. Without `--accept-data-loss` nothing is changed. With `--wait`,
-//! follows the controller's answer: refused (exit 2), the failover's steps, then its data-loss
-//! window (exit 0). See docs/failover.md.
+//! `spec.failover` in one patch. Without `--accept-data-loss` nothing is changed (exit 3). With
+//! `--wait`, follows the controller's answer: refused (exit 3), the failover's steps, then its
+//! data-loss window (exit 0). See docs/failover.md and docs/cli.md.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -17,15 +17,17 @@ use serde_json::json;
 use topology::DistributedTopology;
 use topology::api::{DataLossWindow, Outcome};
 
+use super::exit;
+use super::hub::KubeArgs;
 use super::switchover::{Display, took};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The DistributedTopology.
     name: String,
-    /// Its namespace on the hub.
-    #[arg(short, long, default_value = "default")]
-    namespace: String,
+    /// Its namespace on the hub (default: the kubeconfig context's).
+    #[arg(short, long)]
+    namespace: Option<String>,
     /// The member to promote.
     #[arg(long)]
     to: String,
@@ -41,27 +43,31 @@ pub struct Args {
     timeout: u64,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
     if !args.accept_data_loss {
+        let namespace = args
+            .namespace
+            .as_deref()
+            .map(|ns| format!(" -n {ns}"))
+            .unwrap_or_default();
         eprintln!(
-            "refusing: a failover promotes {} WITHOUT the old primary's demotion token, so writes the old primary acknowledged after its last archived WAL may be lost and it must be re-cloned. Nothing was changed.\n  If the primary can be read, use `federator switchover {} -n {} --to {}` (no data loss).\n  If it is down, repeat with --accept-data-loss.",
-            args.to, args.name, args.namespace, args.to
+            "refusing: a failover promotes {} WITHOUT the old primary's demotion token, so writes the old primary acknowledged after its last archived WAL may be lost and it must be re-cloned. Nothing was changed.\n  If the primary can be read, use `federator switchover {}{namespace} --to {}` (no data loss).\n  If it is down, repeat with --accept-data-loss.",
+            args.to, args.name, args.to
         );
-        return Ok(ExitCode::from(2));
+        return Ok(exit::code(exit::HELD));
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(failover(args))
+    runtime.block_on(failover(args, kube))
 }
 
-async fn failover(args: Args) -> anyhow::Result<ExitCode> {
-    let hub = kube::Client::try_default()
-        .await
-        .context("connecting to the hub (KUBECONFIG)")?;
-    let api: Api<DistributedTopology> = Api::namespaced(hub, &args.namespace);
+async fn failover(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
+    let hub = kube.connect().await?;
+    let namespace = hub.namespace(args.namespace.as_deref());
+    let api: Api<DistributedTopology> = Api::namespaced(hub.client, &namespace);
     let topo = api.get(&args.name).await.with_context(|| {
         format!(
-            "reading DistributedTopology {}/{}",
-            args.namespace, args.name
+            "reading DistributedTopology {namespace}/{} on {}",
+            args.name, hub.describe
         )
     })?;
     if !topo.spec.members.iter().any(|m| m.name == args.to) {
@@ -90,8 +96,8 @@ async fn failover(args: Args) -> anyhow::Result<ExitCode> {
     .await
     .context("setting spec.primary and spec.failover")?;
     println!(
-        "{}/{}: spec.primary = {}, spec.failover requested at {requested_at} (acceptDataLoss)",
-        args.namespace, args.name, args.to
+        "{namespace}/{}: spec.primary = {}, spec.failover requested at {requested_at} (acceptDataLoss)",
+        args.name, args.to
     );
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
@@ -108,7 +114,7 @@ async fn failover(args: Args) -> anyhow::Result<ExitCode> {
                 "gave up waiting after {}s; the request stands (see `federator status`)",
                 args.timeout
             );
-            Ok(ExitCode::from(3))
+            Ok(exit::code(exit::TIMED_OUT))
         }
     }
 }
@@ -143,7 +149,7 @@ async fn follow(
         };
         if let Some(why) = &report.refused {
             display.done(&format!("REFUSED: {why}"));
-            return Ok(ExitCode::from(2));
+            return Ok(exit::code(exit::HELD));
         }
         let Some(id) = &report.operation else {
             continue;
@@ -157,7 +163,7 @@ async fn follow(
                 "HOLD at {} ({}): {}",
                 op.step, hold.reason, hold.message
             ));
-            return Ok(ExitCode::from(2));
+            return Ok(exit::code(exit::HELD));
         }
         match op.outcome {
             Some(Outcome::Succeeded) => {
@@ -178,7 +184,7 @@ async fn follow(
                     "failover {} → {} ended {outcome:?}",
                     op.from, op.to
                 ));
-                return Ok(ExitCode::FAILURE);
+                return Ok(exit::code(exit::NOT_DONE));
             }
             None => display.current(op),
         }

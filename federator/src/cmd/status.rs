@@ -9,6 +9,8 @@ use kube::Api;
 use topology::DistributedTopology;
 use topology::api::{Operation, RotationDecisionRecord, RotationStatus, StepRecord};
 
+use super::hub::KubeArgs;
+
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Output {
     Table,
@@ -20,9 +22,9 @@ enum Output {
 pub struct Args {
     /// The DistributedTopology.
     name: String,
-    /// Its namespace on the hub.
-    #[arg(short, long, default_value = "default")]
-    namespace: String,
+    /// Its namespace on the hub (default: the kubeconfig context's).
+    #[arg(short, long)]
+    namespace: Option<String>,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
     /// How many finished switchovers to show (table output).
@@ -30,17 +32,16 @@ pub struct Args {
     history: usize,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let topo = runtime.block_on(async {
-        let hub = kube::Client::try_default()
-            .await
-            .context("connecting to the hub (KUBECONFIG)")?;
-        let api: Api<DistributedTopology> = Api::namespaced(hub, &args.namespace);
+        let hub = kube.connect().await?;
+        let namespace = hub.namespace(args.namespace.as_deref());
+        let api: Api<DistributedTopology> = Api::namespaced(hub.client, &namespace);
         api.get(&args.name).await.with_context(|| {
             format!(
-                "reading DistributedTopology {}/{}",
-                args.namespace, args.name
+                "reading DistributedTopology {namespace}/{} on {}",
+                args.name, hub.describe
             )
         })
     })?;

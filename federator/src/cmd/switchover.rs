@@ -1,6 +1,6 @@
 //! `federator switchover NAME -n NS --to MEMBER [--wait]`: asks for a planned switchover by
 //! setting `spec.primary`; with `--wait`, follows the step log in the topology's status until
-//! the switchover ends (exit 0), holds (exit 2) or rolls back (exit 1).
+//! the switchover ends (exit 0), holds (exit 3) or rolls back (exit 4); docs/cli.md.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -16,13 +16,16 @@ use serde_json::json;
 use topology::DistributedTopology;
 use topology::api::{Operation, Outcome};
 
+use super::exit;
+use super::hub::KubeArgs;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The DistributedTopology.
     name: String,
-    /// Its namespace on the hub.
-    #[arg(short, long, default_value = "default")]
-    namespace: String,
+    /// Its namespace on the hub (default: the kubeconfig context's).
+    #[arg(short, long)]
+    namespace: Option<String>,
     /// The member that should become primary.
     #[arg(long)]
     to: String,
@@ -34,20 +37,19 @@ pub struct Args {
     timeout: u64,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(switchover(args))
+    runtime.block_on(switchover(args, kube))
 }
 
-async fn switchover(args: Args) -> anyhow::Result<ExitCode> {
-    let hub = kube::Client::try_default()
-        .await
-        .context("connecting to the hub (KUBECONFIG)")?;
-    let api: Api<DistributedTopology> = Api::namespaced(hub, &args.namespace);
+async fn switchover(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
+    let hub = kube.connect().await?;
+    let namespace = hub.namespace(args.namespace.as_deref());
+    let api: Api<DistributedTopology> = Api::namespaced(hub.client, &namespace);
     let topo = api.get(&args.name).await.with_context(|| {
         format!(
-            "reading DistributedTopology {}/{}",
-            args.namespace, args.name
+            "reading DistributedTopology {namespace}/{} on {}",
+            args.name, hub.describe
         )
     })?;
     if !topo.spec.members.iter().any(|m| m.name == args.to) {
@@ -72,8 +74,8 @@ async fn switchover(args: Args) -> anyhow::Result<ExitCode> {
         .context("setting spec.primary")?;
     let generation = patched.metadata.generation.unwrap_or_default();
     println!(
-        "{}/{}: spec.primary = {} (generation {generation})",
-        args.namespace, args.name, args.to
+        "{namespace}/{}: spec.primary = {} (generation {generation})",
+        args.name, args.to
     );
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
@@ -86,7 +88,7 @@ async fn switchover(args: Args) -> anyhow::Result<ExitCode> {
                 "gave up waiting after {}s; the switchover goes on (see `federator status`)",
                 args.timeout
             );
-            Ok(ExitCode::from(3))
+            Ok(exit::code(exit::TIMED_OUT))
         }
     }
 }
@@ -127,7 +129,7 @@ async fn follow(
                 "HOLD at {} ({}): {}",
                 op.step, hold.reason, hold.message
             ));
-            return Ok(ExitCode::from(2));
+            return Ok(exit::code(exit::HELD));
         }
         match op.outcome {
             Some(Outcome::Succeeded) => {
@@ -144,7 +146,7 @@ async fn follow(
                     "switchover {} → {} ended {outcome:?}; {} is primary",
                     op.from, op.to, op.from
                 ));
-                return Ok(ExitCode::FAILURE);
+                return Ok(exit::code(exit::NOT_DONE));
             }
             None => display.current(op),
         }
