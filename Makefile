@@ -11,7 +11,7 @@ FEDERATOR_LAB := target/debug/federator-lab
 LAB_DIR ?= .lab
 E2E_LAB_DIR ?= target/e2e-lab
 
-.PHONY: help deps build demo lab-down lab-status test fmt-check clippy no-openssl crds-check chart-check image image-check unit e2e-lab-down bench
+.PHONY: help deps build install demo lab-down lab-status test fmt-check clippy no-openssl crds-check chart-check image image-check unit e2e-lab-down bench
 
 help:
 	@echo "make demo      lab up in $(LAB_DIR)/, the ring of three, the controller, one switchover (leaves it running)"
@@ -27,6 +27,13 @@ deps:
 # The CLI, the lab's CLI and the CNPG emulator the lab starts (found next to `federator-lab`).
 build:
 	$(CARGO) build -p federator -p federator-e2e --bins
+
+# The CLI (release build) into $(PREFIX)/bin, with the kubectl plugin name beside it.
+PREFIX ?= $(HOME)/.local
+install:
+	$(CARGO) build --release --locked -p federator
+	install -D -m 0755 target/release/federator $(PREFIX)/bin/federator
+	ln -sf federator $(PREFIX)/bin/kubectl-federator
 
 # Lab up, the ring of three applied, the controller started, one switchover, the status table.
 demo: deps build

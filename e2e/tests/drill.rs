@@ -1130,7 +1130,7 @@ async fn a_drill_over_verify_full_tls_reads_only_the_secrets_its_spec_names() {
             ],
         )
         .await;
-        assert_eq!(code, 1, "drill {name} should fail");
+        assert_eq!(code, 4, "drill {name} should fail (exit 4, docs/cli.md)");
         let status = drills
             .get(name)
             .await

@@ -140,7 +140,7 @@ pub async fn switchover(lab: &SharedLab, ns: &str, to: &str) -> (i32, String, Du
             to,
             "--wait",
             "--timeout",
-            "180",
+            "3m",
         ])
         .env("KUBECONFIG", lab.layout.kubeconfig("hub"))
         .output()

@@ -20,6 +20,9 @@ use topology::drill_api::{
 use federator::drill::postgres::{Dsns, Target};
 use federator::drill::{Executor, Next, report};
 
+use super::exit;
+use super::hub::{Hub, KubeArgs};
+
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
@@ -35,8 +38,9 @@ enum Command {
     Report {
         /// The DisasterRecoveryDrill.
         name: String,
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
+        /// Its namespace on the hub (default: the kubeconfig context's).
+        #[arg(short, long)]
+        namespace: Option<String>,
         /// `markdown`, or `json` (the drill's status, the same report for machines).
         #[arg(short, long, default_value = "markdown", value_parser = ["markdown", "json"])]
         output: String,
@@ -49,9 +53,9 @@ struct RunArgs {
     /// --drill-name).
     #[arg(required = true)]
     name: Option<String>,
-    /// Its namespace on the hub.
-    #[arg(short, long, default_value = "default")]
-    namespace: String,
+    /// Its namespace on the hub (default: the kubeconfig context's).
+    #[arg(short, long)]
+    namespace: Option<String>,
     /// The member that becomes primary during the drill.
     #[arg(long, required_unless_present = "resume")]
     to: Option<String>,
@@ -83,7 +87,7 @@ fn parse_dsn(text: &str) -> Result<(String, String), String> {
     Ok((member.to_owned(), uri.to_owned()))
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -92,24 +96,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
         .try_init();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    match args.command {
-        Some(Command::Report {
-            name,
-            namespace,
-            output,
-        }) => runtime.block_on(print_report(&name, &namespace, &output)),
-        None => runtime.block_on(drill(args.run)),
-    }
+    runtime.block_on(async {
+        let hub = kube.connect().await?;
+        match args.command {
+            Some(Command::Report {
+                name,
+                namespace,
+                output,
+            }) => {
+                let namespace = hub.namespace(namespace.as_deref());
+                print_report(hub.client, &name, &namespace, &output).await
+            }
+            None => drill(args.run, hub).await,
+        }
+    })
 }
 
-async fn hub_client() -> anyhow::Result<kube::Client> {
-    kube::Client::try_default()
-        .await
-        .context("connecting to the hub (KUBECONFIG)")
-}
-
-async fn print_report(name: &str, namespace: &str, output: &str) -> anyhow::Result<ExitCode> {
-    let api: Api<DisasterRecoveryDrill> = Api::namespaced(hub_client().await?, namespace);
+async fn print_report(
+    client: kube::Client,
+    name: &str,
+    namespace: &str,
+    output: &str,
+) -> anyhow::Result<ExitCode> {
+    let api: Api<DisasterRecoveryDrill> = Api::namespaced(client, namespace);
     let drill = api
         .get(name)
         .await
@@ -127,13 +136,13 @@ async fn print_report(name: &str, namespace: &str, output: &str) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-async fn drill(args: RunArgs) -> anyhow::Result<ExitCode> {
+async fn drill(args: RunArgs, hub: Hub) -> anyhow::Result<ExitCode> {
     let Some(topology) = args.name else {
         bail!("NAME is required");
     };
     let name = args.drill_name.unwrap_or_else(|| topology.clone());
-    let ns = args.namespace.clone();
-    let client = hub_client().await?;
+    let ns = hub.namespace(args.namespace.as_deref());
+    let client = hub.client;
     let api: Api<DisasterRecoveryDrill> = Api::namespaced(client.clone(), &ns);
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let runner = format!("cli/{}-{}", host.trim(), std::process::id());
@@ -197,11 +206,11 @@ async fn drill(args: RunArgs) -> anyhow::Result<ExitCode> {
     let status = drill.status.clone().unwrap_or_default();
     println!();
     print!("{}", report::markdown(&drill));
-    Ok(if status.phase == Some(DrillPhase::Succeeded) {
-        ExitCode::SUCCESS
+    Ok(exit::code(if status.phase == Some(DrillPhase::Succeeded) {
+        exit::OK
     } else {
-        ExitCode::FAILURE
-    })
+        exit::NOT_DONE
+    }))
 }
 
 /// The same state machine as the controller's, driven here until the run ends; waits poll this

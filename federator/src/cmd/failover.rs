@@ -1,25 +1,19 @@
-//! `federator failover NAME -n NS --to MEMBER --accept-data-loss [--wait]`: asks for an explicit
-//! failover (promotion without the old primary's demotion token) by setting `spec.primary` and
-//! `spec.failover` in one patch. Without `--accept-data-loss` nothing is changed (exit 3). With
-//! `--wait`, follows the controller's answer: refused (exit 3), the failover's steps, then its
-//! data-loss window (exit 0). See docs/failover.md and docs/cli.md.
+//! `federator failover NAME [-n NS] --to MEMBER --accept-data-loss [--wait]`: asks for an
+//! explicit failover (promotion without the old primary's demotion token) by setting
+//! `spec.primary` and `spec.failover` in one patch. Without `--accept-data-loss` nothing is
+//! changed (exit 3). With `--wait`, follows the controller's answer: refused (3), the failover's
+//! steps, then its data-loss window (0). See docs/failover.md and docs/cli.md.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use futures::{StreamExt, TryStreamExt};
-use kube::Api;
-use kube::api::{Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use anyhow::Context as _;
 use serde_json::json;
 use topology::DistributedTopology;
 use topology::api::{DataLossWindow, Outcome};
 
 use super::exit;
 use super::hub::KubeArgs;
-use super::switchover::{Display, took};
+use super::primary_change::{self, Answer};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,9 +32,9 @@ pub struct Args {
     /// Follow the failover until it ends; exit non-zero if it is refused or holds.
     #[arg(long)]
     wait: bool,
-    /// With --wait: give up waiting after this many seconds (the failover itself goes on).
-    #[arg(long, default_value_t = 900)]
-    timeout: u64,
+    /// With --wait: give up waiting after this long (the failover itself goes on), e.g. 15m.
+    #[arg(long, default_value = "15m")]
+    timeout: policies::Duration,
 }
 
 pub fn run(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
@@ -63,133 +57,65 @@ pub fn run(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
 async fn failover(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
     let hub = kube.connect().await?;
     let namespace = hub.namespace(args.namespace.as_deref());
-    let api: Api<DistributedTopology> = Api::namespaced(hub.client, &namespace);
-    let topo = api.get(&args.name).await.with_context(|| {
-        format!(
-            "reading DistributedTopology {namespace}/{} on {}",
-            args.name, hub.describe
-        )
-    })?;
-    if !topo.spec.members.iter().any(|m| m.name == args.to) {
-        let names: Vec<&str> = topo.spec.members.iter().map(|m| m.name.as_str()).collect();
-        bail!(
-            "{} is not a member of {}; members: {}",
-            args.to,
-            args.name,
-            names.join(", ")
-        );
-    }
+    let api = kube::Api::<DistributedTopology>::namespaced(hub.client.clone(), &namespace);
+    primary_change::read_checked(&api, &namespace, &args.name, &args.to, &hub.describe).await?;
     // A fresh value makes this a new request even if an identical one was acted on before.
     let requested_at = k8s_openapi::jiff::Timestamp::now().to_string();
     let patch = json!({ "spec": {
         "primary": args.to,
         "failover": { "to": args.to, "acceptDataLoss": true, "requestedAt": requested_at },
     }});
-    api.patch(
-        &args.name,
-        &PatchParams {
-            field_manager: Some("federator-cli".into()),
-            ..PatchParams::default()
-        },
-        &Patch::Merge(patch),
-    )
-    .await
-    .context("setting spec.primary and spec.failover")?;
+    primary_change::request(&api, &args.name, patch, "spec.primary and spec.failover").await?;
     println!(
         "{namespace}/{}: spec.primary = {}, spec.failover requested at {requested_at} (acceptDataLoss)",
         args.name, args.to
     );
     if !args.wait {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit::code(exit::OK));
     }
-    match tokio::time::timeout(
-        Duration::from_secs(args.timeout),
-        follow(&api, &args, &requested_at),
-    )
-    .await
-    {
-        Ok(result) => result,
-        Err(_) => {
-            eprintln!(
-                "gave up waiting after {}s; the request stands (see `federator status`)",
-                args.timeout
-            );
-            Ok(exit::code(exit::TIMED_OUT))
-        }
-    }
-}
-
-/// Waits for the controller's answer to the request made at `requested_at`, then follows the
-/// failover it started.
-async fn follow(
-    api: &Api<DistributedTopology>,
-    args: &Args,
-    requested_at: &str,
-) -> anyhow::Result<ExitCode> {
-    let display = Display::new(std::io::stdout().is_terminal());
-    let config = watcher::Config::default().fields(&format!("metadata.name={}", args.name));
-    let mut updates = watcher(api.clone(), config).applied_objects().boxed();
-    let mut printed = 0;
-    let mut waiting_said = String::new();
-    while let Some(topo) = updates.try_next().await.context("watching the topology")? {
-        let Some(status) = topo.status else { continue };
+    let followed = primary_change::follow(&api, &args.name, args.timeout, |status| {
         let Some(report) = status
             .last_failover
             .as_ref()
-            .filter(|r| r.request.requested_at.as_deref() == Some(requested_at))
+            .filter(|r| r.request.requested_at.as_deref() == Some(requested_at.as_str()))
         else {
-            // Not answered yet: say why once, if the controller says it cannot start.
-            if let Some(ready) = status.conditions.iter().find(|c| {
-                c.type_ == "Ready" && c.reason.starts_with("Failover") && c.message != waiting_said
-            }) {
-                display.line(format!("waiting ({}): {}", ready.reason, ready.message));
-                waiting_said.clone_from(&ready.message);
-            }
-            continue;
+            // Not answered yet: say why, if the controller says it cannot start.
+            let why = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready" && c.reason.starts_with("Failover"))
+                .map(|c| format!("({}) {}", c.reason, c.message));
+            return Answer::Waiting(why);
         };
         if let Some(why) = &report.refused {
-            display.done(&format!("REFUSED: {why}"));
-            return Ok(exit::code(exit::HELD));
+            return Answer::Refused(why.clone());
         }
-        let Some(id) = &report.operation else {
-            continue;
-        };
-        let Some(op) = &status.operation_where(|op| op == id) else {
-            continue;
-        };
-        printed = display.steps(op, printed);
-        if let Some(hold) = &op.hold {
-            display.done(&format!(
-                "HOLD at {} ({}): {}",
-                op.step, hold.reason, hold.message
-            ));
-            return Ok(exit::code(exit::HELD));
+        match report
+            .operation
+            .as_ref()
+            .and_then(|id| status.operation_where(|op| op == id))
+        {
+            Some(op) => Answer::Running(Box::new(op)),
+            None => Answer::Waiting(None),
         }
-        match op.outcome {
-            Some(Outcome::Succeeded) => {
-                display.done(&format!(
-                    "failover {} → {} succeeded in {}; {} must be re-cloned when it returns (it is fenced then)",
-                    op.from,
-                    op.to,
-                    took(op),
-                    op.from
-                ));
-                if let Some(window) = &report.data_loss {
-                    print_window(window);
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            Some(outcome) => {
-                display.done(&format!(
-                    "failover {} → {} ended {outcome:?}",
-                    op.from, op.to
-                ));
-                return Ok(exit::code(exit::NOT_DONE));
-            }
-            None => display.current(op),
+    })
+    .await?;
+    let report = followed.status.as_ref().and_then(|s| {
+        let report = s.last_failover.as_ref()?;
+        let id = report.operation.as_ref()?;
+        let op = s.operation_where(|op| op == id)?;
+        (op.outcome == Some(Outcome::Succeeded)).then_some((op, report))
+    });
+    if let Some((op, report)) = report {
+        println!(
+            "{} must be re-cloned when it returns (it is fenced then)",
+            op.from
+        );
+        if let Some(window) = &report.data_loss {
+            print_window(window);
         }
     }
-    bail!("the watch on the topology ended")
+    Ok(followed.code)
 }
 
 fn print_window(window: &DataLossWindow) {

@@ -6,7 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig, NamedContext};
+use kubeconfigs::secrets::MEMBER_SECRET_SELECTOR;
+use topology::DistributedTopology;
 
 /// kubectl's connection flags; global, so `federator --context hub status pg` and
 /// `federator status pg --context hub` both work.
@@ -33,6 +38,50 @@ impl Hub {
     /// `-n` if given, else the context's namespace.
     pub fn namespace(&self, flag: Option<&str>) -> String {
         flag.map_or_else(|| self.default_namespace.clone(), str::to_owned)
+    }
+
+    /// The DistributedTopology `name` in `namespace`, or every one there, or (`all`) every one
+    /// of the hub.
+    pub async fn topologies(
+        &self,
+        namespace: &str,
+        name: Option<&str>,
+        all: bool,
+    ) -> anyhow::Result<Vec<DistributedTopology>> {
+        let api: Api<DistributedTopology> = if all {
+            Api::all(self.client.clone())
+        } else {
+            Api::namespaced(self.client.clone(), namespace)
+        };
+        Ok(match name {
+            Some(name) => vec![api.get(name).await.with_context(|| {
+                format!(
+                    "reading DistributedTopology {namespace}/{name} on {}",
+                    self.describe
+                )
+            })?],
+            None => {
+                api.list(&ListParams::default())
+                    .await
+                    .with_context(|| format!("listing DistributedTopologies on {}", self.describe))?
+                    .items
+            }
+        })
+    }
+
+    /// The Federator-format member credential Secrets in `namespace`.
+    pub async fn member_secrets(&self, namespace: &str) -> anyhow::Result<Vec<Secret>> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        Ok(secrets
+            .list(&ListParams::default().labels(MEMBER_SECRET_SELECTOR))
+            .await
+            .with_context(|| {
+                format!(
+                    "listing member credential Secrets in {namespace} on {}",
+                    self.describe
+                )
+            })?
+            .items)
     }
 }
 

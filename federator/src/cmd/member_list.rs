@@ -4,16 +4,14 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use comfy_table::Table;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::ListParams;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use kubeconfigs::Timeouts;
 use kubeconfigs::member_access::{
     NAMESPACES_ANNOTATION, TOKEN_EXPIRES_ANNOTATION, required_access,
 };
-use kubeconfigs::secrets::{MEMBER_SECRET_SELECTOR, from_secret};
+use kubeconfigs::secrets::from_secret;
 use serde::Serialize;
 
 use super::exit;
@@ -114,18 +112,9 @@ impl Row {
 
 pub async fn list(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
     let hub = kube.connect().await?;
-    let secrets: Api<Secret> = Api::namespaced(hub.client.clone(), &args.secret_namespace);
-    let listed = secrets
-        .list(&ListParams::default().labels(MEMBER_SECRET_SELECTOR))
-        .await
-        .with_context(|| {
-            format!(
-                "listing member Secrets in {} on the hub ({})",
-                args.secret_namespace, hub.describe
-            )
-        })?;
+    let listed = hub.member_secrets(&args.secret_namespace).await?;
     let mut rows = Vec::new();
-    for secret in &listed.items {
+    for secret in &listed {
         rows.push(row(secret, &args).await);
     }
     match args.output {

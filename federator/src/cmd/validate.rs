@@ -1,5 +1,6 @@
-//! `federator validate`: check DistributedTopology manifests, and the CNPG Clusters given with
-//! them, offline. Also home of the file loading that `plan` and `graph` share.
+//! `federator validate`: check DistributedTopology manifests and the CNPG Clusters given with
+//! them (`-f`, offline), or the topologies on the hub with their members' Clusters as they are
+//! (`validate [NAME] [-n NS | -A]`). Also home of the file loading that `plan` and `graph` share.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,11 +11,27 @@ use topology::manifest::{Manifests, Origin};
 use topology::validate::{Problem, validate_clusters};
 use topology::{DistributedTopology, Observed, Topology};
 
+use super::exit;
+use super::hub::KubeArgs;
+use super::live::{self, LiveArgs};
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// YAML files with DistributedTopology and CNPG Cluster documents (`-` for stdin).
-    #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+    /// YAML files with DistributedTopology and CNPG Cluster documents (`-` for stdin). Without
+    /// -f, the topologies on the hub are validated with their members' live Clusters.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// One DistributedTopology on the hub (default: every one in the namespace).
+    #[arg(conflicts_with = "files")]
+    name: Option<String>,
+    /// Hub namespace (default: the kubeconfig context's).
+    #[arg(short, long, conflicts_with = "files")]
+    namespace: Option<String>,
+    /// Every namespace of the hub.
+    #[arg(short = 'A', long, conflicts_with_all = ["files", "name", "namespace"])]
+    all_namespaces: bool,
+    #[command(flatten)]
+    live: LiveArgs,
 }
 
 /// Reads and parses every file; all syntax errors of all files are reported together.
@@ -98,11 +115,16 @@ pub(crate) fn check(
 
 pub(crate) fn describe(loaded: &Loaded<'_>) -> String {
     let meta = &loaded.object.metadata;
+    // Line 0: not from a file (read from the hub); the origin names where.
+    let origin = if loaded.origin.line == 0 {
+        loaded.origin.file.clone()
+    } else {
+        loaded.origin.to_string()
+    };
     format!(
-        "{}/{} ({})",
+        "{}/{} ({origin})",
         meta.namespace.as_deref().unwrap_or("default"),
         meta.name.as_deref().unwrap_or("?"),
-        loaded.origin
     )
 }
 
@@ -117,14 +139,69 @@ pub(crate) fn print_problems(what: &str, problems: &[Problem]) {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
+    if args.files.is_empty() {
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        return runtime.block_on(validate_live(args, kube));
+    }
     let manifests = load(&args.files)?;
     let all = group(&manifests);
     if all.is_empty() {
         bail!("no DistributedTopology (apiVersion federator.dev/v1alpha1) in the files");
     }
+    report(&all)
+}
+
+/// The topologies on the hub, each with its members' Clusters read live.
+async fn validate_live(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
+    let hub = kube.connect().await?;
+    let namespace = hub.namespace(args.namespace.as_deref());
+    let objects = hub
+        .topologies(&namespace, args.name.as_deref(), args.all_namespaces)
+        .await?;
+    if objects.is_empty() {
+        let scope = if args.all_namespaces {
+            "any namespace".to_owned()
+        } else {
+            format!("namespace {namespace}")
+        };
+        bail!("no DistributedTopology in {scope} on {}", hub.describe);
+    }
+    let credentials = live::credentials(&hub, &args.live).await?;
+    let origin = Origin {
+        file: format!("live on {}", hub.describe),
+        line: 0,
+    };
+    let mut lives = Vec::new();
+    for object in objects {
+        lives.push(live::with_clusters(object, &credentials).await?);
+    }
+    let mut unread = false;
+    for live in &lives {
+        for why in &live.unread {
+            unread = true;
+            eprintln!("not read: {why}");
+        }
+    }
+    let all: Vec<Loaded<'_>> = lives
+        .iter()
+        .map(|live| Loaded {
+            origin: &origin,
+            object: &live.object,
+            clusters: live.clusters.clone(),
+        })
+        .collect();
+    let code = report(&all)?;
+    Ok(if unread {
+        exit::code(exit::ERROR)
+    } else {
+        code
+    })
+}
+
+fn report(all: &[Loaded<'_>]) -> anyhow::Result<ExitCode> {
     let mut failed = false;
-    for loaded in &all {
+    for loaded in all {
         let what = describe(loaded);
         match check(loaded, None) {
             Ok((topology, observed)) => println!(
@@ -137,11 +214,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit::code(if failed { exit::ERROR } else { exit::OK }))
 }
 
 fn summary(what: &str, topology: &Topology, observed: &Observed, clusters: usize) -> String {
