@@ -11,12 +11,12 @@ FEDERATOR_LAB := target/debug/federator-lab
 LAB_DIR ?= .lab
 E2E_LAB_DIR ?= target/e2e-lab
 
-.PHONY: help deps build install demo lab-down lab-status test fmt-check clippy no-openssl crds-check chart-check image image-check unit e2e-lab-down bench
+.PHONY: help deps build install demo lab-down lab-status test fmt-check clippy no-openssl deny crds-check chart-check image image-check unit e2e-lab-down bench
 
 help:
 	@echo "make demo      lab up in $(LAB_DIR)/, the ring of three, the controller, one switchover (leaves it running)"
 	@echo "make lab-down  stop the demo lab"
-	@echo "make test      fmt, clippy, no-OpenSSL check, CRD drift check, every test (e2e on a real lab)"
+	@echo "make test      fmt, clippy, no-OpenSSL check, cargo deny, CRD drift check, every test (e2e on a real lab)"
 	@echo "make image     the Federator image (OCI archive in target/image/) from Debian packages, no registry"
 	@echo "make bench     the planner bench, then the switchover bench on the e2e lab (docs/benchmarks.md)"
 
@@ -46,7 +46,7 @@ lab-down: build
 	@if [[ -f $(LAB_DIR)/controller.pid ]]; then kill "$$(cat $(LAB_DIR)/controller.pid)" 2>/dev/null || true; rm -f $(LAB_DIR)/controller.pid; fi
 	$(FEDERATOR_LAB) down --dir $(LAB_DIR)
 
-test: deps fmt-check clippy no-openssl crds-check chart-check image-check
+test: deps fmt-check clippy no-openssl deny crds-check chart-check image-check
 	$(CARGO) test --workspace --no-fail-fast
 
 fmt-check:
@@ -65,6 +65,11 @@ no-openssl:
 	else \
 	  echo "$$out"; exit 1; \
 	fi
+
+# cargo deny (deny.toml): advisories, licences, bans (no OpenSSL), sources. Advisories need the
+# RustSec database, fetched from github.com by hack/install-deps.sh (docs/dependencies.md).
+deny:
+	bash hack/deny.sh
 
 # Committed CRDs (deploy/crds/) must match what the Rust types generate. Runs once
 # `federator crds --check` exists; until then there are no generated CRDs to drift.
