@@ -67,7 +67,7 @@ no-openssl:
 	fi
 
 # cargo deny (deny.toml): advisories, licences, bans (no OpenSSL), sources. Advisories need the
-# RustSec database, fetched from github.com by hack/install-deps.sh (docs/dependencies.md).
+# RustSec database on disk; nothing is fetched (docs/dependencies.md).
 deny:
 	bash hack/deny.sh
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make deny`: cargo deny with deny.toml. Licences, bans (no OpenSSL, known-bad crates) and
-# sources are checked offline, always. Advisories are checked against the RustSec database on
-# disk, which hack/install-deps.sh fetches from github.com; on a machine that cannot reach
-# github.com and has no copy, they are NOT checked and this says so (docs/dependencies.md).
+# sources are checked offline, always. Advisories are checked against a RustSec database already
+# on disk (FEDERATOR_ADVISORY_DBS, or cargo deny's default folder); nothing is fetched, and
+# without a copy they are NOT checked and this says so (docs/dependencies.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +16,7 @@ if compgen -G "$db_root/advisory-db-*/crates" >/dev/null; then
   done
   "$deny" --offline check advisories
 else
-  echo "deny: advisories NOT checked: no RustSec database in $db_root (github.com was unreachable" \
-    "when hack/install-deps.sh ran; set FEDERATOR_ADVISORY_DBS to a directory holding a clone" \
+  echo "deny: advisories NOT checked: no RustSec database in $db_root (nothing is fetched:" \
+    "set FEDERATOR_ADVISORY_DBS to a directory holding a clone" \
     "named advisory-db-<hash>). The bans in deny.toml still keep out the known-bad crates."
 fi
