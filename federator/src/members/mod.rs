@@ -392,6 +392,7 @@ impl Inner {
             return;
         };
         let member = target.member.as_str();
+        let error_before = watch.health.error.clone();
         let changed: Vec<ClusterKey> = match event {
             // Emitted before the list request: proves nothing about reachability yet.
             Ok(watcher::Event::Init) => {
@@ -420,13 +421,44 @@ impl Inner {
                     .collect()
             }
             Err(error) => {
-                let text = entry.credential.redact(&error.to_string());
-                tracing::debug!(member, namespace = %target.namespace, error = %text, "member watch failed");
+                let text = match watch::status_code(&error) {
+                    Some(code @ (401 | 403)) => refused_text(&target.namespace, &error, code),
+                    _ => error.to_string(),
+                };
+                let text = entry.credential.redact(&text);
+                // Once per distinct error, not per retry.
+                if watch.health.error.as_ref() != Some(&text) {
+                    tracing::warn!(member, namespace = %target.namespace, error = %text, "member watch failed");
+                }
                 watch.health.error = Some(text);
                 Vec::new()
             }
         };
+        // A namespace that starts or stops failing changes what reads there answer, even when
+        // the member as a whole stays reachable: wake the topologies of this member.
+        let error_changed = watch.health.error != error_before;
         self.announce(changed.into_iter().map(MemberEvent::Cluster));
+        if error_changed {
+            self.announce([MemberEvent::Member(member.to_owned())]);
+        }
         self.refresh_health(&mut state, member);
     }
+}
+
+/// What a refused watch means and how to fix it; `read` prefixes the member's name.
+fn refused_text(namespace: &str, error: &watcher::Error, code: u16) -> String {
+    if code == 401 {
+        return format!(
+            "the API server no longer accepts the credential (401 Unauthorized; revoked or \
+             expired token?) when watching Clusters in namespace {namespace}; issue a new one: \
+             `federator member rotate` (docs/credentials.md)"
+        );
+    }
+    format!(
+        "the credential may not {} CNPG clusters (postgresql.cnpg.io) in namespace {namespace} \
+         (403 Forbidden); grant the member Role there: `federator member join --namespaces \
+         …,{namespace} --overwrite`, or apply deploy/member-rbac/ for namespace {namespace} \
+         (docs/credentials.md)",
+        watch::verb(error)
+    )
 }
