@@ -77,7 +77,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Crds(args) => cmd::crds::run(args),
-        Command::Controller(args) => cmd::controller::run(args),
+        Command::Controller(args) => cmd::controller::run(args, &cli.kube),
         Command::Validate(args) => cmd::validate::run(args, &cli.kube),
         Command::Switchover(args) => cmd::switchover::run(args, &cli.kube),
         Command::Failover(args) => cmd::failover::run(args, &cli.kube),

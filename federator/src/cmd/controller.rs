@@ -71,7 +71,7 @@ enum LogFormat {
     Json,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_lease_manager=warn"));
     let logs = tracing_subscriber::fmt()
@@ -86,14 +86,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .try_init(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(serve(args))?;
+    runtime.block_on(serve(args, kube))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
-    let hub = kube::Client::try_default()
-        .await
-        .context("connecting to the hub (KUBECONFIG or in-cluster config)")?;
+async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
+    // --kubeconfig/--context, else KUBECONFIG, ~/.kube/config or the in-cluster ServiceAccount.
+    let hub = kube.connect().await?.client;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
