@@ -19,7 +19,7 @@ use crate::directory::is_member_name;
 use crate::error::{CredentialError, Result};
 use crate::kubeconfig::{self, Rules};
 use crate::origin::Origin;
-use crate::secrets::data;
+use crate::secret_data::data;
 
 pub const SECRET_TYPE_LABEL: &str = "argocd.argoproj.io/secret-type";
 pub const SECRET_TYPE_CLUSTER: &str = "cluster";
@@ -181,7 +181,7 @@ fn to_kubeconfig(member: &str, server: &str, config: &ClusterConfig) -> Result<K
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use k8s_openapi::ByteString;
@@ -191,7 +191,7 @@ mod tests {
     use crate::kubeconfig::tests::TOKEN;
     use crate::{AuthMethod, SecretFormat};
 
-    fn argo_secret(config: &str) -> Secret {
+    pub(crate) fn argo_secret(config: &str) -> Secret {
         let data = [
             ("name", "eu-western"),
             ("server", "https://127.0.0.1:2"),
@@ -217,9 +217,12 @@ mod tests {
     }
 
     async fn load(config: &str, allow_plugins: bool) -> Result<MemberCredential> {
-        crate::secrets::from_secret(&argo_secret(config), allow_plugins)
-            .await
-            .expect("the label selects the Argo CD format")
+        let origin = Origin::Secret {
+            format: SecretFormat::ArgoCd,
+            namespace: "argocd".into(),
+            name: "cluster-eu-western".into(),
+        };
+        from_secret(&argo_secret(config), origin, allow_plugins).await
     }
 
     #[tokio::test]

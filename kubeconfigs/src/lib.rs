@@ -14,6 +14,7 @@ mod error;
 mod kubeconfig;
 pub mod member_access;
 mod origin;
+mod secret_data;
 pub mod secrets;
 mod set;
 

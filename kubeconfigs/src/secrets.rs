@@ -13,6 +13,7 @@ use crate::directory::is_member_name;
 use crate::error::{CredentialError, Result};
 use crate::kubeconfig::{self, Rules};
 use crate::origin::{Origin, SecretFormat};
+use crate::secret_data::data;
 
 /// Label marking a hub Secret as a member credential in Federator's format (value `"true"`).
 pub const MEMBER_SECRET_LABEL: &str = "federator.dev/member-cluster";
@@ -51,22 +52,6 @@ pub async fn from_secret(secret: &Secret, allow_plugins: bool) -> Option<Result<
     })
 }
 
-/// The string under `key` of a Secret's `data` (or `stringData`, as written by hand in tests).
-pub(crate) fn data<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| b.0.as_slice())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|s| s.as_bytes())
-        })
-}
-
 async fn federator_format(
     secret: &Secret,
     origin: Origin,
@@ -98,4 +83,27 @@ async fn federator_format(
     };
     let revision = kubeconfig::revision(&[b"federator", member.as_bytes(), bytes]);
     kubeconfig::credential(parsed, &member, origin, rules, revision).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::argocd::tests::argo_secret;
+
+    #[tokio::test]
+    async fn the_argo_cd_label_selects_the_argo_cd_format() {
+        let secret = argo_secret(r#"{"bearerToken":"t","tlsClientConfig":{"insecure":true}}"#);
+        assert_eq!(format_of(&secret), Some(SecretFormat::ArgoCd));
+        let credential = from_secret(&secret, false)
+            .await
+            .expect("the label selects the Argo CD format")
+            .unwrap();
+        assert!(matches!(
+            credential.origin(),
+            Origin::Secret {
+                format: SecretFormat::ArgoCd,
+                ..
+            }
+        ));
+    }
 }

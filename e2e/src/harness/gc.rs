@@ -13,8 +13,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 
 use super::fixture::{SharedLab, cnpg_cluster};
-use super::namespace::TEST_LABEL;
 use crate::lab::topology::REGIONS;
+
+/// Label on every test namespace, valued with the test's name.
+pub const TEST_LABEL: &str = "federator.dev/e2e-test";
 
 /// How long a failed test's namespace is kept for inspection. Longer than any test runs, so a
 /// namespace this old belongs to no running test.

@@ -15,13 +15,15 @@
 //! `FEDERATOR_LAB_ETCD_PORT` / `FEDERATOR_LAB_APISERVER_PORT` its ports when it has to start
 //! (defaults 23890 / 26543, apart from the `make demo` lab so both can run at once).
 
+mod attach;
 mod dump;
 mod fixture;
 pub mod gc;
 mod namespace;
 
+pub use attach::{lab, lab_dir};
 pub use fixture::{
     HARNESS_APISERVER_PORT, HARNESS_ETCD_PORT, SharedLab, Subresource, WAIT, block_on_detached,
-    cnpg_cluster, lab, lab_dir, patch_pinned, sample_cluster, wait_until,
+    cnpg_cluster, patch_pinned, sample_cluster, wait_until,
 };
 pub use namespace::TestNamespace;

@@ -4,18 +4,17 @@ use std::collections::BTreeMap;
 
 use kube::discovery::ApiResource;
 
+use super::attach::lab;
 use super::dump;
-use super::fixture::{SharedLab, lab};
+use super::fixture::SharedLab;
+use super::gc::{self, TEST_LABEL};
 use crate::lab::bootstrap;
 use crate::lab::pki::random_hex;
 use crate::lab::topology::REGIONS;
 
-/// Label on every test namespace, valued with the test's name.
-pub const TEST_LABEL: &str = "federator.dev/e2e-test";
-
 /// Namespace `<test>-<random>` on the hub and the three members. On drop: if the test is
 /// panicking, the Clusters, events and any [`also_dump`](Self::also_dump) resources in it are
-/// printed to stderr and the namespace is kept for inspection (for [`KEEP_FAILED`](super::gc::KEEP_FAILED), then the
+/// printed to stderr and the namespace is kept for inspection (for [`KEEP_FAILED`](gc::KEEP_FAILED), then the
 /// next test binary collects it); otherwise its Clusters, its WAL archives and the namespace are
 /// deleted. (The lab has no namespace controller, so a deleted namespace stays `Terminating`; nothing reuses it.)
 pub struct TestNamespace {
@@ -95,8 +94,8 @@ impl Drop for TestNamespace {
                 return;
             }
             // Deleting the Clusters lets the CNPG emulator stop their PostgreSQL.
-            super::gc::delete_namespace(lab, &name).await;
-            super::gc::remove_archives_of(&lab.layout.root().join("object-stores"), &name);
+            gc::delete_namespace(lab, &name).await;
+            gc::remove_archives_of(&lab.layout.root().join("object-stores"), &name);
         });
     }
 }

@@ -106,7 +106,7 @@ pub async fn start_all(layout: &LabLayout, state: &mut LabState) -> Result<Vec<S
         .filter(|n| !state.held.contains(n))
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    super::lifecycle::ensure_running(layout, state, &names, EMULATOR_READY_WITHIN).await
+    super::running::ensure_running(layout, state, &names, EMULATOR_READY_WITHIN).await
 }
 
 /// Stops every PostgreSQL instance the emulators started in this lab (fast shutdown). Run after
@@ -142,7 +142,7 @@ pub async fn stop_postgres_of(layout: &LabLayout, member: &str) -> Vec<String> {
 /// Makes sure the emulators of a running lab run, under the lab's lock: for a lab brought up
 /// before emulators existed, and for tests that need them.
 pub async fn ensure(layout: &LabLayout) -> Result<Vec<String>> {
-    let _lock = super::lifecycle::lock(layout).await?;
+    let _lock = super::running::lock(layout).await?;
     let mut state =
         LabState::load(layout)?.ok_or_else(|| LabError::NotRunning(layout.root().to_path_buf()))?;
     start_all(layout, &mut state).await

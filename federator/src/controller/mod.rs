@@ -2,22 +2,15 @@
 //! the topologies themselves and of their members' CNPG `Cluster`s (watchers in the member pool),
 //! by deadlines (timers), and by gaining the lease. See `docs/controller.md`.
 
-mod act;
-mod clock;
-mod conditions;
-mod deadlines;
 mod decide;
 mod deferred;
+mod effects;
 mod error;
-mod events;
-mod leader;
-mod metrics;
 mod observe;
 mod own_writes;
 mod reconcile;
-mod rotation;
+mod runtime;
 mod sent;
-mod status_writer;
 
 use std::sync::Arc;
 
@@ -31,14 +24,14 @@ use topology::api::Member;
 
 use crate::members::MemberEvent;
 
-pub use clock::{Clock, FileClock, SystemClock};
 pub use deferred::Deferred;
+pub use effects::events::Events;
 pub use error::Error;
-pub use events::Events;
-pub use leader::{Leadership, LeaseOptions};
-pub use metrics::{Metrics, serve as serve_metrics};
 pub use observe::{MemberRead, Members};
 pub use own_writes::OwnWrites;
+pub use runtime::clock::{Clock, FileClock, SystemClock};
+pub use runtime::leader::{Leadership, LeaseOptions};
+pub use runtime::metrics::{Metrics, serve as serve_metrics};
 pub use sent::SentPatches;
 
 /// What every reconcile shares.

@@ -16,16 +16,15 @@ use kube::runtime::controller::Action;
 use topology::api::Member;
 use topology::{DistributedTopology, StepKind, Topology};
 
-use super::Context;
-use super::act;
-use super::deadlines;
+use super::decide::rotation;
 use super::decide::{decide, refuse};
 use super::deferred::Write;
+use super::effects::{act, status_writer};
 use super::error::{Error, Result};
 use super::observe::observe_during;
-use super::rotation;
+use super::runtime::deadlines;
 use super::sent;
-use super::status_writer;
+use super::{Context, effects};
 use crate::members::{ClusterKey, MemberEvent};
 
 pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Result<Action> {
@@ -188,7 +187,7 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         if !ctx.leader.is_leader() {
             return Err(Error::NotLeader);
         }
-        rotation::start(&ctx.hub, written, start).await?;
+        effects::rotation::start(&ctx.hub, written, start).await?;
         tracing::info!(topology = %key, reason = %start.note.reason, "{}", start.note.message);
         ctx.events.publish(&topo, &start.note).await;
         // The spec change comes back through the watch and starts the switchover.

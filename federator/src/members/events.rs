@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures::Stream;
 use tokio::sync::broadcast;
 
-use super::store::ClusterKey;
+use super::key::ClusterKey;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberEvent {

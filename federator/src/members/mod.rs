@@ -13,6 +13,7 @@
 //! ```
 
 mod events;
+mod key;
 mod reachability;
 mod store;
 mod tokens;
@@ -29,8 +30,8 @@ use tokio::sync::broadcast;
 use topology::cnpg::Cluster;
 
 pub use events::MemberEvent;
+pub use key::ClusterKey;
 pub use reachability::{MemberHealth, Reachability};
-pub use store::ClusterKey;
 pub use tokens::RetainedToken;
 
 use reachability::WatchHealth;

@@ -8,35 +8,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use topology::cnpg::Cluster;
 
+use super::key::ClusterKey;
 use super::tokens::{RetainedToken, RetainedTokens};
-
-/// Identifies one CNPG Cluster on one member Kubernetes cluster.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClusterKey {
-    /// The member Kubernetes cluster (the name its credential has).
-    pub member: String,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ClusterKey {
-    pub(crate) fn of(member: &str, cluster: &Cluster) -> Self {
-        Self {
-            member: member.to_owned(),
-            namespace: cluster.namespace().unwrap_or_default(),
-            name: cluster.name_any(),
-        }
-    }
-
-    /// The Cluster a topology member stands for.
-    pub fn of_member(m: &topology::api::Member) -> Self {
-        Self {
-            member: m.cluster.clone(),
-            namespace: m.namespace.clone(),
-            name: m.cluster_name().to_owned(),
-        }
-    }
-}
 
 /// Last-seen Clusters of all members, and the last demotion token each showed.
 #[derive(Debug, Default)]

@@ -14,7 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use topology::cnpg::Cluster;
 use topology::token::PromotionToken;
 
-use super::store::ClusterKey;
+use super::key::ClusterKey;
 
 /// A demotion token a Cluster showed at some point.
 #[derive(Clone, Debug, PartialEq, Eq)]

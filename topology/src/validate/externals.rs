@@ -11,8 +11,7 @@ use crate::model::Topology;
 use crate::name_index::{NameHashBuilder, NameIndex};
 use crate::observed::ObservedMember;
 
-use super::live::cluster_path;
-use super::problem::Problems;
+use super::problem::{Problems, cluster_path};
 use super::spec_rules::list;
 
 /// One externalClusters list, indexed by name.

@@ -7,7 +7,7 @@ use crate::model::Topology;
 use crate::observed::{Observed, ObservedMember};
 
 use super::externals::{ExternalLists, ExternalNames};
-use super::problem::{Problem, Problems, ValidationError};
+use super::problem::{Problem, Problems, ValidationError, cluster_path};
 use super::spec_rules::list;
 
 /// Checks raw Clusters (e.g. from files): each must be a member and appear once, then applies
@@ -103,14 +103,6 @@ fn cluster_path_of(cluster: &Cluster) -> String {
         "Cluster {}/{}",
         cluster.metadata.namespace.as_deref().unwrap_or("?"),
         cluster.metadata.name.as_deref().unwrap_or("?")
-    )
-}
-
-pub(super) fn cluster_path(m: &ObservedMember) -> String {
-    format!(
-        "Cluster {}/{}",
-        m.namespace.as_deref().unwrap_or("?"),
-        m.cluster_name
     )
 }
 

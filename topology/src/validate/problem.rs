@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::observed::ObservedMember;
+
 /// One thing wrong, with its location and a fix a human can apply.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
@@ -76,4 +78,13 @@ impl Problems {
             Err(ValidationError { problems: self.0 })
         }
     }
+}
+
+/// Where a problem of member `m`'s own Cluster is: `Cluster <namespace>/<name>`.
+pub(super) fn cluster_path(m: &ObservedMember) -> String {
+    format!(
+        "Cluster {}/{}",
+        m.namespace.as_deref().unwrap_or("?"),
+        m.cluster_name
+    )
 }

@@ -19,15 +19,17 @@ use topology::{
     Topology, next_step,
 };
 
-use super::conditions::{self, Facts, Wanted};
-use super::observe::Observation;
+use crate::controller::observe::Observation;
+use conditions::{Facts, Wanted};
 
-#[path = "failover.rs"]
+pub(super) mod conditions;
 mod failover;
-#[path = "fence.rs"]
 mod fence;
+mod note;
+pub(super) mod rotation;
 
 use failover::Gate;
+pub use note::Note;
 
 /// At most this many status-only transitions are chained in one reconcile before its single
 /// write; a switchover has fewer steps than this, so the bound only guards against a planner bug.
@@ -49,17 +51,6 @@ pub struct Decided {
     pub requeue_after: Option<Duration>,
     /// What the conditions were computed from, to recompute them after [`refuse`].
     facts: Facts,
-}
-
-/// A Kubernetes Event to publish on the topology.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Note {
-    pub warning: bool,
-    /// PascalCase reason.
-    pub reason: String,
-    /// PascalCase action.
-    pub action: &'static str,
-    pub message: String,
 }
 
 impl Decided {
@@ -109,7 +100,7 @@ pub fn decide(topo: &DistributedTopology, observation: &Observation, now: Timest
         // An invalid topology changes nothing anywhere: no operation starts or moves on.
         Err(problems) => {
             facts.invalid = Some(problems.to_string());
-            super::rotation::add_problems(spec, &mut facts.invalid);
+            rotation::add_problems(spec, &mut facts.invalid);
         }
         Ok(topology) => {
             // Mid-switchover the members legitimately break the idle rules (no primary between
@@ -120,7 +111,7 @@ pub fn decide(topo: &DistributedTopology, observation: &Observation, now: Timest
                 facts.invalid = Some(problems.to_string());
             }
             // An invalid spec.rotation makes the topology invalid too: Valid=False, no change.
-            super::rotation::add_problems(spec, &mut facts.invalid);
+            rotation::add_problems(spec, &mut facts.invalid);
             note_promotion(&mut status, observation, now);
             // A former primary that can be read again is fenced before anything else happens.
             let fence = match status.operation {
@@ -585,5 +576,4 @@ fn elapsed(since: &MicroTime, now: Timestamp) -> Duration {
 }
 
 #[cfg(test)]
-#[path = "decide_tests.rs"]
 mod tests;

@@ -19,8 +19,8 @@ use topology::cnpg::Role;
 use topology::plan::{Action, patch};
 use topology::{DistributedTopologyStatus, StepKind, Topology};
 
-use super::super::observe::Observation;
-use super::Note;
+use super::note::Note;
+use crate::controller::observe::Observation;
 
 /// Adds `name` to the fenced members (once per failover operation).
 pub fn remember(

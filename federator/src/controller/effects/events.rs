@@ -22,7 +22,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
 use topology::DistributedTopology;
 
-use super::decide::Note;
+use crate::controller::decide::Note;
 
 /// The longest a Normal Event waits for its switchover to finish.
 pub const MAX_HOLD: Duration = Duration::from_secs(3);

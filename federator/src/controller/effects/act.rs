@@ -12,8 +12,8 @@ use topology::cnpg::Cluster;
 use topology::plan::{Action, Desired};
 use topology::{Observed, OperationKind, StepKind, Topology};
 
-use super::error::{Error, Result};
-use super::observe::Members;
+use crate::controller::error::{Error, Result};
+use crate::controller::observe::Members;
 
 /// A member patch that takes longer than this is abandoned (and retried by the reconcile).
 const PATCH_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,4 +1,4 @@
-//! The controller's notion of "now", injected through [`Context`](super::Context) so that the
+//! The controller's notion of "now", injected through [`Context`](crate::controller::Context) so that the
 //! rotation scheduler (and every timestamp a reconcile writes) can be tested without waiting.
 //!
 //! Production uses [`SystemClock`]. [`FileClock`] exists for end-to-end tests only and is

@@ -12,25 +12,18 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
 use policies::rotation::{
     MemberFacts, RotationDecision, RotationErrors, RotationFacts, RotationHistory, RotationInput,
     ValidatedRotation,
 };
+use topology::DistributedTopologyStatus;
 use topology::api::{
     DistributedTopologySpec, Outcome, RotationDecisionRecord, RotationRecord, RotationStatus,
 };
 use topology::conditions::kind;
-use topology::{DistributedTopology, DistributedTopologyStatus};
 
-use super::decide::Note;
-use super::error::{Error, Result};
-use super::observe::Observation;
-
-/// The field manager of the `spec.primary` patch that starts a rotation; GitOps tools that own
-/// `spec.primary` must ignore changes by it (see `docs/rotations.md`).
-pub const FIELD_MANAGER: &str = "federator-rotation";
+use super::note::Note;
+use crate::controller::observe::Observation;
 
 /// A timer never waits longer than this: a wall-clock step (NTP, a suspended VM) is noticed
 /// within the hour even if no watch event arrives.
@@ -178,36 +171,6 @@ pub fn evaluate(
         .map(|at| now.duration_until(at).unsigned_abs().min(MAX_RECHECK));
     status.rotation = Some(record);
     out
-}
-
-/// Sets `spec.primary` to the rotation's target with a merge patch that carries the
-/// resourceVersion of the status write that recorded it: if anyone changed the topology in
-/// between, nothing is patched (and the scheduled time stays handled: never started twice).
-pub async fn start(hub: &Client, written: &DistributedTopology, start: &Start) -> Result<()> {
-    let name = written.metadata.name.clone().unwrap_or_default();
-    let api: Api<DistributedTopology> = Api::namespaced(
-        hub.clone(),
-        written.metadata.namespace.as_deref().unwrap_or_default(),
-    );
-    let patch = serde_json::json!({
-        "metadata": {"resourceVersion": written.metadata.resource_version},
-        "spec": {"primary": start.to},
-    });
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    api.patch(&name, &params, &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::StartRotation {
-            topology: format!(
-                "{}/{name}",
-                written.metadata.namespace.as_deref().unwrap_or_default()
-            ),
-            to: start.to.clone(),
-            source,
-        })
 }
 
 /// The earlier of two optional timers.
@@ -360,5 +323,4 @@ fn digest(schedule: &str, time_zone: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "rotation_tests.rs"]
 mod tests;

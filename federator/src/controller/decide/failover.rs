@@ -14,7 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use topology::api::{DataLossWindow, FailoverReport, MemberStatus};
 use topology::{DistributedTopologySpec, Observed};
 
-use super::super::observe::Observation;
+use crate::controller::observe::Observation;
 
 /// Ready=False reasons a failover request (or its absence) can leave.
 pub mod reason {

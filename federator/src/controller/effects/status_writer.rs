@@ -11,8 +11,8 @@ use kube::Api;
 use kube::api::PostParams;
 use topology::{DistributedTopology, DistributedTopologyStatus};
 
-use super::error::{Error, Result};
-use super::leader::Leadership;
+use crate::controller::error::{Error, Result};
+use crate::controller::runtime::leader::Leadership;
 
 /// A status write that takes longer than this is abandoned (and retried by the reconcile).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
