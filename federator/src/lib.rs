@@ -4,4 +4,5 @@
 
 pub mod controller;
 pub mod drill;
+pub mod hub_permissions;
 pub mod members;

@@ -19,6 +19,7 @@ mod attach;
 mod dump;
 mod fixture;
 pub mod gc;
+pub mod hub_identity;
 mod namespace;
 
 pub use attach::{lab, lab_dir};

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use e2e::emulator::testkit::{DEADLINE, Member};
 use e2e::harness::SharedLab;
+use e2e::harness::hub_identity::{HubIdentity, RuleRef};
 use e2e::lab::health::wait_for;
 use kube::Api;
 use serde_json::json;
@@ -35,19 +36,40 @@ pub fn federator_binary() -> PathBuf {
 }
 
 /// `federator controller` for one test namespace; killed when dropped, its log printed if the
-/// test failed.
+/// test failed. It reaches the hub as the Helm chart's ServiceAccount with exactly the chart's
+/// RBAC (`e2e::harness::hub_identity`), not as the lab's admin; `FEDERATOR_E2E_HUB_ADMIN=1`
+/// runs it as admin instead (to tell a permission problem from another).
 pub struct Controller {
     child: tokio::process::Child,
     log: PathBuf,
+    // Dropped after the child (declaration order): its permissions outlive the process.
+    _identity: Option<HubIdentity>,
 }
 
 impl Controller {
-    pub fn start(lab: &SharedLab, ns: &str) -> Self {
+    pub fn start(lab: &'static SharedLab, ns: &str) -> Self {
         Self::start_with(lab, ns, "", &[])
     }
 
     /// With extra flags; `tag` tells the log files of several controllers of one test apart.
-    pub fn start_with(lab: &SharedLab, ns: &str, tag: &str, extra: &[&str]) -> Self {
+    pub fn start_with(lab: &'static SharedLab, ns: &str, tag: &str, extra: &[&str]) -> Self {
+        let admin = std::env::var_os("FEDERATOR_E2E_HUB_ADMIN").is_some_and(|v| v == "1");
+        let identity = (!admin).then(|| chart_identity(lab, ns, None));
+        Self::start_as(lab, ns, tag, extra, identity)
+    }
+
+    /// As `identity` (`None`: the lab's admin).
+    pub fn start_as(
+        lab: &SharedLab,
+        ns: &str,
+        tag: &str,
+        extra: &[&str],
+        identity: Option<HubIdentity>,
+    ) -> Self {
+        let kubeconfig = identity
+            .as_ref()
+            .map(|i| i.kubeconfig().to_path_buf())
+            .unwrap_or_else(|| lab.layout.kubeconfig("hub"));
         let log = lab.layout.log_file(&format!("controller-{ns}{tag}"));
         let file = std::fs::File::create(&log).expect("controller log file");
         let child = tokio::process::Command::new(federator_binary())
@@ -59,15 +81,42 @@ impl Controller {
                 &format!("federator-{ns}"),
             ])
             .args(extra)
-            .env("KUBECONFIG", lab.layout.kubeconfig("hub"))
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,federator=debug")
             .stdout(file.try_clone().expect("log fd"))
             .stderr(file)
             .kill_on_drop(true)
             .spawn()
             .expect("starting federator controller");
-        Controller { child, log }
+        Controller {
+            child,
+            log,
+            _identity: identity,
+        }
     }
+}
+
+/// The chart's hub identity for a controller of `ns` (Lease `federator-<ns>`, where
+/// `Controller::start_with` puts it), minus the rule `without`; a release of its own.
+pub fn chart_identity(lab: &'static SharedLab, ns: &str, without: Option<RuleRef>) -> HubIdentity {
+    let ns = ns.to_owned();
+    let release = format!("e2e-{}", e2e::lab::pki::random_hex(4).expect("random"));
+    // `start_with` is not async (its callers are many); the setup runs on a thread of its own.
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(HubIdentity::create(
+                lab,
+                &release,
+                &ns,
+                &format!("federator-{ns}"),
+                without.as_ref(),
+            ))
+    })
+    .join()
+    .expect("creating the controller's hub identity")
 }
 
 impl Controller {

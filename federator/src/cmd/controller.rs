@@ -98,6 +98,28 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
         format!("{}-{}", host.trim(), std::process::id())
     });
 
+    // Every missing hub permission named up front (docs/install.md), not found one request at
+    // a time; the controller still starts and does what it is allowed to.
+    let credential_namespaces: Vec<&str> = [
+        Some(args.secret_namespace.as_str()),
+        args.argocd_namespace.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|ns| !ns.is_empty())
+    .collect();
+    federator::hub_permissions::check(
+        &hub,
+        &federator::hub_permissions::Scope {
+            topologies: args.namespace.as_deref(),
+            lease: args
+                .leader_election
+                .then_some((args.lease_namespace.as_str(), args.lease_name.as_str())),
+            credential_namespaces,
+        },
+    )
+    .await;
+
     let credentials = CredentialSet::new(CredentialOptions {
         directory: args.member_kubeconfigs.clone(),
         secret_namespace: Some(args.secret_namespace.clone()).filter(|ns| !ns.is_empty()),
