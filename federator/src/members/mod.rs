@@ -423,7 +423,7 @@ impl Inner {
             }
             Err(error) => {
                 let text = match watch::status_code(&error) {
-                    Some(code @ (401 | 403)) => refused_text(&target.namespace, &error, code),
+                    Some(code @ (401 | 403)) => refused_text(target, &error, code),
                     _ => error.to_string(),
                 };
                 let text = entry.credential.redact(&text);
@@ -447,19 +447,20 @@ impl Inner {
 }
 
 /// What a refused watch means and how to fix it; `read` prefixes the member's name.
-fn refused_text(namespace: &str, error: &watcher::Error, code: u16) -> String {
+fn refused_text(target: &Target, error: &watcher::Error, code: u16) -> String {
+    let (member, namespace) = (&target.member, &target.namespace);
     if code == 401 {
         return format!(
             "the API server no longer accepts the credential (401 Unauthorized; revoked or \
              expired token?) when watching Clusters in namespace {namespace}; issue a new one: \
-             `federator member rotate` (docs/credentials.md)"
+             `federator member rotate {member}` (docs/credentials.md)"
         );
     }
     format!(
         "the credential may not {} CNPG clusters (postgresql.cnpg.io) in namespace {namespace} \
-         (403 Forbidden); grant the member Role there: `federator member join --namespaces \
-         …,{namespace} --overwrite`, or apply deploy/member-rbac/ for namespace {namespace} \
-         (docs/credentials.md)",
+         (403 Forbidden); grant the member Role there: `federator member join {member} \
+         --namespaces …,{namespace} --overwrite`, or apply deploy/member-rbac/ for namespace \
+         {namespace} (docs/credentials.md)",
         watch::verb(error)
     )
 }
