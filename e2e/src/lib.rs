@@ -3,5 +3,6 @@
 
 pub mod bench_stats;
 pub mod emulator;
+pub mod faults;
 pub mod harness;
 pub mod lab;

@@ -7,52 +7,20 @@
 mod controller_support;
 
 use controller_support::{
-    Controller, Load, assert_rows_kept, deploy, wait_condition, wide_timeouts,
+    Controller, Load, assert_rows_kept, deploy, reach, wait_condition, wide_timeouts,
 };
 use e2e::emulator::faults;
 use e2e::emulator::testkit::{self, DEADLINE, Pair};
 use e2e::harness::TestNamespace;
 use e2e::lab::health::wait_for;
-use futures::{StreamExt, TryStreamExt};
-use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
+use topology::StepKind;
 use topology::api::Outcome;
 use topology::conditions::kind;
-use topology::{DistributedTopology, StepKind};
 
 /// A short Lease, so the replacement takes over within seconds of the kill.
 const LEASE: [&str; 2] = ["--lease-seconds", "3"];
-
-/// Waits, on the topology's watch, until the operation of `generation` is at `step` or later;
-/// returns the step it saw (`None`: the operation finished first).
-async fn reach(
-    hub: &Api<DistributedTopology>,
-    generation: i64,
-    step: StepKind,
-) -> Option<StepKind> {
-    let config = watcher::Config::default().fields("metadata.name=pg");
-    let mut updates = watcher(hub.clone(), config).applied_objects().boxed();
-    let prefix = format!("{generation}-");
-    let watch = async {
-        while let Some(topo) = updates.try_next().await.expect("watching the topology") {
-            let status = topo.status.unwrap_or_default();
-            if status.history.iter().any(|op| op.id.starts_with(&prefix)) {
-                return None;
-            }
-            if let Some(op) = status.operation.filter(|op| op.id.starts_with(&prefix))
-                && op.step >= step
-            {
-                return Some(op.step);
-            }
-        }
-        panic!("the watch on the topology ended")
-    };
-    tokio::time::timeout(DEADLINE, watch)
-        .await
-        .expect("the switchover to reach the step")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_each_step_then_a_new_controller_finishes() {

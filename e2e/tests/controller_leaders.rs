@@ -10,7 +10,8 @@ mod controller_support;
 use std::time::{Duration, Instant};
 
 use controller_support::{
-    Controller, Load, assert_rows_kept, deploy, switchover, wait_condition, wide_timeouts,
+    Controller, Load, assert_rows_kept, deploy, set_primary, switchover, wait_condition,
+    wide_timeouts,
 };
 use e2e::emulator::testkit::{self, DEADLINE, Pair};
 use e2e::harness::{SharedLab, TestNamespace};
@@ -22,7 +23,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
-use topology::DistributedTopology;
 use topology::api::Outcome;
 use topology::conditions::kind;
 
@@ -85,20 +85,6 @@ async fn reporters(lab: &SharedLab, ns: &str, operation: &str) -> Vec<String> {
     .unwrap_or_default()
 }
 
-/// Sets `spec.primary`; returns the new generation.
-async fn request(hub: &Api<DistributedTopology>, to: &str) -> i64 {
-    hub.patch(
-        "pg",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"primary": to}})),
-    )
-    .await
-    .expect("setting spec.primary")
-    .metadata
-    .generation
-    .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_controllers_only_the_leader_writes_and_a_kill_9_hands_over_within_the_lease() {
     const LEASE_SECONDS: u64 = 3;
@@ -130,7 +116,7 @@ async fn two_controllers_only_the_leader_writes_and_a_kill_9_hands_over_within_t
 
     // A switchover with both running: every Event of it comes from the Lease holder, and the
     // other controller never patched a member.
-    let generation = request(&hub, pair.b.name).await;
+    let generation = set_primary(&hub, pair.b.name).await;
     let (code, out, _) = switchover(lab, ns.name(), pair.b.name).await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
@@ -172,7 +158,7 @@ async fn two_controllers_only_the_leader_writes_and_a_kill_9_hands_over_within_t
     );
 
     // The survivor serves the next switchover.
-    let generation = request(&hub, pair.a.name).await;
+    let generation = set_primary(&hub, pair.a.name).await;
     let (code, out, _) = switchover(lab, ns.name(), pair.a.name).await;
     assert_eq!(code, 0, "{out}");
     let seen = reporters(lab, ns.name(), &format!("{generation}-")).await;
@@ -247,7 +233,7 @@ async fn a_leader_whose_lease_is_handed_away_stops_writing_until_it_holds_it_aga
 
     // A switchover is asked for while another identity holds the Lease: nothing may be written
     // until the old controller holds the Lease again.
-    let generation = request(&hub, pair.b.name).await;
+    let generation = set_primary(&hub, pair.b.name).await;
     let (hub_ref, leases_ref, lease_ref, pair_ref) = (&hub, &leases, &lease, &pair);
     let before_ref = &before;
     let mut checks = 0;

@@ -27,7 +27,7 @@ fn read(path: &Path) -> Result<String> {
 }
 
 /// Writes a file readable only by its owner (keys and tokens).
-pub(crate) fn write_private(path: &Path, contents: &str) -> Result<()> {
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

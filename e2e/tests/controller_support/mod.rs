@@ -12,9 +12,12 @@ use e2e::emulator::testkit::{DEADLINE, Member};
 use e2e::harness::SharedLab;
 use e2e::harness::hub_identity::{HubIdentity, RuleRef};
 use e2e::lab::health::wait_for;
+use futures::{StreamExt, TryStreamExt};
 use kube::Api;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use topology::DistributedTopology;
+use topology::{DistributedTopology, StepKind};
 
 /// Wide deadlines for a loaded two-core machine; a hold fails a happy-path test anyway.
 pub fn wide_timeouts() -> serde_json::Value {
@@ -66,10 +69,46 @@ impl Controller {
         extra: &[&str],
         identity: Option<HubIdentity>,
     ) -> Self {
-        let kubeconfig = identity
+        Self::spawn(lab, ns, tag, extra, identity, None)
+    }
+
+    /// As [`Self::start_with`], with the hub reached through the fault proxy at `hub_proxy`
+    /// (`e2e::faults`): the same credential, its server rewritten to the proxy.
+    pub fn start_through(
+        lab: &'static SharedLab,
+        ns: &str,
+        tag: &str,
+        extra: &[&str],
+        hub_proxy: std::net::SocketAddr,
+    ) -> Self {
+        let admin = std::env::var_os("FEDERATOR_E2E_HUB_ADMIN").is_some_and(|v| v == "1");
+        let identity = (!admin).then(|| chart_identity(lab, ns, None));
+        let source = identity
             .as_ref()
             .map(|i| i.kubeconfig().to_path_buf())
             .unwrap_or_else(|| lab.layout.kubeconfig("hub"));
+        let dir = lab.layout.root().join("faults");
+        std::fs::create_dir_all(&dir).expect("the lab's faults directory");
+        let routed = dir.join(format!("hub-{ns}{tag}.kubeconfig"));
+        e2e::faults::route::write_redirected(&source, &routed, hub_proxy)
+            .expect("the hub kubeconfig through the proxy");
+        Self::spawn(lab, ns, tag, extra, identity, Some(routed))
+    }
+
+    fn spawn(
+        lab: &SharedLab,
+        ns: &str,
+        tag: &str,
+        extra: &[&str],
+        identity: Option<HubIdentity>,
+        hub_kubeconfig: Option<PathBuf>,
+    ) -> Self {
+        let kubeconfig = hub_kubeconfig.unwrap_or_else(|| {
+            identity
+                .as_ref()
+                .map(|i| i.kubeconfig().to_path_buf())
+                .unwrap_or_else(|| lab.layout.kubeconfig("hub"))
+        });
         let log = lab.layout.log_file(&format!("controller-{ns}{tag}"));
         let file = std::fs::File::create(&log).expect("controller log file");
         let child = tokio::process::Command::new(federator_binary())
@@ -430,4 +469,47 @@ pub async fn assert_rows_kept(
         primary.name
     );
     client
+}
+
+/// Sets `spec.primary` of the topology `pg`; returns the new generation.
+pub async fn set_primary(hub: &Api<DistributedTopology>, to: &str) -> i64 {
+    hub.patch(
+        "pg",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"primary": to}})),
+    )
+    .await
+    .expect("setting spec.primary")
+    .metadata
+    .generation
+    .unwrap_or_default()
+}
+
+/// Waits, on the topology's watch, until the operation of `generation` is at `step` or later;
+/// returns the step it saw (`None`: the operation finished first).
+pub async fn reach(
+    hub: &Api<DistributedTopology>,
+    generation: i64,
+    step: StepKind,
+) -> Option<StepKind> {
+    let config = watcher::Config::default().fields("metadata.name=pg");
+    let mut updates = watcher(hub.clone(), config).applied_objects().boxed();
+    let prefix = format!("{generation}-");
+    let watch = async {
+        while let Some(topo) = updates.try_next().await.expect("watching the topology") {
+            let status = topo.status.unwrap_or_default();
+            if status.history.iter().any(|op| op.id.starts_with(&prefix)) {
+                return None;
+            }
+            if let Some(op) = status.operation.filter(|op| op.id.starts_with(&prefix))
+                && op.step >= step
+            {
+                return Some(op.step);
+            }
+        }
+        panic!("the watch on the topology ended")
+    };
+    tokio::time::timeout(DEADLINE, watch)
+        .await
+        .expect("the switchover to reach the step")
 }
