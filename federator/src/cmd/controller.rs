@@ -192,9 +192,7 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
         metrics,
         credentials: Some(credentials),
         clock,
-        own_writes: controller::OwnWrites::default(),
-        deferred: controller::Deferred::default(),
-        sent: controller::SentPatches::default(),
+        ledger: controller::Ledger::new(Arc::new(controller::SystemMonotonic)),
     });
     tracing::info!(%identity, "federator controller running");
     controller::run(ctx, args.namespace.as_deref(), member_changes, shutdown).await;

@@ -3,14 +3,12 @@
 //! by deadlines (timers), and by gaining the lease. See `docs/controller.md`.
 
 mod decide;
-mod deferred;
 mod effects;
 mod error;
+mod ledger;
 mod observe;
-mod own_writes;
 mod reconcile;
 mod runtime;
-mod sent;
 
 use std::sync::Arc;
 
@@ -24,15 +22,13 @@ use topology::api::Member;
 
 use crate::members::MemberEvent;
 
-pub use deferred::Deferred;
 pub use effects::events::Events;
 pub use error::Error;
+pub use ledger::Ledger;
 pub use observe::{MemberRead, Members};
-pub use own_writes::OwnWrites;
-pub use runtime::clock::{Clock, FileClock, SystemClock};
+pub use runtime::clock::{Clock, FileClock, Monotonic, SystemClock, SystemMonotonic};
 pub use runtime::leader::{Leadership, LeaseOptions};
 pub use runtime::metrics::{Metrics, serve as serve_metrics};
-pub use sent::SentPatches;
 
 /// What every reconcile shares.
 pub struct Context {
@@ -48,12 +44,9 @@ pub struct Context {
     pub credentials: Option<kubeconfigs::CredentialSet>,
     /// "Now" for every reconcile: [`SystemClock`] in production, a test clock in tests.
     pub clock: Arc<dyn Clock>,
-    /// Each topology's last status write, for reconciles that run before the watch shows it.
-    pub own_writes: OwnWrites,
-    /// Each topology's last accepted member patch, not re-sent before its member's watch shows it.
-    pub sent: SentPatches,
-    /// Status changes held back while an operation runs (see `deferred.rs`).
-    pub deferred: Deferred,
+    /// What is remembered between reconciles (own writes, held status changes, patches sent,
+    /// delivery times), on its own monotonic clock; see `ledger.rs`.
+    pub ledger: Ledger,
 }
 
 /// Runs the controller on the topologies of `namespace` (all namespaces: `None`) until
@@ -71,8 +64,14 @@ pub async fn run(
     };
     let controller = Controller::new(api, watcher::Config::default());
     let store = controller.store();
-    let triggers =
-        member_changes.flat_map(move |event| futures::stream::iter(topologies_of(&store, &event)));
+    let delivered = ctx.clone();
+    let triggers = member_changes.flat_map(move |event| {
+        // The delivery time is where a reaction starts, and what reopens the patch gate.
+        if let MemberEvent::Cluster(key) = &event {
+            delivered.ledger.delivered(key);
+        }
+        futures::stream::iter(topologies_of(&store, &event))
+    });
     controller
         .reconcile_on(triggers)
         .reconcile_all_on(ctx.leader.gained())

@@ -18,18 +18,17 @@ use topology::{DistributedTopology, StepKind, Topology};
 
 use super::decide::rotation;
 use super::decide::{decide, refuse};
-use super::deferred::Write;
 use super::effects::{act, status_writer};
 use super::error::{Error, Result};
+use super::ledger::{self, Write};
 use super::observe::observe_during;
 use super::runtime::deadlines;
-use super::sent;
 use super::{Context, effects};
-use crate::members::{ClusterKey, MemberEvent};
+use crate::members::ClusterKey;
 
 pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled();
-    let topo = ctx.own_writes.freshest(topo);
+    let topo = ctx.ledger.freshest(topo);
     let leader = ctx.leader.is_leader();
     ctx.metrics.set_leader(leader);
     if !leader {
@@ -44,7 +43,7 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     // Decide on top of what was held back, not yet written (the hub's object is `stored`).
     let stored = topo;
     let topo = ctx
-        .deferred
+        .ledger
         .on_top(&stored)
         .map_or_else(|| stored.clone(), Arc::new);
 
@@ -58,8 +57,8 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     // 1. observe
     let operation = topo.status.as_ref().and_then(|s| s.operation.as_ref());
     let observation = observe_during(ctx.members.as_ref(), &topo.spec.members, operation);
-    let changed_at = last_member_change(&topo.spec.members);
-    let picked_up = changed_at.map(|at| at.elapsed());
+    let changed_at = last_member_change(&ctx.ledger, &topo.spec.members);
+    let picked_up = changed_at.map(|at| ctx.ledger.now().saturating_duration_since(at));
     if !observation.syncing.is_empty() {
         // Deciding on half a picture could misreport (or mis-plan); the end of the first list
         // is announced by the pool and wakes us again.
@@ -81,20 +80,15 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         .and_then(|a| cluster_of(&topo.spec.members, &a.member));
     if let Some(action) = &decided.effect
         && let Some(cluster) = &effect_cluster
-        && ctx.sent.awaiting_watch(
-            &uid,
-            operation_id.as_deref(),
-            action,
-            cluster,
-            MemberEvent::last_delivered(cluster),
-            Instant::now(),
-        )
+        && ctx
+            .ledger
+            .awaiting_watch(&uid, operation_id.as_deref(), action, cluster)
     {
         // Accepted already; the member's watch event (on its way) wakes us with it applied, and
         // if it never shows it, this reconcile comes back when the hold-back ends.
         tracing::debug!(topology = %key, step = %action.step, member = %action.member, "patch accepted, not yet seen by the member watch; not sent again");
         decided.effect = None;
-        decided.requeue_after = rotation::sooner(decided.requeue_after, Some(sent::SETTLE));
+        decided.requeue_after = rotation::sooner(decided.requeue_after, Some(ledger::SETTLE));
     }
 
     // Before the first change of a switchover: would every member accept its patch?
@@ -126,12 +120,12 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
 
     // 3. record, before any side effect. The write also runs when the status is unchanged but a
     // patch follows: its precondition proves our view of the step log is still the latest.
-    // Inside a running operation, a change with no patch after it may wait (`deferred.rs`).
+    // Inside a running operation, a change with no patch after it may wait (`ledger.rs`).
     let mut written = None;
     let patch_follows = decided.effect.is_some() || rotation.start.is_some();
     let write = ctx
-        .deferred
-        .decide(&stored, &decided.status, patch_follows, Instant::now());
+        .ledger
+        .hold_or_write(&stored, &decided.status, patch_follows);
     let flush_after = match write {
         Write::Later(after) => Some(after),
         Write::Now | Write::Nothing => None,
@@ -141,18 +135,20 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
             ctx.hub.clone(),
             topo.metadata.namespace.as_deref().unwrap_or_default(),
         );
-        let writing = Instant::now();
+        let writing = ctx.ledger.now();
         let result = status_writer::write(&api, &ctx.leader, &topo, &decided.status).await;
-        ctx.metrics
-            .status_written(decided.effect.is_some(), writing.elapsed());
+        ctx.metrics.status_written(
+            decided.effect.is_some(),
+            ctx.ledger.now().saturating_duration_since(writing),
+        );
         match result {
             Ok(object) => {
-                ctx.own_writes.wrote(&topo, object.clone());
+                ctx.ledger.wrote(&topo, object.clone());
                 written = Some(object);
             }
             // A newer version of the topology is on its way through the watch; it re-triggers us.
             Err(Error::Conflict(_)) => {
-                ctx.own_writes.forget(&topo);
+                ctx.ledger.write_refused(&topo);
                 ctx.metrics.error("conflict");
                 return Ok(Action::await_change());
             }
@@ -204,14 +200,15 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         if action.step != StepKind::Demote
             && let Some(at) = changed_at
         {
-            ctx.metrics.reacted(action.step, at.elapsed());
+            ctx.metrics
+                .reacted(action.step, ctx.ledger.now().saturating_duration_since(at));
             if let Some(picked_up) = picked_up {
                 ctx.metrics.picked_up(action.step, picked_up);
             }
         }
         act::send(ctx.members.as_ref(), &topo.spec.members, action, false).await?;
         if let Some(cluster) = effect_cluster {
-            ctx.sent
+            ctx.ledger
                 .accepted(&uid, operation_id.as_deref(), action, cluster);
         }
         // The member's watcher sees the change and wakes us; no timer needed.
@@ -225,10 +222,10 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
 
 /// When the member pool last delivered a change of one of `members`' Clusters: the change a
 /// patch of this reconcile answers (the start of `federator_reaction_seconds`).
-fn last_member_change(members: &[Member]) -> Option<Instant> {
+fn last_member_change(ledger: &ledger::Ledger, members: &[Member]) -> Option<Instant> {
     members
         .iter()
-        .filter_map(|m| MemberEvent::last_delivered(&ClusterKey::of_member(m)))
+        .filter_map(|m| ledger.last_delivered(&ClusterKey::of_member(m)))
         .max()
 }
 

@@ -2,10 +2,6 @@
 //! or credential changed. A broadcast channel, so several consumers (the controller, metrics)
 //! can listen; a consumer that falls behind gets [`MemberEvent::Resync`] instead of silence.
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
-
 use futures::Stream;
 use tokio::sync::broadcast;
 
@@ -21,26 +17,6 @@ pub enum MemberEvent {
     Resync,
 }
 
-/// When a change of each Cluster was last delivered to a consumer: where the controller's
-/// reaction time (`federator_reaction_seconds`) starts. Process-wide, keyed by Cluster, so the
-/// reconcile can read it without the event (kube-runtime passes only the object reference).
-static DELIVERED: Mutex<BTreeMap<ClusterKey, Instant>> = Mutex::new(BTreeMap::new());
-
-impl MemberEvent {
-    /// When the latest change of `key` was delivered by [`stream`] (`None`: never, yet).
-    pub fn last_delivered(key: &ClusterKey) -> Option<Instant> {
-        let delivered = DELIVERED.lock().unwrap_or_else(PoisonError::into_inner);
-        delivered.get(key).copied()
-    }
-
-    fn mark_delivered(&self) {
-        if let MemberEvent::Cluster(key) = self {
-            let mut delivered = DELIVERED.lock().unwrap_or_else(PoisonError::into_inner);
-            delivered.insert(key.clone(), Instant::now());
-        }
-    }
-}
-
 /// The events of `receiver` as a stream (for `Controller::reconcile_on` after mapping to the
 /// topologies concerned). Ends when the pool is dropped.
 pub(crate) fn stream(
@@ -48,10 +24,7 @@ pub(crate) fn stream(
 ) -> impl Stream<Item = MemberEvent> + Send + 'static {
     futures::stream::unfold(receiver, |mut receiver| async move {
         match receiver.recv().await {
-            Ok(event) => {
-                event.mark_delivered();
-                Some((event, receiver))
-            }
+            Ok(event) => Some((event, receiver)),
             Err(broadcast::error::RecvError::Lagged(_)) => Some((MemberEvent::Resync, receiver)),
             Err(broadcast::error::RecvError::Closed) => None,
         }
@@ -76,26 +49,5 @@ mod tests {
         assert_eq!(events.next().await, Some(MemberEvent::Member("b".into())));
         assert_eq!(events.next().await, Some(MemberEvent::Member("c".into())));
         assert_eq!(events.next().await, None);
-    }
-
-    #[tokio::test]
-    async fn a_delivered_cluster_change_is_timestamped() {
-        let key = ClusterKey {
-            member: "eu-west".into(),
-            namespace: "delivery-test".into(),
-            name: "pg".into(),
-        };
-        let (tx, rx) = broadcast::channel(2);
-        let mut events = Box::pin(stream(rx));
-        tx.send(MemberEvent::Cluster(key.clone())).unwrap();
-        assert_eq!(
-            MemberEvent::last_delivered(&key),
-            None,
-            "sent is not delivered"
-        );
-        let before = Instant::now();
-        events.next().await;
-        let at = MemberEvent::last_delivered(&key).expect("a delivery time");
-        assert!(at >= before && at <= Instant::now());
     }
 }

@@ -1,4 +1,4 @@
-//! The controller's notion of "now", injected through [`Context`](crate::controller::Context) so that the
+//! The controller's notions of "now", injected through [`Context`](crate::controller::Context) so that the
 //! rotation scheduler (and every timestamp a reconcile writes) can be tested without waiting.
 //!
 //! Production uses [`SystemClock`]. [`FileClock`] exists for end-to-end tests only and is
@@ -14,6 +14,49 @@ use k8s_openapi::jiff::Timestamp;
 /// Where the current time comes from.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
+}
+
+/// Where instants come from: every duration, hold-back window and reaction time the controller
+/// measures. One per controller, injected, so the ledger's windows are tested without waiting.
+pub trait Monotonic: Send + Sync + 'static {
+    fn now(&self) -> Instant;
+}
+
+/// The system's monotonic clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemMonotonic;
+
+impl Monotonic for SystemMonotonic {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A monotonic clock that moves only when told to (tests).
+#[cfg(test)]
+#[derive(Debug)]
+pub struct ManualClock {
+    at: Mutex<Instant>,
+}
+
+#[cfg(test)]
+impl ManualClock {
+    pub fn new() -> Self {
+        Self {
+            at: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn advance(&self, by: std::time::Duration) {
+        *self.at.lock().unwrap_or_else(|e| e.into_inner()) += by;
+    }
+}
+
+#[cfg(test)]
+impl Monotonic for ManualClock {
+    fn now(&self) -> Instant {
+        *self.at.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The system's wall clock.

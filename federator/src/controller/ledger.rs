@@ -1,0 +1,323 @@
+//! What the controller remembers between reconciles, per topology, and the one clock it measures
+//! that memory with.
+//!
+//! A reconcile decides from two watch-fed stores: the hub's (topologies) and the member pool's
+//! (Clusters). Both lag the controller's own writes by a few milliseconds, and during a
+//! switchover those milliseconds are on the critical path. The ledger holds, per topology (by
+//! uid):
+//!
+//! - **own write**: the answer of this process's last status write, with the resourceVersions
+//!   it superseded. A store version that is one of those is "the store has not seen our write
+//!   yet", and the answer is decided on instead (read-your-writes). Any other version — a spec
+//!   edit, another writer — wins and the answer is forgotten. At most [`CHAIN`] versions.
+//! - **held**: a decided status not written yet, because it is inside a running operation and no
+//!   member patch follows it. The next reconcile decides on top of it, if the hub's object is
+//!   still the version it was decided on. It is written with the next write (every write carries
+//!   the whole status), when the operation holds or ends, or [`MAX_DELAY`] after it was first
+//!   held (a timer).
+//! - **sent**: the last member patch the member accepted, and when it answered. The same patch
+//!   is not sent again while no change of that Cluster has been delivered since the answer, and
+//!   in any case for [`SETTLE`] after it.
+//!
+//! and, per member Cluster, when the member pool last **delivered** a change of it (the start of
+//! `federator_reaction_seconds`, and what reopens the patch gate).
+//!
+//! Every instant comes from one injected [`Monotonic`] clock; nothing here is process-global.
+//! Why the three combine safely is `docs/controller.md` ("The ledger").
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use topology::plan::Action;
+use topology::{DistributedTopology, DistributedTopologyStatus};
+
+use super::runtime::clock::Monotonic;
+use crate::members::ClusterKey;
+
+/// How many superseded versions of our own writes are remembered per topology: the store lags by
+/// one or two writes.
+pub const CHAIN: usize = 8;
+
+/// The longest a status change waits for a write that carries it: the step display of
+/// `federator switchover --wait` and `federator status` lag by at most this. Longer than a
+/// switchover's write outage on purpose: at 250 ms, the flush of the changes seen while the old
+/// primary shuts down fell due about when its token arrived, and the reconcile that answered the
+/// token had to wait for that write.
+pub const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// How long after its answer a patch is not sent again even though a change of its Cluster was
+/// delivered meanwhile: a change already on its way when the patch was answered is delivered
+/// after the answer while the store still lacks the patch.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// What to do with a decided status.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Write it now.
+    Now,
+    /// Keep it; reconcile again within this long to write it if nothing else does.
+    Later(Duration),
+    /// Nothing to write: the hub already holds it.
+    Nothing,
+}
+
+/// The controller's memory between reconciles. Shared by all reconciles through the `Context`.
+pub struct Ledger {
+    clock: Arc<dyn Monotonic>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    topologies: HashMap<String, Entry>,
+    delivered: HashMap<ClusterKey, Instant>,
+}
+
+#[derive(Default)]
+struct Entry {
+    own: Option<OwnWrite>,
+    held: Option<Held>,
+    sent: Option<Sent>,
+}
+
+struct OwnWrite {
+    written: Arc<DistributedTopology>,
+    /// resourceVersions older than `written`, as written by this process, newest last.
+    superseded: Vec<String>,
+}
+
+struct Held {
+    /// resourceVersion of the hub's object the status was decided on.
+    base: String,
+    status: DistributedTopologyStatus,
+    since: Instant,
+}
+
+struct Sent {
+    operation: Option<String>,
+    action: Action,
+    cluster: ClusterKey,
+    answered: Instant,
+}
+
+fn uid_of(topo: &DistributedTopology) -> Option<&str> {
+    topo.metadata.uid.as_deref()
+}
+
+impl Ledger {
+    pub fn new(clock: Arc<dyn Monotonic>) -> Self {
+        Self {
+            clock,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Now, on the ledger's clock: the only source of instants in the reconcile.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // --- delivery times -------------------------------------------------------------------
+
+    /// The member pool delivered a change of `key` (now).
+    pub fn delivered(&self, key: &ClusterKey) {
+        let now = self.now();
+        self.lock().delivered.insert(key.clone(), now);
+    }
+
+    /// When the latest change of `key` was delivered (`None`: never, yet).
+    pub fn last_delivered(&self, key: &ClusterKey) -> Option<Instant> {
+        self.lock().delivered.get(key).copied()
+    }
+
+    // --- read-your-writes -----------------------------------------------------------------
+
+    /// The freshest version of `from_store` this process knows: its own last write when the store
+    /// has not caught up with it, else `from_store` itself.
+    pub fn freshest(&self, from_store: Arc<DistributedTopology>) -> Arc<DistributedTopology> {
+        let Some(uid) = uid_of(&from_store) else {
+            return from_store;
+        };
+        let mut state = self.lock();
+        let Some(entry) = state.topologies.get_mut(uid) else {
+            return from_store;
+        };
+        let Some(own) = &entry.own else {
+            return from_store;
+        };
+        let store_version = from_store.metadata.resource_version.as_deref();
+        if store_version.is_some_and(|v| own.superseded.iter().any(|s| s == v)) {
+            return own.written.clone();
+        }
+        // Caught up, or moved past us: the store is the truth from here on.
+        entry.own = None;
+        from_store
+    }
+
+    /// Records a successful write of `before`'s status, answered with `written`.
+    pub fn wrote(&self, before: &DistributedTopology, written: DistributedTopology) {
+        let (Some(uid), Some(old)) = (
+            written.metadata.uid.clone(),
+            before.metadata.resource_version.clone(),
+        ) else {
+            return;
+        };
+        let mut state = self.lock();
+        let entry = state.topologies.entry(uid).or_default();
+        let mut superseded = match entry.own.take() {
+            // Writing on top of our own last write extends the chain.
+            Some(own) if own.written.metadata.resource_version.as_deref() == Some(old.as_str()) => {
+                own.superseded
+            }
+            _ => Vec::new(),
+        };
+        superseded.push(old);
+        if superseded.len() > CHAIN {
+            superseded.remove(0);
+        }
+        entry.own = Some(OwnWrite {
+            written: Arc::new(written),
+            superseded,
+        });
+    }
+
+    /// A status write of `topo` was refused (409): what we kept of our writes may be stale too.
+    pub fn write_refused(&self, topo: &DistributedTopology) {
+        if let Some(uid) = uid_of(topo)
+            && let Some(entry) = self.lock().topologies.get_mut(uid)
+        {
+            entry.own = None;
+        }
+    }
+
+    // --- held status changes --------------------------------------------------------------
+
+    /// `topo` with the status held back for it, if that status was decided on this very version
+    /// of the object; a held status on another version is dropped (somebody wrote).
+    pub fn on_top(&self, topo: &DistributedTopology) -> Option<DistributedTopology> {
+        let uid = uid_of(topo)?;
+        let mut state = self.lock();
+        let entry = state.topologies.get_mut(uid)?;
+        let held = entry.held.as_ref()?;
+        if topo.metadata.resource_version.as_deref() != Some(held.base.as_str()) {
+            entry.held = None;
+            return None;
+        }
+        let mut with = topo.clone();
+        with.status = Some(held.status.clone());
+        Some(with)
+    }
+
+    /// Whether `decided` is written now, held, or needs no write. `stored` is the object as the
+    /// hub has it, `patch_follows` whether a patch comes after the write (then it is always
+    /// written: the step log precedes every side effect).
+    pub fn hold_or_write(
+        &self,
+        stored: &DistributedTopology,
+        decided: &DistributedTopologyStatus,
+        patch_follows: bool,
+    ) -> Write {
+        let Some(uid) = stored.metadata.uid.clone() else {
+            return Write::Now;
+        };
+        let now = self.now();
+        let mut state = self.lock();
+        let entry = state.topologies.entry(uid).or_default();
+        let since = entry.held.take().map(|h| h.since);
+        if patch_follows {
+            return Write::Now;
+        }
+        if stored.status.as_ref() == Some(decided) {
+            return Write::Nothing;
+        }
+        if !may_wait(stored.status.as_ref(), decided) {
+            return Write::Now;
+        }
+        let since = since.unwrap_or(now);
+        let waited = now.saturating_duration_since(since);
+        if waited >= MAX_DELAY {
+            return Write::Now;
+        }
+        entry.held = Some(Held {
+            base: stored.metadata.resource_version.clone().unwrap_or_default(),
+            status: decided.clone(),
+            since,
+        });
+        Write::Later(MAX_DELAY - waited)
+    }
+
+    // --- the patch gate -------------------------------------------------------------------
+
+    /// True when `action` of `operation` is the patch last accepted for topology `uid`, and
+    /// either no change of `cluster` was delivered after it was answered or it was answered less
+    /// than [`SETTLE`] ago: the member has it; its watch has not shown it yet.
+    pub fn awaiting_watch(
+        &self,
+        uid: &str,
+        operation: Option<&str>,
+        action: &Action,
+        cluster: &ClusterKey,
+    ) -> bool {
+        let now = self.now();
+        let state = self.lock();
+        let delivered = state.delivered.get(cluster).copied();
+        state
+            .topologies
+            .get(uid)
+            .and_then(|e| e.sent.as_ref())
+            .is_some_and(|sent| {
+                sent.operation.as_deref() == operation
+                    && sent.action == *action
+                    && sent.cluster == *cluster
+                    && (delivered.is_none_or(|at| at <= sent.answered)
+                        || now.saturating_duration_since(sent.answered) < SETTLE)
+            })
+    }
+
+    /// Records that the member accepted `action` (answered now).
+    pub fn accepted(
+        &self,
+        uid: &str,
+        operation: Option<&str>,
+        action: &Action,
+        cluster: ClusterKey,
+    ) {
+        let answered = self.now();
+        self.lock()
+            .topologies
+            .entry(uid.to_owned())
+            .or_default()
+            .sent = Some(Sent {
+            operation: operation.map(str::to_owned),
+            action: action.clone(),
+            cluster,
+            answered,
+        });
+    }
+}
+
+/// A change may wait only inside one running operation: the hub already records it as running
+/// (so `SwitchoverInProgress` is there), and it neither holds nor ends with this change.
+fn may_wait(
+    stored: Option<&DistributedTopologyStatus>,
+    decided: &DistributedTopologyStatus,
+) -> bool {
+    let running = |s: &DistributedTopologyStatus| {
+        s.operation
+            .as_ref()
+            .filter(|op| op.outcome.is_none() && op.hold.is_none())
+            .map(|op| op.id.clone())
+    };
+    match (stored.and_then(running), running(decided)) {
+        (Some(before), Some(after)) => before == after,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

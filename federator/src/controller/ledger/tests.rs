@@ -1,0 +1,340 @@
+//! The ledger on an injected clock: read-your-writes, held status changes, the patch gate, and
+//! how they combine.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
+use serde_json::json;
+use topology::api::{Hold, Operation};
+use topology::{DistributedTopologySpec, OperationKind, StepKind};
+
+use super::*;
+use crate::controller::runtime::clock::ManualClock;
+
+fn ledger() -> (Arc<ManualClock>, Ledger) {
+    let clock = Arc::new(ManualClock::new());
+    (clock.clone(), Ledger::new(clock))
+}
+
+fn at(
+    version: &str,
+    primary: &str,
+    status: Option<DistributedTopologyStatus>,
+) -> DistributedTopology {
+    let spec: DistributedTopologySpec = serde_json::from_value(json!({
+        "primary": primary,
+        "members": [],
+        "shape": {"star": {}},
+    }))
+    .expect("a spec");
+    DistributedTopology {
+        metadata: ObjectMeta {
+            name: Some("pg".into()),
+            namespace: Some("db".into()),
+            uid: Some("uid-1".into()),
+            resource_version: Some(version.into()),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status,
+    }
+}
+
+fn plain(version: &str, primary: &str) -> DistributedTopology {
+    at(version, primary, None)
+}
+
+fn stored(version: &str, status: DistributedTopologyStatus) -> DistributedTopology {
+    at(version, "a", Some(status))
+}
+
+fn version(t: &DistributedTopology) -> &str {
+    t.metadata.resource_version.as_deref().unwrap_or_default()
+}
+
+fn t0() -> Timestamp {
+    "2026-12-04T18:00:00Z".parse().expect("timestamp")
+}
+
+fn running(step: StepKind) -> DistributedTopologyStatus {
+    let mut op = Operation::new("3-a-to-b".into(), OperationKind::Switchover, "a", "b", t0());
+    op.step = step;
+    DistributedTopologyStatus {
+        operation: Some(op),
+        ..Default::default()
+    }
+}
+
+fn holding_at(step: StepKind) -> DistributedTopologyStatus {
+    let mut status = running(step);
+    if let Some(op) = status.operation.as_mut() {
+        op.hold = Some(Hold {
+            reason: "TokenTimeout".into(),
+            message: "no token".into(),
+        });
+    }
+    status
+}
+
+fn seen_primary(mut status: DistributedTopologyStatus, primary: &str) -> DistributedTopologyStatus {
+    status.observed_primary = Some(primary.into());
+    status
+}
+
+fn promote(token: &str) -> Action {
+    Action {
+        step: StepKind::Promote,
+        member: "pg-b".into(),
+        patch: json!({"spec": {"replica": {"primary": "pg-b", "promotionToken": token}}}),
+    }
+}
+
+fn cluster() -> ClusterKey {
+    ClusterKey {
+        member: "eu-west".into(),
+        namespace: "db".into(),
+        name: "pg-b".into(),
+    }
+}
+
+// --- read-your-writes ---------------------------------------------------------------------
+
+#[test]
+fn a_store_behind_our_writes_is_replaced_by_the_last_write() {
+    let (_, l) = ledger();
+    l.wrote(&plain("10", "a"), plain("11", "a"));
+    l.wrote(&plain("11", "a"), plain("12", "a"));
+    // The store has seen neither write, or only the first.
+    assert_eq!(version(&l.freshest(Arc::new(plain("10", "a")))), "12");
+    assert_eq!(version(&l.freshest(Arc::new(plain("11", "a")))), "12");
+}
+
+#[test]
+fn a_store_that_caught_up_or_moved_on_wins() {
+    let (_, l) = ledger();
+    l.wrote(&plain("10", "a"), plain("11", "a"));
+    assert_eq!(version(&l.freshest(Arc::new(plain("11", "a")))), "11");
+    // Forgotten once caught up: a later stale version is not "ours" any more.
+    assert_eq!(version(&l.freshest(Arc::new(plain("10", "a")))), "10");
+
+    l.wrote(&plain("20", "a"), plain("21", "a"));
+    // Someone else wrote (a spec edit): the store's version is used, ours is dropped.
+    let edited = l.freshest(Arc::new(plain("22", "b")));
+    assert_eq!(
+        (version(&edited), edited.spec.primary.as_str()),
+        ("22", "b")
+    );
+    assert_eq!(version(&l.freshest(Arc::new(plain("20", "a")))), "20");
+}
+
+#[test]
+fn a_write_on_another_base_starts_a_new_chain_and_a_refusal_forgets() {
+    let (_, l) = ledger();
+    l.wrote(&plain("10", "a"), plain("11", "a"));
+    // Written on top of a version we did not write: 10 is no longer known as ours.
+    l.wrote(&plain("15", "a"), plain("16", "a"));
+    assert_eq!(version(&l.freshest(Arc::new(plain("10", "a")))), "10");
+    l.wrote(&plain("20", "a"), plain("21", "a"));
+    l.write_refused(&plain("20", "a"));
+    assert_eq!(version(&l.freshest(Arc::new(plain("20", "a")))), "20");
+}
+
+#[test]
+fn only_the_last_chain_versions_count_as_ours() {
+    let (_, l) = ledger();
+    for v in 10..10 + CHAIN as u32 + 1 {
+        l.wrote(
+            &plain(&v.to_string(), "a"),
+            plain(&(v + 1).to_string(), "a"),
+        );
+    }
+    // 10 fell out of the chain: a store showing it is not "behind our writes" any more.
+    assert_eq!(version(&l.freshest(Arc::new(plain("10", "a")))), "10");
+}
+
+// --- held status changes ------------------------------------------------------------------
+
+#[test]
+fn a_change_inside_a_running_operation_waits_and_the_next_reconcile_builds_on_it() {
+    let (clock, l) = ledger();
+    let hub = stored("10", running(StepKind::AwaitToken));
+    let decided = seen_primary(running(StepKind::AwaitToken), "none");
+    assert_eq!(
+        l.hold_or_write(&hub, &decided, false),
+        Write::Later(MAX_DELAY)
+    );
+    let next = l.on_top(&hub).expect("held status");
+    assert_eq!(next.status.as_ref(), Some(&decided));
+    assert_eq!(next.metadata.resource_version.as_deref(), Some("10"));
+    // Still held 100 ms later: the timer shrinks to what is left.
+    clock.advance(Duration::from_millis(100));
+    assert_eq!(
+        l.hold_or_write(&hub, &decided, false),
+        Write::Later(MAX_DELAY - Duration::from_millis(100))
+    );
+    // And written once MAX_DELAY has passed since it was first held.
+    clock.advance(MAX_DELAY - Duration::from_millis(100));
+    assert_eq!(l.hold_or_write(&hub, &decided, false), Write::Now);
+    assert!(l.on_top(&hub).is_none(), "a write forgets what was held");
+}
+
+#[test]
+fn a_patch_a_hold_or_an_end_writes_at_once() {
+    let (_, l) = ledger();
+    let hub = stored("10", running(StepKind::AwaitToken));
+    let decided = seen_primary(running(StepKind::AwaitToken), "none");
+    assert!(matches!(
+        l.hold_or_write(&hub, &decided, false),
+        Write::Later(_)
+    ));
+    // Before a patch: always written (the step log precedes every side effect), and what was
+    // held is carried by that write.
+    assert_eq!(
+        l.hold_or_write(&hub, &running(StepKind::Promote), true),
+        Write::Now
+    );
+    assert!(l.on_top(&hub).is_none());
+    // A hold, and an end.
+    assert_eq!(
+        l.hold_or_write(&hub, &holding_at(StepKind::AwaitToken), false),
+        Write::Now
+    );
+    let mut ended = running(StepKind::Done);
+    ended.operation = None;
+    assert_eq!(l.hold_or_write(&hub, &ended, false), Write::Now);
+}
+
+#[test]
+fn outside_a_running_operation_every_change_is_written() {
+    let (_, l) = ledger();
+    let idle = stored("10", DistributedTopologyStatus::default());
+    let changed = seen_primary(DistributedTopologyStatus::default(), "a");
+    assert_eq!(l.hold_or_write(&idle, &changed, false), Write::Now);
+    // The first write of an operation records it as running before anything waits.
+    assert_eq!(
+        l.hold_or_write(&idle, &running(StepKind::Validate), false),
+        Write::Now
+    );
+    // An operation that holds on the hub: its changes are written.
+    let holding = holding_at(StepKind::AwaitToken);
+    let hub = stored("11", holding.clone());
+    assert_eq!(
+        l.hold_or_write(&hub, &seen_primary(holding, "none"), false),
+        Write::Now
+    );
+}
+
+#[test]
+fn nothing_is_written_when_the_hub_holds_it_already() {
+    let (_, l) = ledger();
+    let hub = stored("10", running(StepKind::AwaitToken));
+    assert_eq!(
+        l.hold_or_write(&hub, &running(StepKind::AwaitToken), false),
+        Write::Nothing
+    );
+}
+
+#[test]
+fn a_held_status_on_another_version_is_dropped() {
+    let (_, l) = ledger();
+    let hub = stored("10", running(StepKind::AwaitToken));
+    let decided = seen_primary(running(StepKind::AwaitToken), "none");
+    assert!(matches!(
+        l.hold_or_write(&hub, &decided, false),
+        Write::Later(_)
+    ));
+    // Somebody wrote the object (a spec edit, another controller): what was held is stale.
+    assert!(
+        l.on_top(&stored("11", running(StepKind::AwaitToken)))
+            .is_none()
+    );
+    assert!(l.on_top(&hub).is_none(), "dropped, not kept for later");
+}
+
+// --- the patch gate -----------------------------------------------------------------------
+
+#[test]
+fn the_same_patch_waits_for_the_members_watch_or_settle() {
+    let (clock, l) = ledger();
+    l.accepted("uid", Some("op-1"), &promote("T"), cluster());
+    let waits = || l.awaiting_watch("uid", Some("op-1"), &promote("T"), &cluster());
+    // Nothing delivered since the answer: the store is behind our own patch, however long.
+    assert!(waits());
+    clock.advance(SETTLE * 5);
+    assert!(waits());
+    // A change delivered after the answer may have been on its way before it: the gate stays
+    // shut until SETTLE has passed since the answer...
+    let (clock, l) = ledger();
+    l.accepted("uid", Some("op-1"), &promote("T"), cluster());
+    clock.advance(Duration::from_millis(1));
+    l.delivered(&cluster());
+    assert!(l.awaiting_watch("uid", Some("op-1"), &promote("T"), &cluster()));
+    // ... then the reconcile decides on the store, and sends again if it says so.
+    clock.advance(SETTLE);
+    assert!(!l.awaiting_watch("uid", Some("op-1"), &promote("T"), &cluster()));
+}
+
+#[test]
+fn a_delivery_before_the_answer_does_not_open_the_gate() {
+    let (clock, l) = ledger();
+    l.delivered(&cluster());
+    clock.advance(Duration::from_millis(5));
+    l.accepted("uid", Some("op-1"), &promote("T"), cluster());
+    clock.advance(SETTLE * 2);
+    assert!(l.awaiting_watch("uid", Some("op-1"), &promote("T"), &cluster()));
+}
+
+#[test]
+fn another_patch_operation_or_topology_is_sent() {
+    let (_, l) = ledger();
+    l.accepted("uid", Some("op-1"), &promote("T"), cluster());
+    for (uid, op, action) in [
+        ("uid", "op-1", promote("U")),
+        ("uid", "op-2", promote("T")),
+        ("other", "op-1", promote("T")),
+    ] {
+        assert!(!l.awaiting_watch(uid, Some(op), &action, &cluster()));
+    }
+}
+
+#[test]
+fn delivery_times_come_from_the_injected_clock() {
+    let (clock, l) = ledger();
+    assert_eq!(l.last_delivered(&cluster()), None, "never delivered");
+    clock.advance(Duration::from_secs(3));
+    l.delivered(&cluster());
+    assert_eq!(l.last_delivered(&cluster()), Some(l.now()));
+    clock.advance(Duration::from_millis(40));
+    let reaction = l
+        .now()
+        .saturating_duration_since(l.last_delivered(&cluster()).unwrap());
+    assert_eq!(reaction, Duration::from_millis(40));
+}
+
+// --- how they combine ---------------------------------------------------------------------
+
+#[test]
+fn a_held_change_survives_our_own_write_racing_the_watch_but_not_a_foreign_write() {
+    let (_, l) = ledger();
+    // Our write 10 -> 11 carried AwaitToken; the watch still shows 10.
+    let before = stored("10", running(StepKind::Demote));
+    let written = stored("11", running(StepKind::AwaitToken));
+    l.wrote(&before, written.clone());
+    let seen = l.freshest(Arc::new(before.clone()));
+    assert_eq!(
+        version(&seen),
+        "11",
+        "read-your-writes: decide on our own write"
+    );
+    // A change with no patch after it is held on top of *our* version 11.
+    let decided = seen_primary(running(StepKind::AwaitToken), "none");
+    assert!(matches!(
+        l.hold_or_write(&seen, &decided, false),
+        Write::Later(_)
+    ));
+    assert_eq!(l.on_top(&seen).and_then(|t| t.status), Some(decided));
+    // Someone else writes 12: the store wins over our write, and the held change is dropped.
+    let foreign = Arc::new(stored("12", running(StepKind::AwaitToken)));
+    let seen = l.freshest(foreign);
+    assert_eq!(version(&seen), "12");
+    assert!(l.on_top(&seen).is_none());
+}
