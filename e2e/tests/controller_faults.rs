@@ -345,8 +345,29 @@ async fn the_promotion_token_is_cleared_once_promoted_so_the_switchover_back_dem
     let load = Load::start(lab, ns.name(), &members, true);
     let (code, out, _) = switchover(lab, ns.name(), pair.b.name).await;
     assert_eq!(code, 0, "{out}");
+    // The controller records success only once its own watch shows B without the token; this
+    // test's watch is another stream and may be a moment behind it: wait for it (a deadline).
+    let shown = wait_for(
+        "this test's watch of B to show its token cleared",
+        DEADLINE,
+        || {
+            let versions = versions.clone();
+            async move {
+                let versions = versions.lock().unwrap();
+                let set = versions.iter().position(|(spec, _)| spec.is_some())?;
+                versions[set..]
+                    .iter()
+                    .any(|(spec, _)| spec.is_none())
+                    .then_some(())
+            }
+        },
+    )
+    .await;
     watch.abort();
     let versions = versions.lock().unwrap().clone();
+    if let Err(e) = shown {
+        panic!("B's promotion token was never cleared ({e}): {versions:?}");
+    }
     let set = versions
         .iter()
         .position(|(spec, _)| spec.is_some())
