@@ -22,6 +22,9 @@ pub mod reason {
     pub const IDLE: &str = "Idle";
     pub const IN_PROGRESS: &str = "InProgress";
     pub const MEMBER_UNREACHABLE: &str = "MemberUnreachable";
+    /// A member's credential may not read (list/watch) the Clusters of a member namespace: a
+    /// permission to grant, not an outage (the message names member, namespace, verb and fix).
+    pub const MEMBER_FORBIDDEN: &str = "MemberForbidden";
     pub const MEMBER_NOT_READY: &str = "MemberNotReady";
     pub const ALL_MEMBERS_HEALTHY: &str = "AllMembersHealthy";
     pub const SUCCEEDED: &str = "Succeeded";

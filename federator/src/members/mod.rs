@@ -446,6 +446,15 @@ impl Inner {
     }
 }
 
+/// The marks [`refused_text`] puts in a refused watch's error: how the controller tells a
+/// permission to grant from an outage (`MemberForbidden` instead of `MemberUnreachable`).
+const REFUSED_MARKS: [&str; 2] = ["(403 Forbidden)", "(401 Unauthorized"];
+
+/// Whether `why` (a [`Lookup::Unreachable`] text) says the member refused the credential.
+pub fn refused(why: &str) -> bool {
+    REFUSED_MARKS.iter().any(|mark| why.contains(mark))
+}
+
 /// What a refused watch means and how to fix it; `read` prefixes the member's name.
 fn refused_text(target: &Target, error: &watcher::Error, code: u16) -> String {
     let (member, namespace) = (&target.member, &target.namespace);
@@ -463,4 +472,33 @@ fn refused_text(target: &Target, error: &watcher::Error, code: u16) -> String {
          {namespace} (docs/credentials.md)",
         watch::verb(error)
     )
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn the_texts_of_refused_watches_are_recognised_and_name_the_fix() {
+        let target = Target {
+            member: "eu-south".into(),
+            generation: 1,
+            namespace: "payments".into(),
+        };
+        let status = |code| kube::core::Status {
+            code,
+            ..kube::core::Status::default()
+        };
+        let list = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status(403))));
+        let text = refused_text(&target, &list, 403);
+        assert!(refused(&text), "{text}");
+        for needed in ["may not list", "payments", "federator member join eu-south"] {
+            assert!(text.contains(needed), "{needed}: {text}");
+        }
+        let expired = watcher::Error::WatchError(Box::new(status(401)));
+        let text = refused_text(&target, &expired, 401);
+        assert!(refused(&text), "{text}");
+        assert!(text.contains("federator member rotate eu-south"), "{text}");
+        assert!(!refused("connection refused"));
+    }
 }

@@ -144,6 +144,12 @@ pub fn wanted(status: &DistributedTopologyStatus, facts: &Facts) -> Vec<Wanted> 
             },
         ),
     };
+    // A refusal (401/403) is a permission to grant, not an outage: its own reason, so that
+    // alerts and humans tell them apart.
+    let refused = facts
+        .unreachable
+        .iter()
+        .any(|(_, why)| crate::members::refused(why));
     let degraded = if !facts.unreachable.is_empty() {
         let list: Vec<String> = facts
             .unreachable
@@ -153,7 +159,11 @@ pub fn wanted(status: &DistributedTopologyStatus, facts: &Facts) -> Vec<Wanted> 
         Wanted::new(
             kind::DEGRADED,
             true,
-            reason::MEMBER_UNREACHABLE,
+            if refused {
+                reason::MEMBER_FORBIDDEN
+            } else {
+                reason::MEMBER_UNREACHABLE
+            },
             format!("cannot read {}", list.join("; ")),
         )
     } else if !facts.not_ready.is_empty() {
@@ -171,7 +181,15 @@ pub fn wanted(status: &DistributedTopologyStatus, facts: &Facts) -> Vec<Wanted> 
             "every member is reachable and healthy",
         )
     };
-    let ready = if let Some(problems) = &facts.invalid {
+    let ready = if refused {
+        // Validation cannot pass on members it may not read: the refusal is the cause to show.
+        Wanted::new(
+            kind::READY,
+            false,
+            reason::MEMBER_FORBIDDEN,
+            degraded.message.clone(),
+        )
+    } else if let Some(problems) = &facts.invalid {
         Wanted::new(
             kind::READY,
             false,
@@ -331,5 +349,23 @@ mod tests {
         assert!(get(&w, kind::DEGRADED).status);
         assert_eq!(get(&w, kind::DEGRADED).reason, reason::MEMBER_UNREACHABLE);
         assert!(!get(&w, kind::READY).status);
+    }
+
+    #[test]
+    fn a_refused_member_is_forbidden_not_unreachable() {
+        let why = "member b: the credential may not list CNPG clusters (postgresql.cnpg.io) in \
+                   namespace payments (403 Forbidden); grant the member Role there";
+        let w = idle_with(vec![("b".into(), why.into())]);
+        let degraded = get(&w, kind::DEGRADED);
+        assert!(degraded.status);
+        assert_eq!(degraded.reason, reason::MEMBER_FORBIDDEN);
+        assert!(
+            degraded.message.contains("payments"),
+            "{}",
+            degraded.message
+        );
+        let ready = get(&w, kind::READY);
+        assert!(!ready.status);
+        assert_eq!(ready.reason, reason::MEMBER_FORBIDDEN);
     }
 }

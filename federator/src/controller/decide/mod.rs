@@ -186,6 +186,23 @@ pub fn decide(topo: &DistributedTopology, observation: &Observation, now: Timest
         }
     }
     let mut wanted = conditions::wanted(&status, &facts);
+    // One Warning Event when a member starts refusing the credential (not one per reconcile).
+    if let Some(degraded) = wanted
+        .iter()
+        .find(|w| w.type_ == kind::DEGRADED && w.reason == reason::MEMBER_FORBIDDEN)
+        && previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == kind::DEGRADED)
+            .is_none_or(|c| c.reason != reason::MEMBER_FORBIDDEN)
+    {
+        out.note(
+            true,
+            reason::MEMBER_FORBIDDEN,
+            "Observe",
+            degraded.message.clone(),
+        );
+    }
     if let Some(ready) = blocked {
         let before = previous.conditions.iter().find(|c| c.type_ == kind::READY);
         if before.is_none_or(|c| c.reason != ready.reason || c.message != ready.message) {
