@@ -36,9 +36,11 @@ pub struct Args {
     /// Reconcile only the DistributedTopologies of this hub namespace (default: all namespaces).
     #[arg(long)]
     namespace: Option<String>,
-    /// Where to serve Prometheus `/metrics` (and `/healthz`).
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    metrics_addr: SocketAddr,
+    /// Where to serve Prometheus `/metrics`, `/healthz` (liveness) and `/readyz` (member watches
+    /// answered, leadership known). Default: `0.0.0.0:9464` in a pod (the kubelet and Prometheus
+    /// must reach it), `127.0.0.1:9464` elsewhere.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
     /// Take part in leader election (a Lease on the hub); off only for a single, sole controller.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
@@ -162,11 +164,25 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
     };
 
     let metrics = Arc::new(Metrics::new());
+    let ready: controller::Readiness = Arc::new({
+        let (pool, leader) = (pool.clone(), leader.clone());
+        move || {
+            let mut reasons: Vec<String> = pool
+                .unanswered()
+                .into_iter()
+                .map(|w| format!("member watch {w} has not answered yet"))
+                .collect();
+            if !leader.known() {
+                reasons.push("the Lease has not been read yet (leadership unknown)".into());
+            }
+            reasons
+        }
+    });
     tokio::spawn({
         let metrics = metrics.clone();
-        let addr = args.metrics_addr;
+        let addr = args.metrics_addr.unwrap_or_else(default_metrics_addr);
         async move {
-            if let Err(e) = controller::serve_metrics(addr, metrics).await {
+            if let Err(e) = controller::serve_metrics(addr, metrics, ready).await {
                 tracing::error!(error = %e, %addr, "serving /metrics");
             }
         }
@@ -195,10 +211,24 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
         ledger: controller::Ledger::new(Arc::new(controller::SystemMonotonic)),
     });
     tracing::info!(%identity, "federator controller running");
+    let leadership = ctx.leader.clone();
     controller::run(ctx, args.namespace.as_deref(), member_changes, shutdown).await;
     let _ = drills.await;
+    // A graceful stop (a rollout, a drained node) hands the Lease over at once instead of
+    // leaving the other replica to wait for it to expire.
+    leadership.release().await;
     tracing::info!("federator controller stopped");
     Ok(())
+}
+
+/// All interfaces in a pod (`KUBERNETES_SERVICE_HOST` is set there), loopback elsewhere.
+fn default_metrics_addr() -> SocketAddr {
+    let port = 9464;
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        SocketAddr::from(([0, 0, 0, 0], port))
+    } else {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
 }
 
 /// The system clock, or with `--unsafe-test-clock` the test clock (loudly).

@@ -28,7 +28,7 @@ pub use ledger::Ledger;
 pub use observe::{MemberRead, Members};
 pub use runtime::clock::{Clock, FileClock, Monotonic, SystemClock, SystemMonotonic};
 pub use runtime::leader::{Leadership, LeaseOptions};
-pub use runtime::metrics::{Metrics, serve as serve_metrics};
+pub use runtime::metrics::{Metrics, Readiness, serve as serve_metrics};
 
 /// What every reconcile shares.
 pub struct Context {

@@ -316,6 +316,24 @@ impl MemberPool {
         self.inner.lock().health.clone()
     }
 
+    /// The watches (`member/namespace`) that have not answered yet: neither finished their
+    /// first list nor failed. Empty once the pool has a picture of every member, reachable or
+    /// not (`/readyz`: an unreachable member is a fact to report, not a reason to be unready).
+    pub fn unanswered(&self) -> Vec<String> {
+        let state = self.inner.lock();
+        state
+            .members
+            .iter()
+            .flat_map(|(member, entry)| {
+                entry
+                    .watches
+                    .iter()
+                    .filter(|(_, w)| !w.health.synced && w.health.error.is_none())
+                    .map(move |(ns, _)| format!("{member}/{ns}"))
+            })
+            .collect()
+    }
+
     /// Cluster changes and member state changes, from now on.
     pub fn events(&self) -> impl Stream<Item = MemberEvent> + Send + use<> {
         events::stream(self.inner.events.subscribe())

@@ -10,6 +10,7 @@
 //! at the watch event; an unreachable hub ends it `margin` before the Lease could expire, which
 //! is before any contender may take it (contenders wait for expiry).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,7 +19,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
 /// Whether this process currently holds the lease.
 #[derive(Clone, Debug)]
@@ -29,7 +31,23 @@ pub struct Leadership {
     until: Arc<Mutex<Option<Instant>>>,
     /// Keeps the channel open when no election task owns the sender ([`Leadership::always`]).
     _sender: Option<Arc<watch::Sender<bool>>>,
+    /// Whether this process knows who leads: the Lease watch has answered once (`/readyz`).
+    known: Arc<AtomicBool>,
+    /// Ends the election and releases the Lease ([`Leadership::release`]); taken once.
+    release: Arc<Mutex<Option<Release>>>,
 }
+
+#[derive(Debug)]
+struct Release {
+    /// Tells the guard to stop, which drops the manager's receiver: the manager then clears
+    /// the Lease's holder and returns.
+    stop: oneshot::Sender<()>,
+    /// The manager's task.
+    done: JoinHandle<()>,
+}
+
+/// How long a shutdown waits for the Lease to be released.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to take part in the election.
 #[derive(Clone, Debug)]
@@ -59,6 +77,8 @@ impl Leadership {
             rx,
             until: Arc::new(Mutex::new(None)),
             _sender: Some(Arc::new(tx)),
+            known: Arc::new(AtomicBool::new(true)),
+            release: Arc::default(),
         }
     }
 
@@ -73,7 +93,7 @@ impl Leadership {
             .build()
             .await?;
         let (manager_rx, task) = manager.watch().await;
-        tokio::spawn(async move {
+        let done = tokio::spawn(async move {
             match task.await {
                 Ok(Ok(_)) => tracing::info!("leader election stopped"),
                 Ok(Err(e)) => {
@@ -84,12 +104,52 @@ impl Leadership {
         });
         let (tx, rx) = watch::channel(false);
         let until = Arc::new(Mutex::new(Some(Instant::now())));
-        tokio::spawn(guard(hub, options, manager_rx, tx, until.clone()));
+        let known = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(guard(
+            hub,
+            options,
+            manager_rx,
+            tx,
+            until.clone(),
+            known.clone(),
+            stopped,
+        ));
         Ok(Leadership {
             rx,
             until,
             _sender: None,
+            known,
+            release: Arc::new(Mutex::new(Some(Release { stop, done }))),
         })
+    }
+
+    /// Whether this process knows who leads (itself or another): false until the Lease watch
+    /// first answered.
+    pub fn known(&self) -> bool {
+        self.known.load(Ordering::SeqCst)
+    }
+
+    /// Stops leading at once and releases the Lease (clears its holder), so that another
+    /// controller takes it without waiting for it to expire. For a graceful shutdown; waits at
+    /// most a few seconds for the hub.
+    pub async fn release(&self) {
+        let taken = self
+            .release
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(Release { stop, done }) = taken else {
+            return;
+        };
+        *self.until.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        let _ = stop.send(());
+        match tokio::time::timeout(RELEASE_TIMEOUT, done).await {
+            Ok(_) => tracing::info!("Lease released"),
+            Err(_) => {
+                tracing::warn!("the Lease could not be released in time; it expires on its own")
+            }
+        }
     }
 
     /// True while the lease is held (false once the election task ended).
@@ -115,6 +175,8 @@ async fn guard(
     mut manager: watch::Receiver<bool>,
     tx: watch::Sender<bool>,
     until: Arc<Mutex<Option<Instant>>>,
+    known: Arc<AtomicBool>,
+    mut stopped: oneshot::Receiver<()>,
 ) {
     let api: Api<Lease> = Api::namespaced(hub, &options.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", options.name));
@@ -144,6 +206,7 @@ async fn guard(
             }
         };
         tokio::select! {
+            _ = &mut stopped => break,
             changed = manager.changed() => {
                 if changed.is_err() {
                     break;
@@ -153,9 +216,11 @@ async fn guard(
             event = leases.next() => match event {
                 Some(Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease))) => {
                     lease_until = valid_until(&lease, &options, SystemTime::now(), Instant::now());
+                    known.store(true, Ordering::SeqCst);
                 }
                 Some(Ok(watcher::Event::Delete(_))) => lease_until = None,
-                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
+                Some(Ok(watcher::Event::InitDone)) => known.store(true, Ordering::SeqCst),
+                Some(Ok(watcher::Event::Init)) => {}
                 // The hub cannot be read: nothing new is learnt, and the deadline runs out.
                 Some(Err(e)) => tracing::debug!(error = %e, "watching the Lease"),
                 None => break,
@@ -271,6 +336,8 @@ mod tests {
             rx,
             until: Arc::new(Mutex::new(Some(Instant::now() + Duration::from_millis(50)))),
             _sender: Some(Arc::new(tx)),
+            known: Arc::new(AtomicBool::new(true)),
+            release: Arc::default(),
         };
         assert!(leadership.is_leader());
         tokio::time::sleep(Duration::from_millis(60)).await;

@@ -233,10 +233,18 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` (and `/healthz`) on `addr` until the process exits.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+/// What keeps the controller from being ready (empty: ready); asked at every `/readyz`.
+pub type Readiness = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// Serves `/metrics`, `/healthz` (liveness: the runtime answers) and `/readyz` (503 with the
+/// reasons while `ready` names any) on `addr` until the process exits.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: Readiness,
+) -> std::io::Result<()> {
     use axum::Router;
-    use axum::http::header;
+    use axum::http::{StatusCode, header};
     use axum::routing::get;
 
     let app = Router::new()
@@ -255,10 +263,27 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }));
+        // Answered by the same runtime that runs the reconciles: a stuck runtime fails it.
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let reasons = ready();
+                async move {
+                    if reasons.is_empty() {
+                        (StatusCode::OK, "ok\n".to_owned())
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready:\n{}\n", reasons.join("\n")),
+                        )
+                    }
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "serving /metrics");
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, app).await
 }
 
