@@ -11,11 +11,12 @@ FEDERATOR_LAB := target/debug/federator-lab
 LAB_DIR ?= .lab
 E2E_LAB_DIR ?= target/e2e-lab
 
-.PHONY: help deps build install demo lab-down lab-status test fmt-check clippy no-openssl deny crds-check chart-check image image-check unit e2e-lab-down bench
+.PHONY: help deps deps-real build install demo lab-down lab-status test fmt-check clippy no-openssl deny crds-check chart-check image image-check unit e2e-lab-down bench
 
 help:
 	@echo "make demo      lab up in $(LAB_DIR)/, the ring of three, the controller, one switchover (leaves it running)"
 	@echo "make lab-down  stop the demo lab"
+	@echo "make deps-real what the real-CNPG lab tier needs (docs/lab-real.md), built and cached"
 	@echo "make test      fmt, clippy, no-OpenSSL check, cargo deny, CRD drift check, every test (e2e on a real lab)"
 	@echo "make image     the Federator image (OCI archive in target/image/) from Debian packages, no registry"
 	@echo "make bench     the planner bench, then the switchover bench on the e2e lab (docs/benchmarks.md)"
@@ -23,6 +24,11 @@ help:
 # Debian packages, Rust components and kube-apiserver; a quick no-op when all are present.
 deps:
 	bash hack/install-deps.sh
+
+# deps, plus the real-CNPG lab tier: containerd, runc, CNI plugins, iptables (Debian), the node
+# binaries, CoreDNS and the CNPG operator (Go module proxy) and the images; docs/lab-real.md.
+deps-real:
+	bash hack/install-deps.sh --real
 
 # The CLI, the lab's CLI and the CNPG emulator the lab starts (found next to `federator-lab`).
 build:

@@ -1,7 +1,7 @@
 //! Finding the kube-apiserver and etcd binaries.
 //!
 //! kube-apiserver: `$KUBEBUILDER_ASSETS/kube-apiserver`, else `$KUBE_APISERVER`, else built by
-//! `hack/build-kube-apiserver.sh`. The script is embedded in the binary (`include_str!`), so
+//! `hack/build-kube.sh`. The script is embedded in the binary (`include_str!`), so
 //! `federator-lab up` works outside a checkout too; it caches the build under
 //! `~/.cache/federator/<version>/`, so only the first run pays for it.
 //! etcd: `$KUBEBUILDER_ASSETS/etcd`, else `etcd` on `PATH` (Debian `etcd-server`).
@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use super::error::{LabError, Result};
 
-const BUILD_SCRIPT: &str = include_str!("../../../hack/build-kube-apiserver.sh");
+const BUILD_SCRIPT: &str = include_str!("../../../hack/build-kube.sh");
 
 fn assets_dir() -> Option<PathBuf> {
     std::env::var_os("KUBEBUILDER_ASSETS")
@@ -58,7 +58,8 @@ pub fn kube_apiserver() -> Result<PathBuf> {
     let output = Command::new("bash")
         .arg("-c")
         .arg(BUILD_SCRIPT)
-        .arg("build-kube-apiserver.sh")
+        .arg("build-kube.sh")
+        .arg("apiserver")
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
@@ -67,7 +68,7 @@ pub fn kube_apiserver() -> Result<PathBuf> {
         })?;
     if !output.status.success() {
         return Err(LabError::ApiserverBinary(format!(
-            "hack/build-kube-apiserver.sh failed ({}); see its output above. Install Go, or set \
+            "hack/build-kube.sh failed ({}); see its output above. Install Go, or set \
              KUBE_APISERVER to a kube-apiserver binary (1.33-1.37)",
             output.status
         )));
@@ -76,7 +77,7 @@ pub fn kube_apiserver() -> Result<PathBuf> {
     let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
     checked(
         path,
-        "the output of hack/build-kube-apiserver.sh",
+        "the output of hack/build-kube.sh",
         LabError::ApiserverBinary,
     )
 }

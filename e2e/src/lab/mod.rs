@@ -20,6 +20,7 @@ pub mod layout;
 pub mod lifecycle;
 pub mod pki;
 pub mod process;
+pub mod real;
 pub mod running;
 pub mod state;
 pub mod status;

@@ -1,0 +1,86 @@
+//! Bridges the host's loopback and one region's network namespace for the real-CNPG lab tier
+//! (`e2e::lab::real::netns_proxy`). Started by `federator lab up --cnpg real`, one per region.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use e2e::lab::real::netns_proxy::{self, Namespace};
+
+#[derive(Parser)]
+#[command(about = "Forwards between the host's loopback and a lab network namespace")]
+struct Args {
+    /// The network namespace, e.g. /run/netns/<name>.
+    #[arg(long)]
+    netns: PathBuf,
+    /// LISTEN=TARGET: listen inside the namespace, connect to TARGET on the host (repeatable).
+    #[arg(long = "forward", value_name = "LISTEN=TARGET")]
+    forwards: Vec<String>,
+    /// Serve HTTP CONNECT on this unix socket, dialing inside the namespace.
+    #[arg(long)]
+    connect_proxy: Option<PathBuf>,
+}
+
+fn parse_forward(spec: &str) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    let Some((listen, target)) = spec.split_once('=') else {
+        bail!("--forward {spec:?}: expected LISTEN=TARGET, e.g. 10.250.0.11:26544=127.0.0.1:26544");
+    };
+    Ok((
+        listen
+            .parse()
+            .with_context(|| format!("--forward {spec:?}: listen address"))?,
+        target
+            .parse()
+            .with_context(|| format!("--forward {spec:?}: target address"))?,
+    ))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let forwards = args
+        .forwards
+        .iter()
+        .map(|s| parse_forward(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if forwards.is_empty() && args.connect_proxy.is_none() {
+        bail!("nothing to do: give --forward and/or --connect-proxy");
+    }
+    let namespace = Namespace::enter(&args.netns)
+        .with_context(|| format!("entering the network namespace {}", args.netns.display()))?;
+    // Everything is bound before "ready", so a taken address fails the start, not a later call.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (listen, target) in forwards {
+        let listener = namespace
+            .listen(listen)
+            .await
+            .with_context(|| format!("listening on {listen} in {}", args.netns.display()))?;
+        tasks.spawn(async move {
+            netns_proxy::forward(listener, target)
+                .await
+                .with_context(|| format!("forwarding {listen} (in the namespace) to {target}"))
+        });
+    }
+    if let Some(path) = args.connect_proxy {
+        let listener =
+            netns_proxy::bind_unix(&path).with_context(|| format!("binding {}", path.display()))?;
+        tasks.spawn(async move {
+            netns_proxy::connect_proxy(namespace, listener)
+                .await
+                .with_context(|| format!("CONNECT proxy on {}", path.display()))
+        });
+    }
+    tracing::info!("ready");
+    // Every task runs forever; the first to end is an error worth exiting on.
+    match tasks.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(e.into()),
+        None => Ok(()),
+    }
+}
