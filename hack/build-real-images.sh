@@ -24,7 +24,7 @@ CACHE_ROOT="${FEDERATOR_CACHE:-$HOME/.cache/federator}"
 OUT="$CACHE_ROOT/images"
 
 for tool in mmdebstrap umoci cc; do
-  command -v "$tool" >/dev/null || { echo "error: $tool is required (make deps-real installs it)" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "error: $tool is required (make deps installs it)" >&2; exit 1; }
 done
 [[ $(id -u) -eq 0 ]] || { echo "error: building the images needs root (files owned by uid 26)" >&2; exit 1; }
 wanted=" ${*:-postgresql pause operator} "
