@@ -12,8 +12,8 @@ use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
 use kube::Api;
 use serde_json::json;
-use topology::DistributedTopology;
 use topology::api::{Operation, OperationRecord};
+use topology::{DistributedTopology, DistributedTopologyStatus};
 
 use crate::controller_support::{Controller, deploy, wait_condition, wide_timeouts};
 
@@ -99,12 +99,17 @@ pub async fn finished(
 }
 
 /// What the topology said while a fault lasted: every distinct (condition type, status,
-/// reason, message) and step seen, polled every 250 ms for `duration`.
+/// reason, message), step and hold seen, and what it says now.
 #[derive(Debug, Default)]
 pub struct Observed {
+    /// Every distinct condition seen.
     pub conditions: Vec<(String, String, String, String)>,
     pub steps: Vec<String>,
     pub holds: Vec<String>,
+    /// The conditions of the last poll.
+    pub current: Vec<(String, String, String, String)>,
+    /// The hold of the last poll: step, reason, message.
+    pub hold: Option<(String, String, String)>,
 }
 
 impl Observed {
@@ -129,37 +134,76 @@ impl Observed {
     }
 }
 
-pub async fn observe_for(hub: &Api<DistributedTopology>, duration: Duration) -> Observed {
+/// Polls the topology every 250 ms, recording what it said, until `done` holds for what was
+/// seen so far; panics with the record after `within`.
+pub async fn observe_until(
+    hub: &Api<DistributedTopology>,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&Observed) -> bool,
+) -> Observed {
     let mut seen = Observed::default();
-    let until = Instant::now() + duration;
-    while Instant::now() < until {
+    let until = Instant::now() + within;
+    loop {
         if let Ok(topo) = hub.get("pg").await {
-            let status = topo.status.unwrap_or_default();
-            for c in &status.conditions {
-                let entry = (
-                    c.type_.clone(),
-                    c.status.clone(),
-                    c.reason.clone(),
-                    c.message.clone(),
-                );
-                if !seen.conditions.contains(&entry) {
-                    seen.conditions.push(entry);
-                }
-            }
-            if let Some(op) = status.operation {
-                let step = op.step.to_string();
-                if seen.steps.last() != Some(&step) {
-                    seen.steps.push(step);
-                }
-                if let Some(hold) = op.hold {
-                    let h = format!("{}: {}", hold.reason, hold.message);
-                    if !seen.holds.contains(&h) {
-                        seen.holds.push(h);
-                    }
-                }
-            }
+            seen.record(topo.status.unwrap_or_default());
         }
+        if done(&seen) {
+            return seen;
+        }
+        assert!(
+            Instant::now() < until,
+            "{what}: not seen within {within:?}; {}",
+            seen.summary()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    seen
+}
+
+impl Observed {
+    fn record(&mut self, status: DistributedTopologyStatus) {
+        self.current.clear();
+        for c in &status.conditions {
+            let entry = (
+                c.type_.clone(),
+                c.status.clone(),
+                c.reason.clone(),
+                c.message.clone(),
+            );
+            self.current.push(entry.clone());
+            if !self.conditions.contains(&entry) {
+                self.conditions.push(entry);
+            }
+        }
+        self.hold = None;
+        if let Some(op) = status.operation {
+            let step = op.step.to_string();
+            if self.steps.last() != Some(&step) {
+                self.steps.push(step);
+            }
+            if let Some(hold) = op.hold {
+                let h = format!("{}: {}", hold.reason, hold.message);
+                if !self.holds.contains(&h) {
+                    self.holds.push(h);
+                }
+                self.hold = Some((op.step.to_string(), hold.reason, hold.message));
+            }
+        }
+    }
+
+    /// Whether the topology now has condition `type_` with `status` and `reason`, its message
+    /// containing every one of `words`.
+    pub fn now_has(&self, type_: &str, status: &str, reason: &str, words: &[&str]) -> bool {
+        self.current.iter().any(|(t, s, r, m)| {
+            t == type_ && s == status && r == reason && words.iter().all(|w| m.contains(w))
+        })
+    }
+
+    /// Whether the operation now holds with `reason`, its message containing every one of
+    /// `words`.
+    pub fn now_held(&self, reason: &str, words: &[&str]) -> bool {
+        self.hold
+            .as_ref()
+            .is_some_and(|(_, r, m)| r == reason && words.iter().all(|w| m.contains(w)))
+    }
 }

@@ -14,6 +14,7 @@
 
 mod events;
 mod key;
+mod liveness;
 mod reachability;
 mod store;
 mod tokens;
@@ -31,9 +32,11 @@ use topology::cnpg::Cluster;
 
 pub use events::MemberEvent;
 pub use key::ClusterKey;
+pub use liveness::{DEADLINE as PROBE_DEADLINE, INTERVAL as PROBE_INTERVAL};
 pub use reachability::{MemberHealth, Reachability};
 pub use tokens::RetainedToken;
 
+use liveness::{Probe, ProbeTarget};
 use reachability::WatchHealth;
 use store::ClusterStore;
 use watch::{AbortOnDrop, Target};
@@ -75,6 +78,7 @@ struct State {
     no_credential: BTreeMap<String, String>,
     clusters: ClusterStore,
     health: BTreeMap<String, MemberHealth>,
+    /// Member entries and watch tasks are numbered from here.
     next_generation: u64,
 }
 
@@ -87,9 +91,16 @@ struct Member {
     /// For watches: no read timeout (the watcher has its own idle timeout).
     watches_client: Result<Client, String>,
     watches: BTreeMap<String, Watch>,
+    /// Why its API server does not answer the liveness probe (redacted); `None` while it
+    /// answers or before the first probe ended. Overrides what the watches say: a blackholed
+    /// watch never fails (`liveness.rs`).
+    silent: Option<String>,
+    _probe: Option<AbortOnDrop>,
 }
 
 struct Watch {
+    /// Tells this watch's events from those of the task it replaced (a restart).
+    id: u64,
     health: WatchHealth,
     _task: Option<AbortOnDrop>,
 }
@@ -160,19 +171,35 @@ impl MemberPool {
                 continue;
             }
             state.next_generation += 1;
+            let generation = state.next_generation;
             let build = |timeouts| credential.client(timeouts).map_err(|e| e.to_string());
+            let requests = build(Timeouts::REQUESTS);
+            let probe = requests.as_ref().ok().map(|client| {
+                let target = ProbeTarget {
+                    member: name.clone(),
+                    generation,
+                };
+                liveness::spawn(
+                    &self.inner.runtime,
+                    Arc::downgrade(&self.inner),
+                    target,
+                    client.clone(),
+                )
+            });
             let member = Member {
                 credential: credential.clone(),
-                generation: state.next_generation,
-                requests: build(Timeouts::REQUESTS),
+                generation,
+                requests,
                 watches_client: build(Timeouts::WATCHES),
                 watches: BTreeMap::new(),
+                silent: None,
+                _probe: probe,
             };
             // Replacing the entry drops (aborts) the old watches.
             state.members.insert(name.clone(), member);
             let namespaces: Vec<String> = state.namespaces.iter().cloned().collect();
             for namespace in namespaces {
-                self.start_watch(&mut state, name, &namespace);
+                self.inner.start_watch(&mut state, name, &namespace);
             }
             touched.insert(name.clone());
         }
@@ -199,48 +226,9 @@ impl MemberPool {
         }
         let members: Vec<String> = state.members.keys().cloned().collect();
         for member in members {
-            self.start_watch(&mut state, &member, namespace);
+            self.inner.start_watch(&mut state, &member, namespace);
             self.inner.refresh_health(&mut state, &member);
         }
-    }
-
-    fn start_watch(&self, state: &mut State, member: &str, namespace: &str) {
-        let Some(entry) = state.members.get_mut(member) else {
-            return;
-        };
-        if entry.watches.contains_key(namespace) {
-            return;
-        }
-        let (health, task) = match &entry.watches_client {
-            Ok(client) => {
-                let target = Target {
-                    member: member.to_owned(),
-                    generation: entry.generation,
-                    namespace: namespace.to_owned(),
-                };
-                let task = watch::spawn(
-                    &self.inner.runtime,
-                    Arc::downgrade(&self.inner),
-                    target,
-                    client.clone(),
-                );
-                (WatchHealth::default(), Some(task))
-            }
-            Err(error) => (
-                WatchHealth {
-                    synced: false,
-                    error: Some(error.clone()),
-                },
-                None,
-            ),
-        };
-        entry.watches.insert(
-            namespace.to_owned(),
-            Watch {
-                health,
-                _task: task,
-            },
-        );
     }
 
     /// The Cluster `namespace/name` on `member`, as last seen. Starts watching `namespace` on
@@ -254,6 +242,10 @@ impl MemberPool {
         let Some(entry) = state.members.get(member) else {
             return Lookup::Unreachable(state.no_credential_text(member));
         };
+        if let Some(silent) = &entry.silent {
+            // What the watch holds is the state before the member went silent.
+            return Lookup::Unreachable(format!("member {member}: {silent}"));
+        }
         let Some(watch) = entry.watches.get(namespace) else {
             return Lookup::Syncing;
         };
@@ -317,13 +309,15 @@ impl MemberPool {
     }
 
     /// The watches (`member/namespace`) that have not answered yet: neither finished their
-    /// first list nor failed. Empty once the pool has a picture of every member, reachable or
-    /// not (`/readyz`: an unreachable member is a fact to report, not a reason to be unready).
+    /// first list nor failed, on a member that answers the liveness probe. Empty once the pool
+    /// has a picture of every member, reachable or not (`/readyz`: an unreachable member is a
+    /// fact to report, not a reason to be unready).
     pub fn unanswered(&self) -> Vec<String> {
         let state = self.inner.lock();
         state
             .members
             .iter()
+            .filter(|(_, entry)| entry.silent.is_none())
             .flat_map(|(member, entry)| {
                 entry
                     .watches
@@ -355,6 +349,86 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Starts watching `namespace` on `member`, unless it is watched already.
+    fn start_watch(self: &Arc<Self>, state: &mut State, member: &str, namespace: &str) {
+        state.next_generation += 1;
+        let id = state.next_generation;
+        let Some(entry) = state.members.get_mut(member) else {
+            return;
+        };
+        if entry.watches.contains_key(namespace) {
+            return;
+        }
+        let (health, task) = match &entry.watches_client {
+            Ok(client) => {
+                let target = Target {
+                    member: member.to_owned(),
+                    generation: entry.generation,
+                    watch: id,
+                    namespace: namespace.to_owned(),
+                };
+                let task =
+                    watch::spawn(&self.runtime, Arc::downgrade(self), target, client.clone());
+                (WatchHealth::default(), Some(task))
+            }
+            Err(error) => (
+                WatchHealth {
+                    synced: false,
+                    error: Some(error.clone()),
+                },
+                None,
+            ),
+        };
+        entry.watches.insert(
+            namespace.to_owned(),
+            Watch {
+                id,
+                health,
+                _task: task,
+            },
+        );
+    }
+
+    /// Applies one liveness probe's result: a member that stops answering is unreachable at once
+    /// (whatever its watches say); one that answers again gets new watches, which relist.
+    fn on_probe(self: &Arc<Self>, target: &ProbeTarget, found: Probe) {
+        let mut state = self.lock();
+        let member = target.member.as_str();
+        let Some(entry) = state
+            .members
+            .get_mut(member)
+            .filter(|m| m.generation == target.generation)
+        else {
+            return;
+        };
+        let silent = found
+            .unreachable_text(member, &entry.credential.server())
+            .map(|text| entry.credential.redact(&text));
+        if silent == entry.silent {
+            return;
+        }
+        let recovered = silent.is_none();
+        match &silent {
+            Some(why) => tracing::warn!(member, error = %why, "member API server does not answer"),
+            None => tracing::info!(
+                member,
+                "member API server answers again; restarting its watches"
+            ),
+        }
+        entry.silent = silent;
+        if recovered {
+            // A watch connection that lived through the outage may be dead without knowing it
+            // (no reset ever arrives): replace every watch; their first list brings the store
+            // up to date.
+            let namespaces: Vec<String> = std::mem::take(&mut entry.watches).into_keys().collect();
+            for namespace in namespaces {
+                self.start_watch(&mut state, member, &namespace);
+            }
+        }
+        self.announce([MemberEvent::Member(member.to_owned())]);
+        self.refresh_health(&mut state, member);
+    }
+
     fn announce(&self, events: impl IntoIterator<Item = MemberEvent>) {
         for event in events {
             // No receiver is not an error: nobody listens yet.
@@ -366,7 +440,12 @@ impl Inner {
     fn refresh_health(&self, state: &mut State, member: &str) {
         let (reachability, origin) = match state.members.get(member) {
             Some(entry) => (
-                reachability::of_watches(entry.watches.values().map(|w| &w.health)),
+                match &entry.silent {
+                    Some(error) => Reachability::Unreachable {
+                        error: error.clone(),
+                    },
+                    None => reachability::of_watches(entry.watches.values().map(|w| &w.health)),
+                },
                 Some(entry.credential.origin().to_string()),
             ),
             None => match state.no_credential.get(member) {
@@ -407,7 +486,11 @@ impl Inner {
         else {
             return;
         };
-        let Some(watch) = entry.watches.get_mut(&target.namespace) else {
+        let Some(watch) = entry
+            .watches
+            .get_mut(&target.namespace)
+            .filter(|w| w.id == target.watch)
+        else {
             return;
         };
         let member = target.member.as_str();
@@ -501,6 +584,7 @@ mod refusal_tests {
         let target = Target {
             member: "eu-south".into(),
             generation: 1,
+            watch: 2,
             namespace: "payments".into(),
         };
         let status = |code| kube::core::Status {

@@ -22,6 +22,12 @@ use super::Inner;
 #[derive(Debug)]
 pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
+impl AbortOnDrop {
+    pub(crate) fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        Self(task)
+    }
+}
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
@@ -98,6 +104,8 @@ pub(crate) fn verb(error: &watcher::Error) -> &'static str {
 pub(crate) struct Target {
     pub member: String,
     pub generation: u64,
+    /// Which watch of that entry (a restarted watch gets a new one).
+    pub watch: u64,
     pub namespace: String,
 }
 
@@ -107,7 +115,7 @@ pub(crate) fn spawn(
     target: Target,
     client: Client,
 ) -> AbortOnDrop {
-    AbortOnDrop(runtime.spawn(run(pool, target, client)))
+    AbortOnDrop::new(runtime.spawn(run(pool, target, client)))
 }
 
 async fn run(pool: Weak<Inner>, target: Target, client: Client) {

@@ -27,6 +27,7 @@ mod failover;
 mod fence;
 mod note;
 pub(super) mod rotation;
+mod unreadable;
 
 use failover::Gate;
 pub use note::Note;
@@ -483,7 +484,12 @@ fn drive(
                 break;
             }
             Decision::Wait(wait) => {
-                op.hold = None;
+                // Waiting on a member that cannot be read is a hold to explain, not a wait;
+                // the planner keeps its deadline (the recheck), the pool wakes us when it answers.
+                match unreadable::hold(&progress, observation) {
+                    Some(hold) => set_hold(&mut op, hold, out),
+                    None => op.hold = None,
+                }
                 out.requeue_after = wait.recheck_after;
                 break;
             }
@@ -492,15 +498,7 @@ fn drive(
                     reason: reason.to_owned(),
                     message,
                 };
-                if op.hold.as_ref() != Some(&hold) {
-                    out.note(
-                        true,
-                        reason,
-                        "Hold",
-                        format!("{kind} {} holds at {}: {}", op.id, op.step, hold.message),
-                    );
-                }
-                op.hold = Some(hold);
+                set_hold(&mut op, hold, out);
                 break;
             }
             Decision::Done(outcome) => {
@@ -539,6 +537,22 @@ fn drive(
         }
     }
     status.operation = Some(op);
+}
+
+/// Holds `op` with `hold`; announced once per distinct hold.
+fn set_hold(op: &mut Operation, hold: Hold, out: &mut Decided) {
+    if op.hold.as_ref() != Some(&hold) {
+        out.note(
+            true,
+            hold.reason.clone(),
+            "Hold",
+            format!(
+                "{} {} holds at {}: {}",
+                op.kind, op.id, op.step, hold.message
+            ),
+        );
+    }
+    op.hold = Some(hold);
 }
 
 /// A failover at Bookkeeping whose only member left to patch is the unreadable old primary.

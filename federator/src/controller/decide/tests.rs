@@ -696,3 +696,63 @@ fn a_failover_promotes_without_a_token_records_the_window_and_fences_the_old_pri
     );
     assert!(sim.topo.status.unwrap().fenced_members.is_empty());
 }
+
+#[test]
+fn a_target_that_cannot_be_read_holds_the_switchover_with_the_cause_then_it_resumes() {
+    let mut sim = Sim::ring(&["a", "b"]);
+    sim.run(3);
+    sim.switch_to("b");
+    // Up to the Demote patch, then b's API server stops answering.
+    while sim.patches.is_empty() {
+        sim.now += SignedDuration::from_millis(100);
+        let decided = sim.decide();
+        if let Some(action) = &decided.effect {
+            let (step, member, p) = (action.step, action.member.clone(), action.patch.clone());
+            sim.patch(step, &member, &p);
+        }
+    }
+    sim.down.insert("b".into());
+    let mut holds = 0;
+    for _ in 0..5 {
+        let decided = sim.run(3);
+        holds += decided
+            .events
+            .iter()
+            .filter(|e| e.reason == reason::MEMBER_UNREACHABLE_HOLD && e.warning)
+            .count();
+    }
+    assert_eq!(sim.patches, [(StepKind::Demote, "a".to_owned())]);
+    let op = sim.topo.status.clone().unwrap().operation.unwrap();
+    let hold = op.hold.expect("held while b cannot be read");
+    assert_eq!(hold.reason, reason::MEMBER_UNREACHABLE_HOLD);
+    assert!(
+        hold.message.starts_with("b cannot be read"),
+        "{}",
+        hold.message
+    );
+    assert!(
+        hold.message.contains("k8s-b is not in the fake"),
+        "{}",
+        hold.message
+    );
+    assert_eq!(
+        holds, 1,
+        "one Warning Event for the hold, not one per reconcile"
+    );
+    let in_progress = sim.condition(kind::SWITCHOVER_IN_PROGRESS);
+    assert_eq!(in_progress.reason, reason::MEMBER_UNREACHABLE_HOLD);
+    assert_eq!(
+        sim.condition(kind::DEGRADED).reason,
+        reason::MEMBER_UNREACHABLE
+    );
+
+    sim.down.clear();
+    sim.run(20);
+    let status = sim.topo.status.clone().unwrap();
+    assert!(status.operation.is_none(), "{:?}", status.operation);
+    assert_eq!(
+        status.history.last().unwrap().outcome,
+        Some(Outcome::Succeeded)
+    );
+    assert_eq!(sim.condition(kind::READY).status, "True");
+}
