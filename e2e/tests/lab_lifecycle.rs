@@ -77,6 +77,7 @@ async fn up_on_a_running_lab_returns_at_once() {
     let report = lab::up(&lab::UpOptions {
         dir: shared.layout.root().to_path_buf(),
         ports: shared.ports,
+        real: None,
     })
     .await
     .expect("up");
@@ -172,6 +173,7 @@ async fn a_taken_port_fails_up_naming_it_and_starts_nothing() {
     let error = lab::up(&lab::UpOptions {
         dir: dir.path().to_path_buf(),
         ports,
+        real: None,
     })
     .await
     .expect_err("up must fail on a taken port");

@@ -20,6 +20,9 @@ struct Args {
     /// Serve HTTP CONNECT on this unix socket, dialing inside the namespace.
     #[arg(long)]
     connect_proxy: Option<PathBuf>,
+    /// Ignored: names the lab in the command line, so the lab recognises its process.
+    #[arg(long)]
+    label: Option<String>,
 }
 
 fn parse_forward(spec: &str) -> anyhow::Result<(SocketAddr, SocketAddr)> {

@@ -32,6 +32,14 @@ enum LabCommand {
         /// Port of the hub apiserver; eu-central, eu-western and eu-south take the next three.
         #[arg(long, default_value_t = lab::DEFAULT_APISERVER_PORT)]
         apiserver_port: u16,
+        /// `emulator`: the CNPG emulator on host PostgreSQL (fast, fault-injectable). `real`: real
+        /// nodes in network namespaces running the real CloudNativePG operator (docs/lab-real.md;
+        /// needs root and `make deps-real`).
+        #[arg(long, value_enum, default_value_t = Cnpg::Emulator)]
+        cnpg: Cnpg,
+        /// With `--cnpg real`: the member regions that get a node.
+        #[arg(long, value_delimiter = ',', default_values_t = ["eu-central".to_owned(), "eu-western".to_owned()])]
+        nodes: Vec<String>,
     },
     /// Stop every process the lab started and wait for them to exit.
     Down {
@@ -64,6 +72,12 @@ enum LabCommand {
         /// NAMESPACE/NAME of the CNPG Cluster.
         target: String,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Cnpg {
+    Emulator,
+    Real,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -102,6 +116,8 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         LabCommand::Up {
             etcd_port,
             apiserver_port,
+            cnpg,
+            nodes,
         } => {
             let ports = Ports {
                 etcd: etcd_port,
@@ -110,6 +126,7 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             let report = lab::up(&lab::UpOptions {
                 dir: dir.clone(),
                 ports,
+                real: (cnpg == Cnpg::Real).then_some(lab::real::RealOptions { members: nodes }),
             })
             .await
             .with_context(|| format!("bringing the lab in {} up", dir.display()))?;

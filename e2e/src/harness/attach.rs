@@ -40,6 +40,7 @@ pub async fn lab() -> &'static SharedLab {
             let options = lab::UpOptions {
                 dir: lab_dir(),
                 ports,
+                real: None,
             };
             match lab::up(&options).await {
                 Ok(report) => Ok(SharedLab {

@@ -23,6 +23,11 @@ pub async fn probe(layout: &LabLayout, check: &HealthCheck) -> std::result::Resu
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
+            HealthCheck::UnixSocket { path } => tokio::net::UnixStream::connect(path)
+                .await
+                .map(drop)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            HealthCheck::Alive => Ok(()),
         }
     };
     tokio::time::timeout(PROBE_TIMEOUT, fut)

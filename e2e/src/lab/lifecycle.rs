@@ -18,6 +18,7 @@ use super::kubeconfig::{self, Entry};
 use super::layout::LabLayout;
 use super::pki;
 use super::process;
+use super::real::{self, RealOptions, plan::RealPlan};
 use super::running::{check_ports, ensure_running, is_running, lock};
 use super::state::{Component, HealthCheck, LabState};
 use super::status::{self, LabStatus};
@@ -36,6 +37,10 @@ pub struct UpOptions {
     pub dir: PathBuf,
     /// Used when nothing of the lab is running; a running lab keeps its recorded ports.
     pub ports: Ports,
+    /// `Some`: the real-CNPG tier (docs/lab-real.md), real nodes in these member regions and the
+    /// real operator instead of the emulators. A lab directory keeps its tier until
+    /// `down --purge`.
+    pub real: Option<RealOptions>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +63,14 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     let started = Instant::now();
     // A bad FEDERATOR_LAB_ETCD_STORAGE is refused before anything is created or started.
     let storage = etcd_storage::wanted()?;
+    // So is a real tier whose pieces are not built (the error names `make deps-real`).
+    let artifacts = match &options.real {
+        Some(real) => {
+            real.validate()?;
+            Some(real::artifacts::find()?)
+        }
+        None => None,
+    };
     let layout = LabLayout::create(&options.dir)?;
     let _lock = lock(&layout).await?;
     let mut state = LabState::load(&layout)?.unwrap_or_else(|| LabState::new(options.ports));
@@ -65,6 +78,25 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     if nothing_runs {
         state.ports = options.ports;
     }
+    if state.real != options.real {
+        if state.bootstrapped_at.is_some() {
+            let tier = |r: &Option<RealOptions>| match r {
+                Some(r) => format!("the real tier ({})", r.members.join(", ")),
+                None => "the emulator tier".to_owned(),
+            };
+            return Err(LabError::Config(format!(
+                "the lab in {dir} was made for {}, not {}; run `federator-lab down --purge --dir                  {dir}` first, or use another --dir",
+                tier(&state.real),
+                tier(&options.real),
+                dir = layout.root().display()
+            )));
+        }
+        state.real = options.real.clone();
+    }
+    let plan = state
+        .real
+        .as_ref()
+        .map(|r| RealPlan::new(&layout, &r.members));
     let admin_token = pki::ensure(&layout)?;
     let ca = std::fs::read_to_string(layout.ca_cert())
         .map_err(LabError::io("reading", layout.ca_cert()))?;
@@ -77,9 +109,13 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
         .iter()
         .map(|m| emulators::component_name(m))
         .collect();
+    let data_plane = match &plan {
+        Some(plan) => real::component_names(plan),
+        None => emulator_names,
+    };
     let complete = std::iter::once(ETCD)
         .chain(REGIONS)
-        .chain(emulator_names.iter().map(String::as_str))
+        .chain(data_plane.iter().map(String::as_str))
         .all(|name| state.component(name).is_some());
     let up_to_date =
         state.bootstrap_fingerprint.as_deref() == Some(bootstrap_fingerprint().as_str());
@@ -101,7 +137,17 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
 
     let etcd_bin = binaries::etcd()?;
     let apiserver_bin = binaries::kube_apiserver()?;
-    for component in core_components(&layout, state.ports, &etcd_bin, &apiserver_bin) {
+    if let Some(plan) = &plan {
+        // Before etcd: what a lab killed with -9 left is swept, the namespaces made afresh.
+        real::prepare(&layout, &state, plan).await?;
+    }
+    for component in core_components(
+        &layout,
+        state.ports,
+        &etcd_bin,
+        &apiserver_bin,
+        plan.as_ref(),
+    )? {
         state.upsert(component);
     }
     let core: Vec<&str> = std::iter::once(ETCD).chain(REGIONS).collect();
@@ -127,9 +173,17 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     tracing::info!(elapsed = ?started.elapsed(), "apiservers ready");
     bootstrap_objects(&layout, &mut state, &ca).await?;
     tracing::info!(elapsed = ?started.elapsed(), "members and hub bootstrapped");
-    // The CNPG emulators watch their member's Clusters: they start once the CRD is there.
-    emulators::start_all(&layout, &mut state).await?;
-    tracing::info!(elapsed = ?started.elapsed(), "emulators serving");
+    match (&plan, &artifacts) {
+        (Some(plan), Some(artifacts)) => {
+            real::start_nodes(&layout, &mut state, plan, artifacts, &ca, &admin_token).await?;
+            tracing::info!(elapsed = ?started.elapsed(), "nodes Ready, operators serving");
+        }
+        _ => {
+            // The CNPG emulators watch their member's Clusters: they start once the CRD is there.
+            emulators::start_all(&layout, &mut state).await?;
+            tracing::info!(elapsed = ?started.elapsed(), "emulators serving");
+        }
+    }
     let status = status::of_state(&layout, &state).await;
     Ok(UpReport {
         already_running: false,
@@ -143,7 +197,8 @@ fn core_components(
     ports: Ports,
     etcd: &Path,
     apiserver: &Path,
-) -> Vec<Component> {
+    plan: Option<&RealPlan>,
+) -> Result<Vec<Component>> {
     let root = layout.root().display().to_string();
     let etcd_url = format!("http://127.0.0.1:{}", ports.etcd);
     let peer_url = format!("http://127.0.0.1:{}", ports.etcd_peer());
@@ -172,7 +227,7 @@ fn core_components(
     for region in REGIONS {
         let port = ports.apiserver_of(region).expect("REGIONS are known");
         let pki = |p: PathBuf| p.display().to_string();
-        components.push(Component {
+        let mut component = Component {
             name: region.into(),
             kind: "apiserver".into(),
             region: Some(region.into()),
@@ -207,9 +262,17 @@ fn core_components(
                 region: region.into(),
             },
             pid: None,
-        });
+        };
+        if let Some(node) = plan.and_then(|p| p.region(region)) {
+            real::apiserver_args(
+                plan.expect("a region implies a plan"),
+                node,
+                &mut component.args,
+            )?;
+        }
+        components.push(component);
     }
-    components
+    Ok(components)
 }
 
 fn server(ports: Ports, region: &str) -> String {
@@ -300,9 +363,20 @@ pub async fn down(dir: impl AsRef<Path>, purge: bool) -> Result<Vec<String>> {
     let stopped = {
         let _lock = lock(&layout).await?;
         let mut state = LabState::load(&layout)?.unwrap_or_else(|| LabState::new(Ports::default()));
+        // The real tier first: its kubelets stop before the apiservers they report to, and what
+        // a killed lab left (processes, mounts, namespaces) is swept even without a state file.
+        let mut stopped = Vec::new();
+        if state.real.is_some() || layout.root().join("real").exists() {
+            let members: Vec<String> = match &state.real {
+                Some(real) => real.members.clone(),
+                None => MEMBERS.iter().map(|m| (*m).to_owned()).collect(),
+            };
+            let plan = RealPlan::new(&layout, &members);
+            stopped.extend(real::down(&layout, &mut state, &plan).await?);
+        }
         let all: Vec<String> = state.components.iter().map(|c| c.name.clone()).collect();
         let not_etcd: Vec<String> = all.iter().filter(|n| *n != ETCD).cloned().collect();
-        let mut stopped = stop_components(&layout, &mut state, &not_etcd).await?;
+        stopped.extend(stop_components(&layout, &mut state, &not_etcd).await?);
         // PostgreSQL instances are started by the emulators and outlive them: stop them once no
         // emulator is left to restart one.
         stopped.extend(emulators::stop_postgres(&layout).await);

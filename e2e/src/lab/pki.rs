@@ -55,11 +55,22 @@ pub(crate) fn ensure(layout: &LabLayout) -> Result<String> {
         // A new CA invalidates every certificate issued by the old one.
         let _ = std::fs::remove_file(layout.apiserver_cert());
     }
-    if !layout.apiserver_cert().exists() || !layout.apiserver_key().exists() {
-        let (cert, key) = issue_with(layout, &LOOPBACK_NAMES)?;
+    // Loopback for the host, and what the real tier's nodes and pods dial (node IPs, each
+    // member's `kubernetes` ClusterIP and names). The list is kept beside the certificate: a
+    // certificate issued for another list is issued again.
+    let mut names: Vec<String> = LOOPBACK_NAMES.map(String::from).to_vec();
+    names.extend(super::real::plan::apiserver_addresses());
+    let names_file = layout.pki_dir().join("apiserver.names");
+    let wanted = names.join("\n");
+    let issued_for = std::fs::read_to_string(&names_file).unwrap_or_default();
+    if !layout.apiserver_cert().exists() || !layout.apiserver_key().exists() || issued_for != wanted
+    {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (cert, key) = issue_with(layout, &names)?;
         write_private(&layout.apiserver_key(), &key)?;
         std::fs::write(layout.apiserver_cert(), cert)
             .map_err(LabError::io("writing", layout.apiserver_cert()))?;
+        std::fs::write(&names_file, wanted).map_err(LabError::io("writing", &names_file))?;
     }
     if !layout.sa_key().exists() || !layout.sa_pub().exists() {
         let key =

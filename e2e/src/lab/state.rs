@@ -20,6 +20,11 @@ pub enum HealthCheck {
     Apiserver { region: String },
     /// Something accepts TCP connections on the port.
     Tcp { port: u16 },
+    /// Something accepts connections on the unix socket (containerd, the netns proxy).
+    UnixSocket { path: PathBuf },
+    /// The process being alive is all that can be checked from the host (a node component in a
+    /// network namespace; the real tier then waits on what it serves, e.g. the node's Ready).
+    Alive,
 }
 
 /// One process of the lab.
@@ -64,6 +69,9 @@ pub struct LabState {
     /// leaves them stopped instead of restarting them behind the stopper's back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<String>,
+    /// The real-CNPG tier's choice, `None` for the emulator tier (docs/lab-real.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real: Option<super::real::RealOptions>,
 }
 
 impl LabState {
@@ -75,6 +83,7 @@ impl LabState {
             cnpg_crd_source: None,
             bootstrap_fingerprint: None,
             held: Vec::new(),
+            real: None,
         }
     }
 
