@@ -10,8 +10,8 @@ mod controller_support;
 use std::time::{Duration, Instant};
 
 use controller_support::{
-    Controller, Load, assert_rows_kept, deploy, set_primary, switchover, wait_condition,
-    wide_timeouts,
+    Controller, Load, assert_rows_kept, deploy, http_get, sample, set_primary, switchover,
+    wait_condition, wait_metric, wide_timeouts,
 };
 use e2e::emulator::testkit::{self, DEADLINE, Pair};
 use e2e::harness::{SharedLab, TestNamespace};
@@ -138,6 +138,21 @@ async fn two_controllers_only_the_leader_writes_and_a_kill_9_hands_over_within_t
         "the follower patched a member:\n{}",
         following.log()
     );
+    // Metrics: the leader reports itself and the topology; the follower says it does not lead
+    // and reports no topology state (the leader's series are the ones to alert on).
+    let ready = format!(
+        r#"namespace="{}",topology="pg",reason="AsDesired""#,
+        ns.name()
+    );
+    let leading_addr = leading.probe_addr().await;
+    wait_metric(&leading_addr, "federator_leader", "", 1.0).await;
+    wait_metric(&leading_addr, "federator_topology_ready", &ready, 1.0).await;
+    let following_addr = following.probe_addr().await;
+    let (_, text) = http_get(&following_addr, "/metrics")
+        .await
+        .expect("the follower's /metrics");
+    assert_eq!(sample(&text, "federator_leader", ""), Some(0.0), "{text}");
+    assert!(!text.contains(r#"topology="pg""#), "{text}");
 
     // kill -9 of the leader: the follower takes the Lease once it expires.
     let survivor = if leader == "ctl-one" {
@@ -156,6 +171,9 @@ async fn two_controllers_only_the_leader_writes_and_a_kill_9_hands_over_within_t
         took <= Duration::from_secs(LEASE_SECONDS + 2),
         "the takeover took {took:?}"
     );
+    // The new leader's metrics follow at once, without a restart.
+    wait_metric(&following_addr, "federator_leader", "", 1.0).await;
+    wait_metric(&following_addr, "federator_topology_ready", &ready, 1.0).await;
 
     // The survivor serves the next switchover.
     let generation = set_primary(&hub, pair.a.name).await;
@@ -230,6 +248,11 @@ async fn a_leader_whose_lease_is_handed_away_stops_writing_until_it_holds_it_aga
         "the old leader stopped {:.2?} after the handover",
         handed.elapsed()
     );
+    // Its gauge says so at once (it used to keep 1 until its next reconcile).
+    let addr = controller.probe_addr().await;
+    let (_, text) = http_get(&addr, "/metrics").await.expect("/metrics");
+    assert_eq!(sample(&text, "federator_leader", ""), Some(0.0), "{text}");
+    assert!(!text.contains(r#"topology="pg""#), "{text}");
 
     // A switchover is asked for while another identity holds the Lease: nothing may be written
     // until the old controller holds the Lease again.

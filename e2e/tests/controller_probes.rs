@@ -8,29 +8,12 @@ mod controller_support;
 
 use std::time::Duration;
 
-use controller_support::Controller;
+use controller_support::{Controller, http_get};
 use e2e::emulator::testkit::DEADLINE;
 use e2e::harness::TestNamespace;
 use e2e::lab::health::wait_for;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// `GET path` on `addr`: the status code and body.
-async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.ok()?;
-    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
-    let body = answer
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    Some((code, body))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_ready_and_sigterm_releases_the_lease_at_once() {
@@ -39,25 +22,18 @@ async fn readyz_turns_ready_and_sigterm_releases_the_lease_at_once() {
     let mut controller = Controller::start_with(lab, ns.name(), "", &["--lease-seconds", "60"]);
 
     // The port is random (`--metrics-addr 127.0.0.1:0`); the controller logs where it listens.
-    let addr = wait_for("the controller serving its probes", DEADLINE, || async {
-        let log = controller.log();
-        let line = log
-            .lines()
-            .find(|l| l.contains("serving /metrics, /healthz and /readyz"))?;
-        let at = line.find("addr=")? + "addr=".len();
-        Some(line[at..].split_whitespace().next()?.to_owned())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", controller.log()));
+    let addr = controller.probe_addr().await;
 
-    let (code, body) = get(&addr, "/healthz").await.expect("/healthz answers");
+    let (code, body) = http_get(&addr, "/healthz").await.expect("/healthz answers");
     assert_eq!((code, body.trim()), (200, "ok"));
     let readyz = wait_for("/readyz 200", DEADLINE, || async {
-        get(&addr, "/readyz").await.filter(|(code, _)| *code == 200)
+        http_get(&addr, "/readyz")
+            .await
+            .filter(|(code, _)| *code == 200)
     })
     .await;
     if let Err(e) = readyz {
-        let last = get(&addr, "/readyz").await;
+        let last = http_get(&addr, "/readyz").await;
         panic!("{e}: {last:?}\n{}", controller.log());
     }
 

@@ -14,7 +14,7 @@ mod faults_support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use controller_support::{Load, assert_rows_kept, reach, wait_condition};
+use controller_support::{Load, assert_rows_kept, reach, wait_condition, wait_metric};
 use e2e::emulator::faults;
 use e2e::faults::Fault;
 use faults_support::{Observed, Routed, finished, observe_until};
@@ -74,6 +74,13 @@ async fn ride_out(s: &Routed, since: Instant, member: &str, region: &str, held: 
 /// and the topology Ready again.
 async fn blackhole_the_old_primary_at(s: Routed, at: StepKind, held: bool) {
     let (member, region) = (s.pair.a.name, s.pair.a.region);
+    // What an alert sees (`/metrics`), before, during and after the outage.
+    let metrics = s.controller.probe_addr().await;
+    let reachable = format!(r#"member="{region}""#);
+    let topology = format!(r#"namespace="{}",topology="pg""#, s.ns.name());
+    let held_on = |reason: &str| format!(r#"{topology},reason="{reason}""#);
+    wait_metric(&metrics, "federator_member_reachable", &reachable, 1.0).await;
+    wait_metric(&metrics, "federator_operation_held", &held_on("none"), 0.0).await;
     let load = Load::start(s.lab, s.ns.name(), &[s.pair.a, s.pair.b], true);
     let generation = s.switch_to(s.pair.b.name).await;
     let reached = reach(&s.hub, generation, at).await;
@@ -116,6 +123,13 @@ async fn blackhole_the_old_primary_at(s: Routed, at: StepKind, held: bool) {
             seen.summary()
         );
     }
+    wait_metric(&metrics, "federator_member_reachable", &reachable, 0.0).await;
+    let degraded = held_on("MemberUnreachable");
+    wait_metric(&metrics, "federator_topology_degraded", &degraded, 1.0).await;
+    if held {
+        let hold = held_on("StepMemberUnreachable");
+        wait_metric(&metrics, "federator_operation_held", &hold, 1.0).await;
+    }
     ride_out(&s, since, member, region, held).await;
     if held {
         // Nothing can be promoted without A's token, which the controller could not read.
@@ -129,6 +143,15 @@ async fn blackhole_the_old_primary_at(s: Routed, at: StepKind, held: bool) {
     assert_eq!(op.outcome, Some(Outcome::Succeeded), "{op:#?}");
     // Ready again: every member reachable, the hold gone.
     wait_condition(&s.hub, kind::READY).await;
+    wait_metric(&metrics, "federator_member_reachable", &reachable, 1.0).await;
+    wait_metric(&metrics, "federator_operation_held", &held_on("none"), 0.0).await;
+    wait_metric(
+        &metrics,
+        "federator_topology_ready",
+        &held_on("AsDesired"),
+        1.0,
+    )
+    .await;
     let acked = load.finish().await;
     assert_rows_kept(s.lab, s.ns.name(), s.pair.b, &acked).await;
     assert!(a.stats().accepted.load(Ordering::Relaxed) > 0);

@@ -45,4 +45,17 @@ pub mod reason {
     pub const MEMBER_UNREACHABLE_HOLD: &str = "StepMemberUnreachable";
     /// The rollback's own promotion failed too: only a human can decide now.
     pub const ROLLBACK_FAILED: &str = "RollbackFailed";
+
+    /// Every reason an operation holds with (`status.operation.hold.reason`).
+    pub const HOLDS: [&str; 9] = [
+        DEMOTION_NOT_STARTED,
+        TOKEN_LOST,
+        TOKEN_TIMEOUT,
+        TOKEN_INVALID,
+        PROMOTION_TIMEOUT,
+        UNEXPECTED_SPEC,
+        MEMBER_UNREACHABLE_HOLD,
+        ROLLBACK_FAILED,
+        VALIDATION_FAILED,
+    ];
 }

@@ -179,6 +179,21 @@ impl Controller {
         plain
     }
 
+    /// Where it serves `/metrics`, `/healthz` and `/readyz` (`--metrics-addr 127.0.0.1:0`: a
+    /// random port, which it logs).
+    pub async fn probe_addr(&self) -> String {
+        wait_for("the controller serving its probes", DEADLINE, || async {
+            let log = self.log();
+            let line = log
+                .lines()
+                .find(|l| l.contains("serving /metrics, /healthz and /readyz"))?;
+            let at = line.find("addr=")? + "addr=".len();
+            Some(line[at..].split_whitespace().next()?.to_owned())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.log()))
+    }
+
     /// SIGKILL, as a crash would: no graceful shutdown, no lease release.
     pub async fn kill(&mut self) {
         self.child.start_kill().expect("killing the controller");
@@ -512,4 +527,52 @@ pub async fn reach(
     tokio::time::timeout(DEADLINE, watch)
         .await
         .expect("the switchover to reach the step")
+}
+
+/// `GET path` on `addr` (HTTP/1.0, loopback): the status code and body.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    Some((code, body))
+}
+
+/// The value of the sample `name{labels}` in a `/metrics` text (`labels` exactly as rendered,
+/// e.g. `member="eu-central"`; empty for none).
+pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let series = if labels.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Scrapes `addr`'s `/metrics` until the sample `name{labels}` has `value`; panics with the last
+/// scrape after the deadline.
+pub async fn wait_metric(addr: &str, name: &str, labels: &str, value: f64) {
+    let found = wait_for(
+        &format!("{name}{{{labels}}} = {value}"),
+        DEADLINE,
+        || async move {
+            let (_, text) = http_get(addr, "/metrics").await?;
+            (sample(&text, name, labels) == Some(value)).then_some(())
+        },
+    )
+    .await;
+    if let Err(e) = found {
+        let last = http_get(addr, "/metrics").await.map(|(_, t)| t);
+        panic!("{e}; last scrape:\n{}", last.unwrap_or_default());
+    }
 }

@@ -164,6 +164,8 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
     };
 
     let metrics = Arc::new(Metrics::new());
+    metrics.attach_leadership(leader.clone());
+    metrics.attach_members(pool.clone());
     let ready: controller::Readiness = Arc::new({
         let (pool, leader) = (pool.clone(), leader.clone());
         move || {
@@ -197,6 +199,7 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
         leader.clone(),
         identity.clone(),
         clock.clone(),
+        metrics.clone(),
         shutdown.clone(),
     ));
 

@@ -64,6 +64,7 @@ pub async fn run(
     };
     let controller = Controller::new(api, watcher::Config::default());
     let store = controller.store();
+    ctx.metrics.attach_topologies(store.clone());
     let delivered = ctx.clone();
     let triggers = member_changes.flat_map(move |event| {
         // The delivery time is where a reaction starts, and what reopens the patch gate.

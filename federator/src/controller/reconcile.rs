@@ -29,9 +29,7 @@ use crate::members::ClusterKey;
 pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled();
     let topo = ctx.ledger.freshest(topo);
-    let leader = ctx.leader.is_leader();
-    ctx.metrics.set_leader(leader);
-    if !leader {
+    if !ctx.leader.is_leader() {
         // A follower neither writes nor acts; becoming leader re-reconciles everything.
         return Ok(Action::await_change());
     }
@@ -64,9 +62,6 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         // is announced by the pool and wakes us again.
         tracing::debug!(topology = %key, syncing = ?observation.syncing, "waiting for member watches to sync");
         return Ok(Action::await_change());
-    }
-    for m in &observation.members {
-        ctx.metrics.reachable(&key, &m.name, m.reachable);
     }
 
     // 2. validate → plan → decide (pure)
@@ -161,6 +156,7 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     if let Some((outcome, took)) = decided.finished_operation {
         ctx.metrics.operation_finished(outcome, took);
     }
+    ctx.metrics.rotations(&topo, &decided.status);
     for note in &decided.events {
         tracing::info!(topology = %key, reason = %note.reason, "{}", note.message);
     }

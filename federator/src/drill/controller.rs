@@ -25,7 +25,7 @@ use topology::drill_api::{DisasterRecoveryDrill, DrillPhase};
 use super::run::{Executor, Next, RunError};
 use super::schedule::Schedule;
 use super::scheduler::{self, CONTROLLER_RUNNER};
-use crate::controller::{Clock, Leadership};
+use crate::controller::{Clock, Leadership, Metrics};
 
 /// A scheduled drill looks at its schedule at least this often, so that a clock that jumped
 /// (NTP, or the test clock) is noticed within it.
@@ -41,6 +41,7 @@ struct Ctx {
     executor: Executor,
     leader: Leadership,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
     stopping: AtomicBool,
 }
 
@@ -52,6 +53,7 @@ pub async fn run(
     leader: Leadership,
     identity: String,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (drills, topologies): (Api<DisasterRecoveryDrill>, Api<DistributedTopology>) =
@@ -66,10 +68,12 @@ pub async fn run(
         executor: Executor::new(client, format!("{CONTROLLER_RUNNER}{identity}")),
         leader: leader.clone(),
         clock,
+        metrics,
         stopping: AtomicBool::new(false),
     });
     let controller = Controller::new(drills, watcher::Config::default());
     let store = controller.store();
+    ctx.metrics.attach_drills(store.clone());
     // A topology change wakes the drills running on it (a switchover's progress).
     let mapper = move |topo: DistributedTopology| {
         let (ns, name) = (topo.namespace(), topo.name_any());
@@ -196,7 +200,10 @@ async fn drive(ctx: &Ctx, mut drill: DisasterRecoveryDrill) -> Result<Action, Ru
             Next::Continue => {}
             Next::Wait(t) => return Ok(Action::requeue(until(t))),
             // A scheduled drill goes on to record its next time.
-            Next::Done => return Ok(Action::requeue(Duration::ZERO)),
+            Next::Done => {
+                ctx.metrics.drill_finished(&drill);
+                return Ok(Action::requeue(Duration::ZERO));
+            }
         }
     }
 }

@@ -80,6 +80,8 @@ struct State {
     health: BTreeMap<String, MemberHealth>,
     /// Member entries and watch tasks are numbered from here.
     next_generation: u64,
+    /// Watch attempts the member's API server refused, by member and status (401, 403).
+    refusals: BTreeMap<(String, u16), u64>,
 }
 
 struct Member {
@@ -328,6 +330,35 @@ impl MemberPool {
             .collect()
     }
 
+    /// Per member, how many credential problems it has now: 1 when it has no usable credential
+    /// (refused, unreadable, conflicting), else one per watched namespace whose list or watch
+    /// the API server refuses (401/403). Members without a problem are absent.
+    pub fn credential_problems(&self) -> BTreeMap<String, usize> {
+        let state = self.inner.lock();
+        let mut problems: BTreeMap<String, usize> = state
+            .no_credential
+            .keys()
+            .map(|member| (member.clone(), 1))
+            .collect();
+        for (member, entry) in &state.members {
+            let refused = entry
+                .watches
+                .values()
+                .filter(|w| w.health.error.as_deref().is_some_and(refused))
+                .count();
+            if refused > 0 {
+                problems.insert(member.clone(), refused);
+            }
+        }
+        problems
+    }
+
+    /// Watch attempts refused by a member's API server since the start, by member and HTTP
+    /// status (401: the credential is not accepted; 403: it lacks a permission).
+    pub fn refusals(&self) -> BTreeMap<(String, u16), u64> {
+        self.inner.lock().refusals.clone()
+    }
+
     /// Cluster changes and member state changes, from now on.
     pub fn events(&self) -> impl Stream<Item = MemberEvent> + Send + use<> {
         events::stream(self.inner.events.subscribe())
@@ -478,7 +509,10 @@ impl Inner {
     ) {
         let mut state = self.lock();
         let State {
-            members, clusters, ..
+            members,
+            clusters,
+            refusals,
+            ..
         } = &mut *state;
         let Some(entry) = members
             .get_mut(&target.member)
@@ -524,7 +558,10 @@ impl Inner {
             }
             Err(error) => {
                 let text = match watch::status_code(&error) {
-                    Some(code @ (401 | 403)) => refused_text(target, &error, code),
+                    Some(code @ (401 | 403)) => {
+                        *refusals.entry((member.to_owned(), code)).or_default() += 1;
+                        refused_text(target, &error, code)
+                    }
                     _ => error.to_string(),
                 };
                 let text = entry.credential.redact(&text);

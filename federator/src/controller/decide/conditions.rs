@@ -248,18 +248,7 @@ pub fn wanted(status: &DistributedTopologyStatus, facts: &Facts) -> Vec<Wanted> 
 /// Hold reasons come from the planner as `&'static str` already; this maps an owned copy (read
 /// back from status) to the constant, so conditions only ever carry the documented reasons.
 fn hold_reason(text: &str) -> &'static str {
-    const HOLDS: [&str; 9] = [
-        reason::DEMOTION_NOT_STARTED,
-        reason::TOKEN_LOST,
-        reason::TOKEN_TIMEOUT,
-        reason::TOKEN_INVALID,
-        reason::PROMOTION_TIMEOUT,
-        reason::UNEXPECTED_SPEC,
-        reason::MEMBER_UNREACHABLE_HOLD,
-        reason::ROLLBACK_FAILED,
-        reason::VALIDATION_FAILED,
-    ];
-    HOLDS
+    reason::HOLDS
         .into_iter()
         .find(|r| *r == text)
         .unwrap_or(reason::MEMBER_NOT_READY)

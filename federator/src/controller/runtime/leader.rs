@@ -82,6 +82,16 @@ impl Leadership {
         }
     }
 
+    /// Leading or following for good, known: for unit tests.
+    #[cfg(test)]
+    pub(crate) fn fixed(leader: bool) -> Self {
+        let mut fixed = Self::always();
+        let (tx, rx) = watch::channel(leader);
+        fixed.rx = rx;
+        fixed._sender = Some(Arc::new(tx));
+        fixed
+    }
+
     /// Joins the election; the returned handle follows the lease until the process exits.
     pub async fn elect(hub: Client, options: LeaseOptions) -> Result<Self, LeaseManagerError> {
         let manager = LeaseManagerBuilder::new(hub.clone(), &options.name)

@@ -1,18 +1,26 @@
-//! Prometheus metrics, served on `/metrics` (OpenMetrics text) by a small axum server.
+//! Prometheus metrics, served on `/metrics` (OpenMetrics text) by a small axum server. Timings
+//! and counters are recorded here as things happen; the state an alert looks at (leadership,
+//! members, topologies, drills) is read at each scrape (`state_metrics.rs`). The reference of
+//! every metric is docs/operations.md.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::runtime::reflector::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use topology::StepKind;
-use topology::api::Outcome;
+use topology::api::{DistributedTopologyStatus, Outcome, RotationStatus};
+use topology::drill_api::DisasterRecoveryDrill;
+use topology::{DistributedTopology, StepKind};
+
+use super::state_metrics::{Sources, StateMetrics};
+use crate::controller::Leadership;
+use crate::members::MemberPool;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -35,9 +43,11 @@ struct ErrorLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MemberLabel {
+struct RotationLabel {
+    namespace: String,
     topology: String,
-    member: String,
+    outcome: String,
+    reason: String,
 }
 
 /// Every metric the controller exports.
@@ -50,8 +60,11 @@ pub struct Metrics {
     status_write: Family<ThenLabel, Histogram>,
     reconcile_errors: Family<ErrorLabel, Counter>,
     reconciles: Counter,
-    member_reachable: Family<MemberLabel, Gauge>,
-    leader: Gauge,
+    rotations: Family<RotationLabel, Counter>,
+    drill_runs: Family<OutcomeLabel, Counter>,
+    drill_duration: Family<OutcomeLabel, Histogram>,
+    /// What the scrape-time metrics read.
+    state: StateMetrics,
 }
 
 impl Default for Metrics {
@@ -96,8 +109,13 @@ impl Metrics {
         let status_write = Family::<ThenLabel, Histogram>::new_with_constructor(fine);
         let reconcile_errors = Family::<ErrorLabel, Counter>::default();
         let reconciles = Counter::default();
-        let member_reachable = Family::<MemberLabel, Gauge>::default();
-        let leader = Gauge::default();
+        let rotations = Family::<RotationLabel, Counter>::default();
+        let drill_runs = Family::<OutcomeLabel, Counter>::default();
+        // 30 s .. ~4.5 h: a drill is two switchovers and their waits.
+        let drill_duration = Family::<OutcomeLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(30.0, 2.0, 10))
+        });
+        let state = StateMetrics::default();
         registry.register(
             "switchover_duration_seconds",
             "Duration of finished switchovers, from the start of Validate to Done",
@@ -133,15 +151,23 @@ impl Metrics {
         );
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
-            "member_reachable",
-            "1 when the member's Cluster can be read, 0 when not",
-            member_reachable.clone(),
+            "rotations",
+            "Scheduled rotations decided by this leader: outcome Started (spec.primary set to \
+             the next member) or Skipped (the scheduled time passed while a precondition did \
+             not hold; reason: why)",
+            rotations.clone(),
         );
         registry.register(
-            "leader",
-            "1 while this controller holds the lease",
-            leader.clone(),
+            "drill_runs",
+            "Drill runs this controller finished, by outcome (Succeeded, Failed)",
+            drill_runs.clone(),
         );
+        registry.register(
+            "drill_duration_seconds",
+            "Duration of the drill runs this controller finished, from start to end, by outcome",
+            drill_duration.clone(),
+        );
+        registry.register_collector(Box::new(state.clone()));
         Metrics {
             registry,
             switchover_duration,
@@ -151,8 +177,10 @@ impl Metrics {
             status_write,
             reconcile_errors,
             reconciles,
-            member_reachable,
-            leader,
+            rotations,
+            drill_runs,
+            drill_duration,
+            state,
         }
     }
 
@@ -211,17 +239,75 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn reachable(&self, topology: &str, member: &str, reachable: bool) {
-        self.member_reachable
-            .get_or_create(&MemberLabel {
-                topology: topology.to_owned(),
-                member: member.to_owned(),
-            })
-            .set(i64::from(reachable));
+    fn attach(&self, f: impl FnOnce(&mut Sources)) {
+        f(&mut self.state.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    pub fn set_leader(&self, leader: bool) {
-        self.leader.set(i64::from(leader));
+    /// `federator_leader` reads `leader` at each scrape; topology and drill state are exported
+    /// only while it leads.
+    pub fn attach_leadership(&self, leader: Leadership) {
+        self.attach(|s| s.leader = Some(leader));
+    }
+
+    /// Member reachability and credential problems, from `pool` at each scrape.
+    pub fn attach_members(&self, pool: MemberPool) {
+        self.attach(|s| s.members = Some(pool));
+    }
+
+    /// Topology state, from the controller's watch store of the topologies.
+    pub fn attach_topologies(&self, store: Store<DistributedTopology>) {
+        self.attach(|s| s.topologies = Some(store));
+    }
+
+    /// Drill state, from the drill controller's watch store.
+    pub fn attach_drills(&self, store: Store<DisasterRecoveryDrill>) {
+        self.attach(|s| s.drills = Some(store));
+    }
+
+    /// Counts the rotations `after` records that `before` (the topology this reconcile decided
+    /// on) did not: a new skipped scheduled time, a new started rotation.
+    pub fn rotations(&self, before: &DistributedTopology, after: &DistributedTopologyStatus) {
+        let Some(now) = after.rotation.as_ref() else {
+            return;
+        };
+        let was: Option<&RotationStatus> = before.status.as_ref().and_then(|s| s.rotation.as_ref());
+        let label = |outcome: &str, reason: &str| RotationLabel {
+            namespace: before.metadata.namespace.clone().unwrap_or_default(),
+            topology: before.metadata.name.clone().unwrap_or_default(),
+            outcome: outcome.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Some(skip) = &now.last_skip
+            && was.and_then(|w| w.last_skip.as_ref()) != Some(skip)
+        {
+            let reason = skip.reason.as_deref().unwrap_or("Unknown");
+            self.rotations
+                .get_or_create(&label("Skipped", reason))
+                .inc();
+        }
+        if let Some(started) = &now.last_rotation
+            && was.and_then(|w| w.last_rotation.as_ref()) != Some(started)
+        {
+            self.rotations.get_or_create(&label("Started", "")).inc();
+        }
+    }
+
+    /// A drill run ended (its status is final): counted and timed by outcome.
+    pub fn drill_finished(&self, drill: &DisasterRecoveryDrill) {
+        let Some(status) = &drill.status else {
+            return;
+        };
+        let Some(phase) = status.phase else {
+            return;
+        };
+        let outcome = OutcomeLabel {
+            outcome: format!("{phase:?}"),
+        };
+        self.drill_runs.get_or_create(&outcome).inc();
+        if let (Some(start), Some(end)) = (&status.started_at, &status.finished_at) {
+            let took = end.0.duration_since(start.0).as_secs_f64().max(0.0);
+            self.drill_duration.get_or_create(&outcome).observe(took);
+        }
     }
 
     /// The OpenMetrics text exposition.
@@ -301,7 +387,6 @@ mod tests {
         m.status_written(false, Duration::from_millis(3));
         m.operation_finished(Outcome::Succeeded, Duration::from_secs(2));
         m.error("conflict");
-        m.reachable("db/pg", "eu-south", false);
         let text = m.render();
         for needle in [
             "federator_switchover_step_duration_seconds_bucket{le=",
@@ -312,7 +397,8 @@ mod tests {
             "federator_status_write_seconds_count{then=\"nothing\"} 1",
             "federator_switchover_duration_seconds_count{outcome=\"Succeeded\"} 1",
             "federator_reconcile_errors_total{error=\"conflict\"} 1",
-            "federator_member_reachable{topology=\"db/pg\",member=\"eu-south\"} 0",
+            "federator_leader 1",
+            "federator_build_info{version=",
         ] {
             assert!(text.contains(needle), "{needle} not in\n{text}");
         }

@@ -5,3 +5,4 @@ pub(super) mod clock;
 pub(super) mod deadlines;
 pub(super) mod leader;
 pub(super) mod metrics;
+mod state_metrics;
