@@ -3,6 +3,7 @@
 //! validation and the switchover planner. Nothing here performs I/O.
 
 pub mod api;
+pub mod autofailover;
 pub mod cnpg;
 pub mod conditions;
 pub mod drill_api;
