@@ -11,13 +11,14 @@ FEDERATOR_LAB := target/debug/federator-lab
 LAB_DIR ?= .lab
 E2E_LAB_DIR ?= target/e2e-lab
 
-.PHONY: help deps deps-real build install demo lab-down lab-status test fmt-check clippy no-openssl deny crds-check chart-check image image-check unit e2e-lab-down bench
+.PHONY: help deps deps-real build install demo lab-down lab-status test test-real fmt-check clippy no-openssl deny crds-check chart-check image image-check unit e2e-lab-down bench
 
 help:
 	@echo "make demo      lab up in $(LAB_DIR)/, the ring of three, the controller, one switchover (leaves it running)"
 	@echo "make lab-down  stop the demo lab"
 	@echo "make deps-real what the real-CNPG lab tier needs (docs/lab-real.md), built and cached"
 	@echo "make test      fmt, clippy, no-OpenSSL check, cargo deny, CRD drift check, every test (e2e on a real lab)"
+	@echo "make test-real the real-CNPG tier's e2e tests (root; real nodes, the real operator; docs/lab-real.md)"
 	@echo "make image     the Federator image (OCI archive in target/image/) from Debian packages, no registry"
 	@echo "make bench     the planner bench, then the switchover bench on the e2e lab (docs/benchmarks.md)"
 
@@ -54,6 +55,13 @@ lab-down: build
 
 test: deps fmt-check clippy no-openssl deny crds-check chart-check image-check
 	$(CARGO) test --workspace --no-fail-fast
+
+# The e2e tests on the real-CNPG tier (e2e/tests/real_*.rs): their own lab in target/e2e-lab-real
+# on the harness ports + 20, the real CloudNativePG operator on real nodes. Needs root.
+REAL_TESTS := $(patsubst e2e/tests/%.rs,--test %,$(wildcard e2e/tests/real_*.rs))
+test-real: deps-real
+	$(CARGO) build -p federator -p federator-e2e --bins
+	$(CARGO) test -p federator-e2e $(REAL_TESTS) -- --include-ignored
 
 fmt-check:
 	$(CARGO) fmt --all --check

@@ -11,106 +11,10 @@
 
 mod controller_support;
 
-use std::time::Duration;
-
-use controller_support::{
-    Controller, Load, assert_rows_kept, deploy, pg, switchover, wait_condition, wide_timeouts,
-};
+use controller_support::rotate;
 use e2e::emulator::testkit::{self, DEADLINE, Member};
-use e2e::harness::{SharedLab, TestNamespace};
-use e2e::lab::health::wait_for;
+use e2e::harness::TestNamespace;
 use serde_json::json;
-use topology::StepKind;
-use topology::api::Outcome;
-use topology::conditions::kind;
-
-/// Runs `targets` as switchovers in turn under a writer and a sampler, then checks the data.
-async fn rotate(
-    lab: &'static SharedLab,
-    ns: &str,
-    members: &[Member<'static>],
-    shape: serde_json::Value,
-    targets: &[&str],
-) {
-    let hub = deploy(lab, ns, members, shape, wide_timeouts()).await;
-    let _controller = Controller::start(lab, ns);
-    wait_condition(&hub, kind::READY).await;
-
-    let load = Load::start(lab, ns, members, true);
-    for to in targets {
-        let (code, _, took) = switchover(lab, ns, to).await;
-        assert_eq!(code, 0, "switchover to {to} did not succeed");
-        println!(
-            "switchover to {to}: {:.2}s wall clock (CLI)",
-            took.as_secs_f64()
-        );
-        // Let the writer land a few rows on the new primary before the next move.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let acked = load.finish().await;
-    let last = members
-        .iter()
-        .find(|m| m.name == *targets.last().unwrap())
-        .copied()
-        .unwrap();
-    let primary = assert_rows_kept(lab, ns, last, &acked).await;
-
-    // Every other instance follows the final primary's timeline: it replays a row written now.
-    primary
-        .batch_execute("INSERT INTO t VALUES (-1); SELECT pg_switch_wal()")
-        .await
-        .expect("marker row");
-    for m in members.iter().filter(|m| m.name != last.name) {
-        let what = format!("{} replaying the marker row in recovery", m.name);
-        wait_for(&what, DEADLINE, || async move {
-            let c = pg(lab, ns, *m, Duration::from_secs(1)).await?;
-            let row = c
-                .query_one(
-                    "SELECT pg_is_in_recovery(), count(*) FROM t WHERE x = -1",
-                    &[],
-                )
-                .await
-                .ok()?;
-            (row.get::<_, bool>(0) && row.get::<_, i64>(1) == 1).then_some(())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    let topo = wait_condition(&hub, kind::READY).await;
-    let status = topo.status.expect("status");
-    assert!(status.operation.is_none());
-    assert_eq!(status.history.len(), targets.len());
-    for op in &status.history {
-        assert_eq!(op.outcome, Some(Outcome::Succeeded), "{op:#?}");
-        let total = op
-            .finished_at
-            .as_ref()
-            .unwrap()
-            .0
-            .duration_since(op.started_at.0);
-        // Every step of a finished operation has its timing, and they parse.
-        let steps = op.steps().unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            steps.iter().all(|s| s.took.is_some()),
-            "{}",
-            op.step_timings
-        );
-        assert_eq!(
-            steps.last().map(|s| s.step),
-            Some(StepKind::Done),
-            "{}",
-            op.step_timings
-        );
-        println!(
-            "{} → {}: {:.2}s [{}]",
-            op.from,
-            op.to,
-            total.as_secs_f64(),
-            op.step_timings
-        );
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pair_switchover_and_back_under_writes() {
@@ -125,6 +29,7 @@ async fn pair_switchover_and_back_under_writes() {
         &members,
         json!({"star": {}}),
         &[pair.b.name, pair.a.name],
+        DEADLINE,
     )
     .await;
     pair.delete().await;
@@ -173,6 +78,7 @@ async fn ring_of_three_full_rotation_under_writes() {
         &members,
         json!({"ring": [a.name, b.name, c.name]}),
         &[b.name, c.name, a.name],
+        DEADLINE,
     )
     .await;
     testkit::delete_all(lab, &name, &members).await;

@@ -10,6 +10,12 @@ use crate::lab::{self, LabLayout, Ports};
 
 static LAB: OnceCell<Result<SharedLab, String>> = OnceCell::const_new();
 static GC: OnceCell<()> = OnceCell::const_new();
+static REAL_LAB: OnceCell<Result<SharedLab, String>> = OnceCell::const_new();
+static REAL_GC: OnceCell<()> = OnceCell::const_new();
+
+/// The real tier's lab takes the ports `REAL_PORT_OFFSET` above the emulator lab's, so both can
+/// run at once from one set of port variables.
+pub const REAL_PORT_OFFSET: u16 = 20;
 
 fn env_port(name: &str, default: u16) -> u16 {
     match std::env::var(name) {
@@ -31,42 +37,79 @@ pub fn lab_dir() -> PathBuf {
 /// takes a file lock, so concurrent test binaries share one lab. Panics — failing the test, never
 /// skipping it — with the reason if the lab cannot run (a missing etcd, Go, a taken port...).
 pub async fn lab() -> &'static SharedLab {
-    let result = LAB
+    attach(&LAB, &GC, lab_dir(), 0, None).await.unwrap_or_else(|e| {
+        panic!(
+            "the e2e lab in {} could not start: {e}\n\
+             The e2e tests need etcd (apt-get install etcd-server), Go (to build kube-apiserver) or \
+             KUBEBUILDER_ASSETS/KUBE_APISERVER; `bash .ci/run` installs everything.",
+            lab_dir().display()
+        )
+    })
+}
+
+/// The real tier's lab directory: `$FEDERATOR_REAL_LAB_DIR`, else
+/// `<workspace>/target/e2e-lab-real`.
+pub fn real_lab_dir() -> PathBuf {
+    std::env::var_os("FEDERATOR_REAL_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-lab-real"))
+}
+
+/// As [`lab`], for the real-CNPG tier (docs/lab-real.md): real nodes in eu-central and
+/// eu-western running the real CloudNativePG operator, in [`real_lab_dir`], on the harness ports
+/// plus [`REAL_PORT_OFFSET`]. Needs root and `make deps-real`; panics naming the cause otherwise.
+pub async fn real_lab() -> &'static SharedLab {
+    let real = Some(lab::real::RealOptions::pair());
+    attach(&REAL_LAB, &REAL_GC, real_lab_dir(), REAL_PORT_OFFSET, real)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the real-tier e2e lab in {} could not start: {e}\n\
+                 It needs root and `make deps-real` (docs/lab-real.md).",
+                real_lab_dir().display()
+            )
+        })
+}
+
+/// Brings the lab in `dir` up once per process (ports from the environment plus `offset`) and
+/// collects what earlier runs left in it.
+async fn attach(
+    cell: &'static OnceCell<Result<SharedLab, String>>,
+    gc_once: &'static OnceCell<()>,
+    dir: PathBuf,
+    offset: u16,
+    real: Option<lab::real::RealOptions>,
+) -> Result<&'static SharedLab, String> {
+    let result = cell
         .get_or_init(|| async {
             let ports = Ports {
-                etcd: env_port("FEDERATOR_LAB_ETCD_PORT", HARNESS_ETCD_PORT),
-                apiserver: env_port("FEDERATOR_LAB_APISERVER_PORT", HARNESS_APISERVER_PORT),
+                etcd: env_port("FEDERATOR_LAB_ETCD_PORT", HARNESS_ETCD_PORT) + offset,
+                apiserver: env_port("FEDERATOR_LAB_APISERVER_PORT", HARNESS_APISERVER_PORT)
+                    + offset,
             };
-            let options = lab::UpOptions {
-                dir: lab_dir(),
-                ports,
-                real: None,
-            };
+            let is_real = real.is_some();
+            let options = lab::UpOptions { dir, ports, real };
             match lab::up(&options).await {
                 Ok(report) => Ok(SharedLab {
                     layout: LabLayout::open(&report.status.dir).map_err(|e| e.to_string())?,
                     ports: report.status.ports,
+                    real: is_real,
                 }),
                 Err(e) => Err(format!("{e}")),
             }
         })
         .await;
-    match result {
-        Ok(lab) => {
-            GC.get_or_init(|| async {
-                let collected = gc::collect(lab).await;
-                if collected != gc::Collected::default() {
-                    eprintln!("e2e lab: collected what earlier runs left: {collected:?}");
-                }
-            })
-            .await;
-            lab
-        }
-        Err(e) => panic!(
-            "the e2e lab in {} could not start: {e}\n\
-             The e2e tests need etcd (apt-get install etcd-server), Go (to build kube-apiserver) or \
-             KUBEBUILDER_ASSETS/KUBE_APISERVER; `bash .ci/run` installs everything.",
-            lab_dir().display()
-        ),
-    }
+    let lab = result.as_ref().map_err(Clone::clone)?;
+    gc_once
+        .get_or_init(|| async {
+            let collected = gc::collect(lab).await;
+            if collected != gc::Collected::default() {
+                eprintln!(
+                    "e2e lab {}: collected what earlier runs left: {collected:?}",
+                    lab.layout.root().display()
+                );
+            }
+        })
+        .await;
+    Ok(lab)
 }

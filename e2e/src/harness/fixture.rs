@@ -16,6 +16,9 @@ pub const HARNESS_APISERVER_PORT: u16 = 26543;
 pub struct SharedLab {
     pub layout: LabLayout,
     pub ports: Ports,
+    /// The real-CNPG tier (`harness::real_lab`): Clusters run as pods on real nodes, reached
+    /// through the regions' netns proxies, not on host ports.
+    pub real: bool,
 }
 
 impl SharedLab {

@@ -22,7 +22,7 @@ pub mod gc;
 pub mod hub_identity;
 mod namespace;
 
-pub use attach::{lab, lab_dir};
+pub use attach::{REAL_PORT_OFFSET, lab, lab_dir, real_lab, real_lab_dir};
 pub use fixture::{
     HARNESS_APISERVER_PORT, HARNESS_ETCD_PORT, SharedLab, Subresource, WAIT, block_on_detached,
     cnpg_cluster, patch_pinned, sample_cluster, wait_until,

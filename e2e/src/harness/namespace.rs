@@ -27,7 +27,11 @@ impl TestNamespace {
     /// Creates the namespace everywhere. `test` should be the test's name (used in the name and
     /// label).
     pub async fn create(test: &str) -> Self {
-        let lab = lab().await;
+        Self::create_on(lab().await, test).await
+    }
+
+    /// As [`Self::create`], on `lab` (e.g. `harness::real_lab()`).
+    pub async fn create_on(lab: &'static SharedLab, test: &str) -> Self {
         let prefix: String = test
             .chars()
             .map(|c| {

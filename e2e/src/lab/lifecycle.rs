@@ -137,10 +137,6 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
 
     let etcd_bin = binaries::etcd()?;
     let apiserver_bin = binaries::kube_apiserver()?;
-    if let Some(plan) = &plan {
-        // Before etcd: what a lab killed with -9 left is swept, the namespaces made afresh.
-        real::prepare(&layout, &state, plan).await?;
-    }
     for component in core_components(
         &layout,
         state.ports,
@@ -153,6 +149,10 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
     let core: Vec<&str> = std::iter::once(ETCD).chain(REGIONS).collect();
     // Check every port before starting anything, so a clash leaves nothing half-started.
     check_ports(&layout, &state, &core)?;
+    if let Some(plan) = &plan {
+        // Before etcd: what a lab killed with -9 left is swept, the namespaces made afresh.
+        real::prepare(&layout, &state, plan).await?;
+    }
     if !state
         .component(ETCD)
         .is_some_and(|c| is_running(&layout, c))

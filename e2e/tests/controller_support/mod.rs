@@ -17,6 +17,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
+use topology::api::Outcome;
+use topology::conditions::kind;
 use topology::{DistributedTopology, StepKind};
 
 /// Wide deadlines for a loaded two-core machine; a hold fails a happy-path test anyway.
@@ -264,6 +266,9 @@ pub async fn pg(
     m: Member<'_>,
     within: Duration,
 ) -> Option<tokio_postgres::Client> {
+    if lab.real {
+        return real_pg(lab, ns, m, within).await;
+    }
     let dsn = e2e::emulator::dsn(lab.layout.root(), m.region, ns, m.name).ok()?;
     let (client, conn) =
         tokio::time::timeout(within, tokio_postgres::connect(&dsn, tokio_postgres::NoTls))
@@ -272,6 +277,34 @@ pub async fn pg(
             .ok()?;
     tokio::spawn(conn);
     Some(client)
+}
+
+/// The superuser Secret every Cluster of a real-tier test uses (the same in every region: a
+/// replica cluster keeps its source's roles).
+pub const REAL_SUPERUSER_SECRET: &str = "pg-superuser";
+
+/// On the real tier: the instance pod of `m`, through its region's netns proxy, as `postgres`.
+async fn real_pg(
+    lab: &SharedLab,
+    ns: &str,
+    m: Member<'_>,
+    within: Duration,
+) -> Option<tokio_postgres::Client> {
+    let client = lab.admin(m.region).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, ns);
+    let secret = secrets.get(REAL_SUPERUSER_SECRET).await.ok()?;
+    let password = secret.data?.get("password")?.0.clone();
+    let password = String::from_utf8(password).ok()?;
+    e2e::lab::real::postgres::connect(
+        &lab.layout,
+        m.region,
+        ns,
+        m.name,
+        ("postgres", &password, "postgres"),
+        within,
+    )
+    .await
+    .ok()
 }
 
 /// Inserts increasing values into `t` on whichever instance accepts writes, until `stop`;
@@ -484,6 +517,115 @@ pub async fn assert_rows_kept(
         primary.name
     );
     client
+}
+
+/// Creates the topology `pg` (`members[0]` primary) and a controller, runs `targets` as
+/// switchovers in turn under a writer and a sampler, then checks: never two primaries, every
+/// acknowledged row on the final primary, every other member replaying its timeline (within
+/// `within`), every operation Succeeded with its step timings.
+pub async fn rotate(
+    lab: &'static SharedLab,
+    ns: &str,
+    members: &[Member<'static>],
+    shape: serde_json::Value,
+    targets: &[&str],
+    within: Duration,
+) {
+    let hub = deploy(lab, ns, members, shape, wide_timeouts()).await;
+    let _controller = Controller::start(lab, ns);
+    wait_condition(&hub, kind::READY).await;
+
+    let load = Load::start(lab, ns, members, true);
+    for to in targets {
+        let (code, _, took) = switchover(lab, ns, to).await;
+        assert_eq!(code, 0, "switchover to {to} did not succeed");
+        println!(
+            "switchover to {to}: {:.2}s wall clock (CLI)",
+            took.as_secs_f64()
+        );
+        // Let the writer land a few rows on the new primary before the next move.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let acked = load.finish().await;
+    let last = members
+        .iter()
+        .find(|m| m.name == *targets.last().unwrap())
+        .copied()
+        .unwrap();
+    let primary = assert_rows_kept(lab, ns, last, &acked).await;
+
+    // Every other instance follows the final primary's timeline: it replays a row written now.
+    let followers: Vec<Member<'static>> = members
+        .iter()
+        .filter(|m| m.name != last.name)
+        .copied()
+        .collect();
+    assert_followers_replay(lab, ns, &primary, &followers, within).await;
+
+    let topo = wait_condition(&hub, kind::READY).await;
+    let status = topo.status.expect("status");
+    assert!(status.operation.is_none());
+    assert_eq!(status.history.len(), targets.len());
+    for op in &status.history {
+        assert_eq!(op.outcome, Some(Outcome::Succeeded), "{op:#?}");
+        let total = op
+            .finished_at
+            .as_ref()
+            .unwrap()
+            .0
+            .duration_since(op.started_at.0);
+        // Every step of a finished operation has its timing, and they parse.
+        let steps = op.steps().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            steps.iter().all(|s| s.took.is_some()),
+            "{}",
+            op.step_timings
+        );
+        assert_eq!(
+            steps.last().map(|s| s.step),
+            Some(StepKind::Done),
+            "{}",
+            op.step_timings
+        );
+        println!(
+            "{} → {}: {:.2}s [{}]",
+            op.from,
+            op.to,
+            total.as_secs_f64(),
+            op.step_timings
+        );
+    }
+}
+
+/// Every member but `primary` follows its timeline: each replays, in recovery, a row written on
+/// `primary` now (`x = -1` into `t`, then a WAL switch), within `within`.
+pub async fn assert_followers_replay(
+    lab: &'static SharedLab,
+    ns: &str,
+    primary: &tokio_postgres::Client,
+    followers: &[Member<'static>],
+    within: Duration,
+) {
+    primary
+        .batch_execute("INSERT INTO t VALUES (-1); SELECT pg_switch_wal()")
+        .await
+        .expect("marker row");
+    for m in followers {
+        let what = format!("{} replaying the marker row in recovery", m.name);
+        wait_for(&what, within, || async move {
+            let c = pg(lab, ns, *m, Duration::from_secs(1)).await?;
+            let row = c
+                .query_one(
+                    "SELECT pg_is_in_recovery(), count(*) FROM t WHERE x = -1",
+                    &[],
+                )
+                .await
+                .ok()?;
+            (row.get::<_, bool>(0) && row.get::<_, i64>(1) == 1).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
 }
 
 /// Sets `spec.primary` of the topology `pg`; returns the new generation.

@@ -248,13 +248,7 @@ async fn apply_operator_config(client: &Client, postgres_image: &str) -> Result<
 /// A server-side dry-run create of a minimal Cluster: it passes CNPG's mutating and validating
 /// webhooks, or fails while they are unreachable.
 async fn webhook_answers(client: &Client) -> bool {
-    let resource = ApiResource {
-        group: "postgresql.cnpg.io".into(),
-        version: "v1".into(),
-        api_version: "postgresql.cnpg.io/v1".into(),
-        kind: "Cluster".into(),
-        plural: "clusters".into(),
-    };
+    let resource = super::cluster_resource();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
     let mut probe = DynamicObject::new("lab-webhook-probe", &resource);
     probe.data = serde_json::json!({"spec": {"instances": 1, "storage": {"size": "1Gi"}}});

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod netns_proxy;
 pub mod node;
 pub mod plan;
+pub mod postgres;
 pub mod sweep;
 pub mod sysctls;
 
@@ -31,6 +32,17 @@ use super::layout::LabLayout;
 use super::running::{ensure_running, is_running};
 use super::state::{Component, LabState};
 use super::topology::MEMBERS;
+
+/// CloudNativePG's `Cluster`, for dynamic clients.
+pub fn cluster_resource() -> kube::discovery::ApiResource {
+    kube::discovery::ApiResource {
+        group: "postgresql.cnpg.io".into(),
+        version: "v1".into(),
+        api_version: "postgresql.cnpg.io/v1".into(),
+        kind: "Cluster".into(),
+        plural: "clusters".into(),
+    }
+}
 
 /// Containerd and the proxy start in a second; a kubelet registers its node in a few.
 const COMPONENT_WITHIN: Duration = Duration::from_secs(60);

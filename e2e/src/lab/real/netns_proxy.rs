@@ -191,6 +191,43 @@ async fn tunnel(namespace: &Namespace, mut client: tokio::net::UnixStream) -> st
     Ok(())
 }
 
+/// The client side of [`connect_proxy`]: a stream to `target` (an address inside the region's
+/// namespace) through the CONNECT socket at `socket`. How host-side tools (the e2e tests) reach
+/// a pod.
+pub async fn connect_through(
+    socket: &Path,
+    target: SocketAddr,
+) -> std::io::Result<tokio::net::UnixStream> {
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    stream
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await?;
+    // Read byte by byte up to the end of the head: what follows belongs to the tunnel.
+    let mut head = Vec::with_capacity(64);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await? == 0 || head.len() > MAX_HEAD {
+            return Err(std::io::Error::other(format!(
+                "the netns proxy closed the CONNECT to {target}: {}",
+                String::from_utf8_lossy(&head)
+            )));
+        }
+        head.push(byte[0]);
+    }
+    let status = String::from_utf8_lossy(&head);
+    if status.starts_with("HTTP/1.1 200") {
+        Ok(stream)
+    } else {
+        let mut rest = String::new();
+        let _ = tokio::time::timeout(Duration::from_millis(200), stream.read_to_string(&mut rest))
+            .await;
+        Err(std::io::Error::other(format!(
+            "CONNECT {target}: {}{rest}",
+            status.trim()
+        )))
+    }
+}
+
 /// The `host:port` of `CONNECT host:port HTTP/1.x`, as an IP address (the apiserver dials pod
 /// and node IPs; there is no DNS to resolve names with).
 fn connect_target(head: &[u8]) -> Option<SocketAddr> {

@@ -1,0 +1,207 @@
+//! Shared by the real-tier e2e tests (`real_*.rs`): Clusters as users write them for the real
+//! CloudNativePG operator (streaming with `sslmode: verify-full` across regions, per-region DNS
+//! zones `<member>.lab`), the Secrets a replica cluster needs from its source, and waits with
+//! deadlines sized for real pods.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::time::Duration;
+
+use e2e::emulator::testkit::Member;
+use e2e::harness::SharedLab;
+use e2e::lab::health::wait_for;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DynamicObject, ObjectMeta, PostParams};
+use serde_json::json;
+
+/// A Cluster's creation to healthy: ~30 s on an idle machine; wide for a loaded one.
+pub const CLUSTER_WITHIN: Duration = Duration::from_secs(300);
+
+/// The superuser Secret of every Cluster (identical in every region).
+pub use super::controller_support::REAL_SUPERUSER_SECRET;
+
+fn cluster_api(client: kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client, ns, &e2e::lab::real::cluster_resource())
+}
+
+/// The host name of `m`'s read-write Service as every region resolves it.
+pub fn rw_host(ns: &str, m: Member<'_>) -> String {
+    format!("{}-rw.{ns}.svc.{}.lab", m.name, m.region)
+}
+
+/// A member Cluster of a distributed topology, streaming-only: every member in
+/// `externalClusters` with `verify-full` TLS to its `-rw` Service in its region's zone, the
+/// replication client certificate and CA copied from that member ([`share_secrets`]).
+pub fn streaming_cluster(
+    ns: &str,
+    this: Member<'_>,
+    primary: &str,
+    source: &str,
+    members: &[Member<'_>],
+) -> serde_json::Value {
+    let externals: Vec<serde_json::Value> = members
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "connectionParameters": {
+                    "host": rw_host(ns, *m),
+                    "user": "streaming_replica",
+                    "dbname": "postgres",
+                    "sslmode": "verify-full",
+                },
+                "sslKey": {"name": format!("{}-replication", m.name), "key": "tls.key"},
+                "sslCert": {"name": format!("{}-replication", m.name), "key": "tls.crt"},
+                "sslRootCert": {"name": format!("{}-ca", m.name), "key": "ca.crt"},
+            })
+        })
+        .collect();
+    let bootstrap = if primary == this.name {
+        json!({"initdb": {"database": "app", "owner": "app"}})
+    } else {
+        json!({"pg_basebackup": {"source": source}})
+    };
+    json!({
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": this.name, "namespace": ns},
+        "spec": {
+            "instances": 1,
+            "storage": {"size": "1Gi"},
+            // A promoted primary is restarted in place (archive_mode flips from `always` to
+            // `on`) with a smart shutdown, which waits for every client session up to this many
+            // seconds (default 180): the writer's and sampler's sessions would hold it that long.
+            "smartShutdownTimeout": 5,
+            "enableSuperuserAccess": true,
+            "superuserSecret": {"name": REAL_SUPERUSER_SECRET},
+            "certificates": {"serverAltDNSNames": [rw_host(ns, this)]},
+            "bootstrap": bootstrap,
+            "replica": {"primary": primary, "source": source},
+            "externalClusters": externals,
+        },
+    })
+}
+
+/// The superuser Secret in `ns` of every member region.
+pub async fn create_superuser_secret(lab: &SharedLab, ns: &str, members: &[Member<'_>]) {
+    for m in members {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(REAL_SUPERUSER_SECRET.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/basic-auth".into()),
+            string_data: Some(
+                [("username", "postgres"), ("password", "lab-superuser-e2e")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let api: Api<Secret> = Api::namespaced(lab.admin(m.region).await, ns);
+        api.create(&PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|e| panic!("creating the superuser Secret on {}: {e}", m.region));
+    }
+}
+
+/// Copies `from`'s CA certificate (`<name>-ca`, `ca.crt` only) and replication client
+/// certificate (`<name>-replication`) to every other member's region: what a replica of `from`
+/// needs to stream from it with `verify-full`.
+pub async fn share_secrets(lab: &SharedLab, ns: &str, from: Member<'_>, members: &[Member<'_>]) {
+    let source: Api<Secret> = Api::namespaced(lab.admin(from.region).await, ns);
+    for (name, keys) in [
+        (format!("{}-ca", from.name), &["ca.crt"][..]),
+        (
+            format!("{}-replication", from.name),
+            &["tls.crt", "tls.key"][..],
+        ),
+    ] {
+        let secret = wait_for(
+            &format!("Secret {name} on {}", from.region),
+            CLUSTER_WITHIN,
+            || {
+                let source = source.clone();
+                let name = name.clone();
+                async move { source.get_opt(&name).await.ok()? }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let data: std::collections::BTreeMap<String, ByteString> = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| keys.contains(&k.as_str()))
+            .collect();
+        for m in members.iter().filter(|m| m.region != from.region) {
+            let copy = Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(ns.into()),
+                    ..Default::default()
+                },
+                type_: secret.type_.clone(),
+                data: Some(data.clone()),
+                ..Default::default()
+            };
+            let api: Api<Secret> = Api::namespaced(lab.admin(m.region).await, ns);
+            api.create(&PostParams::default(), &copy)
+                .await
+                .unwrap_or_else(|e| panic!("copying {name} to {}: {e}", m.region));
+        }
+    }
+}
+
+/// Creates the Cluster and waits until CloudNativePG reports it healthy with its instance ready.
+pub async fn create_and_wait_healthy(
+    lab: &SharedLab,
+    ns: &str,
+    m: Member<'_>,
+    cluster: serde_json::Value,
+) {
+    let api = cluster_api(lab.admin(m.region).await, ns);
+    let object: DynamicObject = serde_json::from_value(cluster).expect("a Cluster object");
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("creating Cluster {} on {}: {e}", m.name, m.region));
+    wait_healthy(lab, ns, m).await;
+}
+
+/// Waits until the Cluster's phase is healthy and its instances are all ready.
+pub async fn wait_healthy(lab: &SharedLab, ns: &str, m: Member<'_>) {
+    let api = cluster_api(lab.admin(m.region).await, ns);
+    wait_for(
+        &format!("Cluster {} healthy on {}", m.name, m.region),
+        CLUSTER_WITHIN,
+        || {
+            let api = api.clone();
+            async move {
+                let c = api.get(m.name).await.ok()?;
+                let status = &c.data["status"];
+                (status["phase"] == "Cluster in healthy state"
+                    && status["readyInstances"] == c.data["spec"]["instances"])
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Waits until `values` are all in `t` on `m` (read through its pod).
+pub async fn wait_rows(lab: &'static SharedLab, ns: &str, m: Member<'static>, values: &[i32]) {
+    let what = format!("rows {values:?} on {}", m.name);
+    wait_for(&what, CLUSTER_WITHIN, || async move {
+        let c = super::controller_support::pg(lab, ns, m, Duration::from_secs(2)).await?;
+        let rows = c.query("SELECT x FROM t", &[]).await.ok()?;
+        let have: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+        values.iter().all(|v| have.contains(v)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
