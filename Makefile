@@ -95,9 +95,11 @@ crds-check: build
 	fi
 
 # The Helm chart: helm lint, its CRDs equal deploy/crds/, deploy/federator.yaml a fresh render
-# (`hack/chart.sh render` rewrites it).
+# (`hack/chart.sh render` rewrites it); its PrometheusRule and dashboard read only exported
+# metrics and labels, and every alert has its runbook in docs/operations.md.
 chart-check:
 	bash hack/chart.sh check
+	$(CARGO) test -q -p federator --test chart_metrics
 
 # The image with the release binary (docs/install.md); `ctr image import` takes the archive.
 image:

@@ -350,91 +350,37 @@ fn encode_drills(
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-    use k8s_openapi::jiff::Timestamp;
+    //! What a leader reports is checked with the chart's expressions (tests/chart_metrics.rs).
+
     use kube::runtime::{reflector, watcher};
-    use topology::api::{DistributedTopologyStatus, Hold, MemberStatus, Operation};
-    use topology::{DistributedTopologySpec, OperationKind};
+    use topology::DistributedTopologySpec;
 
     use super::*;
     use crate::controller::Metrics;
 
-    fn condition(type_: &str, status: bool, reason: &str) -> Condition {
-        Condition {
-            type_: type_.into(),
-            status: if status { "True" } else { "False" }.into(),
-            reason: reason.into(),
-            message: String::new(),
-            observed_generation: None,
-            last_transition_time: Time(Timestamp::UNIX_EPOCH),
-        }
-    }
-
-    /// `db/pg`, a switchover held because a member cannot be read, a and b both primary.
-    fn held() -> DistributedTopology {
+    #[test]
+    fn a_follower_reports_leader_0_and_no_topology_state() {
         let spec: DistributedTopologySpec = serde_json::from_value(serde_json::json!({
             "members": [], "shape": {"star": {}}, "primary": "a"
         }))
         .unwrap();
         let mut t = DistributedTopology::new("pg", spec);
         t.metadata.namespace = Some("db".into());
-        let mut op = Operation::new(
-            "2-a-to-b".into(),
-            OperationKind::Switchover,
-            "a",
-            "b",
-            Timestamp::UNIX_EPOCH,
-        );
-        op.hold = Some(Hold {
-            reason: reason::MEMBER_UNREACHABLE_HOLD.into(),
-            message: "b cannot be read".into(),
-        });
-        let member = |name: &str| MemberStatus {
-            name: name.into(),
-            role: Some(Role::Primary),
-            ..MemberStatus::default()
-        };
-        t.status = Some(DistributedTopologyStatus {
-            operation: Some(op),
-            members: vec![member("a"), member("b")],
-            conditions: vec![
-                condition(kind::READY, false, reason::IN_PROGRESS),
-                condition(kind::DEGRADED, true, reason::MEMBER_UNREACHABLE),
-            ],
-            ..DistributedTopologyStatus::default()
-        });
-        t
-    }
-
-    fn metrics(leader: bool) -> Metrics {
+        t.status = Some(topology::DistributedTopologyStatus::default());
         let (store, mut writer) = reflector::store::<DistributedTopology>();
-        writer.apply_watcher_event(&watcher::Event::Apply(held()));
-        let m = Metrics::new();
-        m.attach_leadership(Leadership::fixed(leader));
-        m.attach_topologies(store);
-        m
-    }
-
-    #[test]
-    fn the_leader_reports_a_held_operation_its_reason_the_conditions_and_two_primaries() {
-        let text = metrics(true).render();
-        for needle in [
-            "federator_leader 1",
-            "federator_operation_held{namespace=\"db\",topology=\"pg\",reason=\"StepMemberUnreachable\"} 1",
-            "federator_operation_running{namespace=\"db\",topology=\"pg\"} 1",
-            "federator_topology_ready{namespace=\"db\",topology=\"pg\",reason=\"InProgress\"} 0",
-            "federator_topology_degraded{namespace=\"db\",topology=\"pg\",reason=\"MemberUnreachable\"} 1",
-            "federator_topology_primaries{namespace=\"db\",topology=\"pg\"} 2",
-        ] {
-            assert!(text.contains(needle), "{needle} not in\n{text}");
-        }
-    }
-
-    #[test]
-    fn a_follower_reports_leader_0_and_no_topology_state() {
-        let text = metrics(false).render();
-        assert!(text.contains("federator_leader 0"), "{text}");
-        assert!(!text.contains("topology=\"pg\""), "{text}");
+        writer.apply_watcher_event(&watcher::Event::Apply(t));
+        let render = |leader| {
+            let m = Metrics::new();
+            m.attach_leadership(Leadership::fixed(leader));
+            m.attach_topologies(store.clone());
+            m.render()
+        };
+        let leading = render(true);
+        assert!(leading.contains("federator_leader 1"), "{leading}");
+        assert!(leading.contains("topology=\"pg\""), "{leading}");
+        let following = render(false);
+        assert!(following.contains("federator_leader 0"), "{following}");
+        assert!(!following.contains("topology=\"pg\""), "{following}");
     }
 
     #[test]
