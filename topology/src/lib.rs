@@ -13,6 +13,7 @@ pub mod model;
 mod name_index;
 pub mod observed;
 pub mod plan;
+pub mod region;
 pub mod shape;
 pub mod step;
 pub mod token;
