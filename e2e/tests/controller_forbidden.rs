@@ -9,7 +9,7 @@ mod controller_support;
 
 use std::time::Duration;
 
-use controller_support::{Controller, deploy, wide_timeouts};
+use controller_support::{Controller, deploy, http_get, sample, wait_metric, wide_timeouts};
 use e2e::emulator::testkit::{DEADLINE, Member};
 use e2e::harness::{self, TestNamespace};
 use e2e::lab::health::wait_for;
@@ -77,6 +77,32 @@ async fn a_member_namespace_the_credential_cannot_read_is_named_once_and_backed_
     let ready = condition(kind::READY);
     assert_eq!(ready.status, "False");
     assert_eq!(ready.reason, reason::MEMBER_FORBIDDEN);
+
+    // What an alert sees: a credential problem per member, the refusals counted by status code,
+    // and the topology not Ready for that reason.
+    let metrics = controller.probe_addr().await;
+    for member in ["eu-central", "eu-western"] {
+        let labels = format!(r#"member="{member}""#);
+        wait_metric(
+            &metrics,
+            "federator_member_credential_problems",
+            &labels,
+            1.0,
+        )
+        .await;
+    }
+    let not_ready = format!(
+        r#"namespace="{}",topology="pg",reason="MemberForbidden""#,
+        ns.name()
+    );
+    wait_metric(&metrics, "federator_topology_ready", &not_ready, 0.0).await;
+    let (_, text) = http_get(&metrics, "/metrics").await.expect("/metrics");
+    let refusals = sample(
+        &text,
+        "federator_member_credential_failures_total",
+        r#"member="eu-central",code="403""#,
+    );
+    assert!(refusals.is_some_and(|n| n >= 1.0), "{text}");
 
     // Exactly one Warning Event, not repeated, over the window; the log stays quiet meanwhile.
     let events: Api<Event> = Api::namespaced(lab.admin("hub").await, ns.name());
