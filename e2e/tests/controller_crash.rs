@@ -7,12 +7,12 @@
 mod controller_support;
 
 use controller_support::{
-    Controller, Load, assert_rows_kept, deploy, reach, wait_condition, wide_timeouts,
+    Controller, Load, assert_rows_kept, deploy, finished_operation, reach, wait_condition,
+    wide_timeouts,
 };
 use e2e::emulator::faults;
 use e2e::emulator::testkit::{self, DEADLINE, Pair};
 use e2e::harness::TestNamespace;
-use e2e::lab::health::wait_for;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use topology::StepKind;
@@ -79,21 +79,7 @@ async fn kill_9_at_each_step_then_a_new_controller_finishes() {
             );
         }
         controller = Controller::start_with(lab, ns.name(), &format!("-{}", i + 1), &LEASE);
-        let prefix = format!("{generation}-");
-        let (prefix, hub) = (&prefix, &hub);
-        let done = wait_for(
-            &format!("the switchover to {to} to finish"),
-            DEADLINE,
-            || async move {
-                let topo = hub.get("pg").await.ok()?;
-                topo.status?
-                    .history
-                    .into_iter()
-                    .find(|op| op.id.starts_with(prefix))
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let done = finished_operation(&hub, generation, DEADLINE).await;
         assert_eq!(done.outcome, Some(Outcome::Succeeded), "{done:#?}");
         to = if to == pair.a.name {
             pair.b.name

@@ -55,11 +55,11 @@ pub fn real_lab_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-lab-real"))
 }
 
-/// As [`lab`], for the real-CNPG tier (docs/lab-real.md): real nodes in eu-central and
-/// eu-western running the real CloudNativePG operator, in [`real_lab_dir`], on the harness ports
+/// As [`lab`], for the real-CNPG tier (docs/lab-real.md): real nodes in the three member
+/// regions running the real CloudNativePG operator, in [`real_lab_dir`], on the harness ports
 /// plus [`REAL_PORT_OFFSET`]. Needs root and `make deps-real`; panics naming the cause otherwise.
 pub async fn real_lab() -> &'static SharedLab {
-    let real = Some(lab::real::RealOptions::pair());
+    let real = Some(lab::real::RealOptions::all());
     attach(&REAL_LAB, &REAL_GC, real_lab_dir(), REAL_PORT_OFFSET, real)
         .await
         .unwrap_or_else(|e| {

@@ -628,6 +628,30 @@ pub async fn assert_followers_replay(
     }
 }
 
+/// Waits until the operation of `generation` (ids `<generation>-…`) is in the topology's
+/// history; returns it.
+pub async fn finished_operation(
+    hub: &Api<DistributedTopology>,
+    generation: i64,
+    within: Duration,
+) -> topology::api::OperationRecord {
+    let prefix = format!("{generation}-");
+    let prefix = &prefix;
+    wait_for(
+        &format!("the operation of generation {generation} to finish"),
+        within,
+        || async move {
+            let topo = hub.get("pg").await.ok()?;
+            topo.status?
+                .history
+                .into_iter()
+                .find(|op| op.id.starts_with(prefix))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Sets `spec.primary` of the topology `pg`; returns the new generation.
 pub async fn set_primary(hub: &Api<DistributedTopology>, to: &str) -> i64 {
     hub.patch(

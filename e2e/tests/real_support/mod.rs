@@ -16,6 +16,28 @@ use kube::Api;
 use kube::api::{DynamicObject, ObjectMeta, PostParams};
 use serde_json::json;
 
+/// The members of the real-tier tests, one per region (a pair is A and B).
+pub const A: Member<'static> = Member {
+    name: "pg-a",
+    region: "eu-central",
+};
+pub const B: Member<'static> = Member {
+    name: "pg-b",
+    region: "eu-western",
+};
+pub const C: Member<'static> = Member {
+    name: "pg-c",
+    region: "eu-south",
+};
+
+/// The real-tier lab and a test namespace on it where the federator Role is granted.
+pub async fn lab_and_namespace(test: &str) -> (&'static SharedLab, e2e::harness::TestNamespace) {
+    let lab = e2e::harness::real_lab().await;
+    let ns = e2e::harness::TestNamespace::create_on(lab, test).await;
+    ns.grant_federator().await;
+    (lab, ns)
+}
+
 /// A Cluster's creation to healthy: ~30 s on an idle machine; wide for a loaded one.
 pub const CLUSTER_WITHIN: Duration = Duration::from_secs(300);
 
@@ -204,4 +226,67 @@ pub async fn wait_rows(lab: &'static SharedLab, ns: &str, m: Member<'static>, va
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Creates a distributed topology's Clusters as a user would on the real tier: the superuser
+/// Secret everywhere, then each member in order — the first is the primary (`initdb`, then table
+/// `t` with rows 1 and 2), each other one a `pg_basebackup` of its source — and after each, its
+/// CA and replication Secrets copied to every other region. Returns when every member is healthy
+/// and has the rows. `members[i].1` is member i's `replica.source`.
+pub async fn create_members(
+    lab: &'static SharedLab,
+    ns: &str,
+    members: &[(Member<'static>, Member<'static>)],
+) {
+    let all: Vec<Member<'static>> = members.iter().map(|(m, _)| *m).collect();
+    let primary = all[0];
+    create_superuser_secret(lab, ns, &all).await;
+    let started = std::time::Instant::now();
+    for (m, source) in members {
+        let cluster = streaming_cluster(ns, *m, primary.name, source.name, &all);
+        create_and_wait_healthy(lab, ns, *m, cluster).await;
+        println!(
+            "{} healthy on {} after {:.1}s",
+            m.name,
+            m.region,
+            started.elapsed().as_secs_f64()
+        );
+        if m.name == primary.name {
+            super::controller_support::pg(lab, ns, primary, Duration::from_secs(5))
+                .await
+                .expect("a connection to the primary's pod")
+                .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)")
+                .await
+                .expect("writes on the primary");
+        }
+        wait_rows(lab, ns, *m, &[1, 2]).await;
+        share_secrets(lab, ns, *m, &all).await;
+    }
+}
+
+/// Asserts that `replica` streams from `source` across regions with `sslmode=verify-full`.
+pub async fn assert_streams_verify_full(
+    lab: &'static SharedLab,
+    ns: &str,
+    replica: Member<'static>,
+    source: Member<'static>,
+) {
+    let c = super::controller_support::pg(lab, ns, replica, Duration::from_secs(5))
+        .await
+        .expect("a connection to the replica's pod");
+    let row = c
+        .query_one(
+            "SELECT status, sender_host, conninfo LIKE '%sslmode=verify-full%' \
+             FROM pg_stat_wal_receiver",
+            &[],
+        )
+        .await
+        .expect("pg_stat_wal_receiver");
+    assert_eq!(row.get::<_, String>(0), "streaming");
+    assert_eq!(row.get::<_, String>(1), rw_host(ns, source));
+    assert!(
+        row.get::<_, bool>(2),
+        "{} connects with sslmode=verify-full",
+        replica.name
+    );
 }

@@ -66,6 +66,13 @@ impl RealOptions {
         }
     }
 
+    /// Every member region: a ring of three.
+    pub fn all() -> Self {
+        Self {
+            members: MEMBERS.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
     /// Rejects an unknown or repeated member name.
     pub fn validate(&self) -> Result<()> {
         if self.members.is_empty() {
