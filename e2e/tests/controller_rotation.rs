@@ -13,7 +13,9 @@ mod controller_support;
 
 use std::path::{Path, PathBuf};
 
-use controller_support::{Controller, Load, federator_binary, topology, wide_timeouts};
+use controller_support::{
+    Controller, Load, federator_binary, topology, wait_metric, wide_timeouts,
+};
 use e2e::emulator::testkit::{self, DEADLINE, Pair};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
@@ -42,6 +44,18 @@ struct Rotating {
 }
 
 impl Rotating {
+    /// Waits until the controller's `federator_rotations_total` for this topology, `outcome` and
+    /// `reason`, is `count`.
+    async fn wait_rotations(&self, outcome: &str, reason: &str, count: f64) {
+        let controller = self.controller.as_ref().expect("the controller");
+        let labels = format!(
+            r#"namespace="{}",topology="pg",outcome="{outcome}",reason="{reason}""#,
+            self.ns.name()
+        );
+        let addr = controller.probe_addr().await;
+        wait_metric(&addr, "federator_rotations_total", &labels, count).await;
+    }
+
     async fn start(test: &str, rotation: serde_json::Value, only_a_readable: bool) -> Self {
         let lab = testkit::lab_with_emulators().await;
         let ns = TestNamespace::create(test).await;
@@ -236,6 +250,7 @@ async fn a_scheduled_rotation_fires_from_its_timer_and_the_switchover_completes(
     );
     let started_events = r.events("RotationStarted").await;
     assert_once(&started_events);
+    r.wait_rotations("Started", "", 1.0).await;
     assert!(
         started_events[0]
             .note
@@ -281,6 +296,7 @@ async fn a_freeze_period_skips_the_rotation_with_an_event_and_nothing_moves() {
 
     let events = r.events("RotationSkipped").await;
     assert_once(&events);
+    r.wait_rotations("Skipped", "FreezePeriod", 1.0).await;
     assert_eq!(events[0].type_.as_deref(), Some("Warning"));
     assert!(
         events[0]

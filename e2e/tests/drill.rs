@@ -16,7 +16,7 @@ mod controller_support;
 use std::time::Duration;
 
 use controller_support::{
-    Controller, Load, deploy, federator_binary, pg, wait_condition, wide_timeouts,
+    Controller, Load, deploy, federator_binary, pg, wait_condition, wait_metric, wide_timeouts,
 };
 use e2e::emulator::faults;
 use e2e::emulator::testkit::{self, DEADLINE, Member};
@@ -409,7 +409,7 @@ async fn a_drill_to_an_unreachable_member_fails_at_preflight_and_changes_nothing
         ns,
         pair,
         topologies,
-        _controller,
+        _controller: controller,
         load,
     } = Setup::pair("drill-fail").await;
     let (a, b) = (pair.a, pair.b);
@@ -485,6 +485,17 @@ async fn a_drill_to_an_unreachable_member_fails_at_preflight_and_changes_nothing
             .any(|(r, t, k)| r == "DrillFailed" && t == "Warning" && k == "DisasterRecoveryDrill"),
         "no DrillFailed Event: {seen:?}"
     );
+    // What the FederatorDrillFailed alert reads, and the run counted once.
+    let metrics = controller.probe_addr().await;
+    let drill = format!(r#"namespace="{}",drill="to-b""#, ns.name());
+    wait_metric(&metrics, "federator_drill_failed", &drill, 1.0).await;
+    wait_metric(
+        &metrics,
+        "federator_drill_runs_total",
+        r#"outcome="Failed""#,
+        1.0,
+    )
+    .await;
     // The controller does not run it again for the same generation.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let again = drills
