@@ -14,9 +14,11 @@ mod faults_support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use controller_support::{Load, assert_rows_kept, reach, wait_condition, wait_metric};
+use controller_support::{Load, assert_rows_kept, reach, switchover, wait_condition, wait_metric};
 use e2e::emulator::faults;
+use e2e::emulator::testkit::DEADLINE;
 use e2e::faults::Fault;
+use e2e::lab::health::wait_for;
 use faults_support::{Observed, Routed, finished, observe_until};
 use topology::StepKind;
 use topology::api::Outcome;
@@ -180,7 +182,19 @@ async fn the_new_primarys_region_unreachable_before_its_promotion() {
     let s = Routed::start("flt-promo", &[(faults::SLOW_SHUTDOWN, "1500ms")], &[]).await;
     let (member, region) = (s.pair.b.name, s.pair.b.region);
     let load = Load::start(s.lab, s.ns.name(), &[s.pair.a, s.pair.b], true);
-    let generation = s.switch_to(member).await;
+    // Asked the way a user does, following it: the hold below ends by itself, so the CLI must
+    // keep following it rather than exit "held".
+    let cli = tokio::spawn({
+        let (lab, ns) = (s.lab, s.ns.name().to_owned());
+        async move { switchover(lab, &ns, member).await }
+    });
+    let hub = &s.hub;
+    let generation = wait_for("spec.primary set by the CLI", DEADLINE, || async move {
+        let t = hub.get("pg").await.ok()?;
+        (t.spec.primary == member).then(|| t.metadata.generation.unwrap_or_default())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let reached = reach(&s.hub, generation, StepKind::AwaitDemotionStarted).await;
     assert!(
         reached.is_some(),
@@ -219,6 +233,12 @@ async fn the_new_primarys_region_unreachable_before_its_promotion() {
     b.set(Fault::Pass);
     let op = finished(&s.hub, generation, Duration::from_secs(120)).await;
     assert_eq!(op.outcome, Some(Outcome::Succeeded), "{op:#?}");
+    let (code, out, _) = cli.await.expect("the CLI task");
+    assert_eq!(
+        code, 0,
+        "the CLI did not follow the switchover to its end:\n{out}"
+    );
+    assert!(out.contains("StepMemberUnreachable"), "{out}");
     wait_condition(&s.hub, kind::READY).await;
     let acked = load.finish().await;
     assert_rows_kept(s.lab, s.ns.name(), s.pair.b, &acked).await;

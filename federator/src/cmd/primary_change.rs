@@ -15,6 +15,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use topology::DistributedTopology;
 use topology::api::{DistributedTopologyStatus, Operation, Outcome};
+use topology::conditions::reason;
 
 use super::exit;
 
@@ -116,10 +117,17 @@ pub async fn follow(
             };
             printed = display.steps(&op, printed);
             if let Some(hold) = &op.hold {
-                display.done(&format!(
-                    "HOLD at {} ({}): {}",
-                    op.step, hold.reason, hold.message
-                ));
+                let text = format!("HOLD at {} ({}): {}", op.step, hold.reason, hold.message);
+                if hold.reason == reason::MEMBER_UNREACHABLE_HOLD {
+                    // Ends by itself when the member answers again: no human needed yet, so
+                    // keep following (up to the timeout) instead of exiting "held".
+                    if text != said {
+                        display.line(format!("{text} (waiting for it to answer)"));
+                        said = text;
+                    }
+                    continue;
+                }
+                display.done(&text);
                 return Ok(ended(exit::HELD, status));
             }
             match op.outcome {
