@@ -10,6 +10,7 @@ FEDERATOR_LAB := target/debug/federator-lab
 # The demo lab (`make demo`) and the lab the e2e tests start are separate: own dirs, own ports.
 LAB_DIR ?= .lab
 E2E_LAB_DIR ?= target/e2e-lab
+E2E_REAL_LAB_DIR ?= target/e2e-lab-real
 
 .PHONY: help deps deps-real build install demo lab-down lab-status test test-real fmt-check clippy no-openssl deny crds-check chart-check image image-check unit e2e-lab-down bench
 
@@ -17,7 +18,7 @@ help:
 	@echo "make demo      lab up in $(LAB_DIR)/, the ring of three, the controller, one switchover (leaves it running)"
 	@echo "make lab-down  stop the demo lab"
 	@echo "make deps-real what the real-CNPG lab tier needs (docs/lab-real.md), built and cached"
-	@echo "make test      fmt, clippy, no-OpenSSL check, cargo deny, CRD drift check, every test (e2e on a real lab)"
+	@echo "make test      fmt, clippy, no-OpenSSL check, cargo deny, CRD drift check, every test (e2e on a real lab), the real-CNPG subset"
 	@echo "make test-real the real-CNPG tier's e2e tests (root; real nodes, the real operator; docs/lab-real.md)"
 	@echo "make image     the Federator image (OCI archive in target/image/) from Debian packages, no registry"
 	@echo "make bench     the planner bench, then the switchover bench on the e2e lab (docs/benchmarks.md)"
@@ -53,11 +54,14 @@ lab-down: build
 	@if [[ -f $(LAB_DIR)/controller.pid ]]; then kill "$$(cat $(LAB_DIR)/controller.pid)" 2>/dev/null || true; rm -f $(LAB_DIR)/controller.pid; fi
 	$(FEDERATOR_LAB) down --dir $(LAB_DIR)
 
-test: deps fmt-check clippy no-openssl deny crds-check chart-check image-check
+test: deps-real fmt-check clippy no-openssl deny crds-check chart-check image-check
 	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test -p federator-e2e $(REAL_SUBSET) -- --ignored
 
-# The e2e tests on the real-CNPG tier (e2e/tests/real_*.rs): their own lab in target/e2e-lab-real
-# on the harness ports + 20, the real CloudNativePG operator on real nodes. Needs root.
+# The e2e tests on the real-CNPG tier (e2e/tests/real_*.rs, ignored by a plain `cargo test`):
+# their own lab in target/e2e-lab-real on the harness ports + 20, the real CloudNativePG operator
+# on real nodes. Needs root. `make test` runs REAL_SUBSET (docs/lab-real.md: what each costs).
+REAL_SUBSET := --test real_pair --test real_ring --test real_crash
 REAL_TESTS := $(patsubst e2e/tests/%.rs,--test %,$(wildcard e2e/tests/real_*.rs))
 test-real: deps-real
 	$(CARGO) build -p federator -p federator-e2e --bins
@@ -122,3 +126,4 @@ unit:
 
 e2e-lab-down:
 	@if [[ -f $(E2E_LAB_DIR)/state.json ]]; then $(FEDERATOR_LAB) down --dir $(E2E_LAB_DIR); fi
+	@if [[ -f $(E2E_REAL_LAB_DIR)/state.json ]]; then $(FEDERATOR_LAB) down --dir $(E2E_REAL_LAB_DIR); fi

@@ -439,3 +439,41 @@ async fn a_deleted_cluster_stops_and_removes_its_postgresql() {
         .expect("A still takes writes");
     pair.delete().await;
 }
+
+/// Found on the real tier (docs/lab-real.md, fidelity): CNPG restarts a promoted primary in place
+/// (archive_mode `always` → `on`) with a smart shutdown, which waits for every client session up
+/// to `spec.smartShutdownTimeout` (default 180 s) before a fast one, and the Cluster is not
+/// healthy meanwhile. Here at the lab's time scale (0.05): 180 s is 9 s.
+#[tokio::test]
+async fn a_promoted_primary_restart_waits_for_open_sessions_up_to_the_smart_shutdown_timeout() {
+    let lab = testkit::lab_with_emulators().await;
+    let ns = TestNamespace::create("emulator-smart-shutdown").await;
+    let pair = testkit::Pair::create(lab, ns.name()).await;
+    // CNPG's default, where the fixture sets 5 s.
+    pair.api_b
+        .patch(
+            pair.b.name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"smartShutdownTimeout": null}})),
+        )
+        .await
+        .expect("removing B's smartShutdownTimeout");
+    let token = pair.demote_a().await;
+    // A session on B, open across its promotion and restart.
+    let session = testkit::connect(lab, pair.b.region, ns.name(), pair.b.name).await;
+    let started = Instant::now();
+    pair.promote_b(Some(&token)).await.expect("promote B");
+    testkit::wait_cluster(&pair.api_b, pair.b.name, "B promoted and healthy", |c| {
+        testkit::last_promotion_token(c) == Some(token.as_str()) && testkit::healthy(c)
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took.as_secs_f64() >= 8.0,
+        "B was healthy {took:?} after its promotion, while a session was open (want >= the \
+         scaled 180 s smart shutdown window, 9 s)"
+    );
+    // The session ended with the fast shutdown that followed.
+    assert!(session.simple_query("SELECT 1").await.is_err());
+    pair.delete().await;
+}

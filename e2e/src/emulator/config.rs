@@ -27,6 +27,11 @@ impl Timing {
     pub fn instance_manager(&self) -> Duration {
         self.scaled(10.0)
     }
+    /// How long an in-place restart's smart shutdown waits for client sessions before a fast
+    /// one: the Cluster's `spec.smartShutdownTimeout` (CNPG's default 180 s), scaled.
+    pub fn smart_shutdown(&self, secs: f64) -> Duration {
+        self.scaled(secs)
+    }
     /// Status refresh when nothing happens. Not scaled: every change that matters arrives as a
     /// watch event, and a lab holds dozens of Clusters (leftovers of failed tests included)
     /// whose refresh costs two process spawns and a connection each on a 2-core machine.

@@ -48,7 +48,17 @@ pub async fn run(pass: &mut Pass<'_>) -> Result<Action> {
         tracing::info!(cluster = %pass.name, from = %probe.archive_mode, to = want_mode, "restarting the primary in place for archive_mode");
         pass.update_status(|s| set_operator_phase(s, phase::RESTARTING_IN_PLACE, ""))
             .await?;
-        pass.instance.restart().await?;
+        // CNPG's default window for the smart shutdown is 180 s (`spec.smartShutdownTimeout`).
+        let smart = pass
+            .cluster
+            .spec
+            .other
+            .get("smartShutdownTimeout")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(180.0);
+        pass.instance
+            .restart_in_place(timing.smart_shutdown(smart))
+            .await?;
         return Ok(Action::requeue(timing.operator()));
     }
     let system_id = pass

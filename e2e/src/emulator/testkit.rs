@@ -73,6 +73,9 @@ pub fn blog_cluster(
         "spec": {
             "instances": 1,
             "storage": {"size": "1Gi"},
+            // As the real tier's manifests: the promoted primary's in-place restart (archive_mode
+            // flips) waits this long for client sessions, not CNPG's default 180 s.
+            "smartShutdownTimeout": 5,
             "bootstrap": bootstrap,
             "backup": {"barmanObjectStore": {"destinationPath": format!("s3://{name}-{namespace}/")}},
             "replica": {"primary": primary, "source": source},

@@ -193,6 +193,11 @@ impl Instance {
         if !self.is_running().await {
             return Ok(());
         }
+        self.pg_ctl_stop("fast", PG_CTL_TIMEOUT_SECS).await
+    }
+
+    /// `pg_ctl stop -m <mode>`, waiting up to `seconds`.
+    async fn pg_ctl_stop(&self, mode: &str, seconds: &str) -> Result<()> {
         self.bin
             .run(
                 "pg_ctl",
@@ -201,10 +206,10 @@ impl Instance {
                     "-D",
                     &self.pgdata_arg(),
                     "-m",
-                    "fast",
+                    mode,
                     "-w",
                     "-t",
-                    PG_CTL_TIMEOUT_SECS,
+                    seconds,
                 ],
             )
             .await
@@ -222,6 +227,22 @@ impl Instance {
     pub async fn restart(&self) -> Result<()> {
         self.stop().await?;
         self.start().await
+    }
+
+    /// What CNPG does to restart a primary in place: a smart shutdown, which lets every client
+    /// session finish, for at most `smart` (whole seconds, at least one), then a fast one; then a
+    /// start. Meanwhile new connections are refused ("the database system is shutting down").
+    pub async fn restart_in_place(&self, smart: Duration) -> Result<()> {
+        if self.is_running().await {
+            let seconds = smart.as_secs_f64().ceil().max(1.0).to_string();
+            let smart_stop = self.pg_ctl_stop("smart", &seconds).await;
+            if let Err(e) = smart_stop {
+                tracing::info!(
+                    "smart shutdown did not finish within {seconds} s ({e}); fast shutdown"
+                );
+            }
+        }
+        self.restart().await
     }
 
     /// `pg_ctl promote` and wait until `standby.signal` is gone (CNPG waits up to a minute).
