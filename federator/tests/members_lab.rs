@@ -43,6 +43,15 @@ fn lab_kubeconfig(member: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
+/// The API server URL of a kubeconfig.
+fn server_of(kubeconfig: &str) -> String {
+    serde_saphyr::from_str::<serde_json::Value>(kubeconfig).unwrap()["clusters"][0]["cluster"]
+        ["server"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Writes `text` as the credential file of `member`, atomically (as a Secret volume does).
 fn write_credential(dir: &Path, member: &str, text: &str) {
     let tmp = dir.join(".tmp");
@@ -180,11 +189,7 @@ async fn a_member_behind_a_closed_port_is_unreachable_until_its_credential_is_fi
     let ns = TestNamespace::create("members-reach").await;
     ns.grant_federator().await;
     let south = lab_kubeconfig("eu-south");
-    let server = serde_saphyr::from_str::<serde_json::Value>(&south).unwrap()["clusters"][0]
-        ["cluster"]["server"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let server = server_of(&south);
     // A port nothing listens on: bound, then released.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_server = format!("https://127.0.0.1:{}", closed.local_addr().unwrap().port());
@@ -254,5 +259,74 @@ async fn a_member_behind_a_closed_port_is_unreachable_until_its_credential_is_fi
     })
     .await;
     assert!(pool.client("eu-western").is_err());
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_accepts_connections_and_never_answers_is_unreachable_until_it_answers() {
+    use e2e::faults::{Fault, FaultProxy};
+
+    let ns = TestNamespace::create("members-silent").await;
+    ns.grant_federator().await;
+    let central = lab_kubeconfig("eu-central");
+    let server = server_of(&central)
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("the lab's apiserver address");
+    let proxy = FaultProxy::start(server).await.expect("a fault proxy");
+    let routed = e2e::faults::redirect_kubeconfig(&central, proxy.addr()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_credential(dir.path(), "eu-central", &routed);
+    let (_set, pool, mut events, task) = pool_over(dir.path(), ns.name()).await;
+    wait_pool(&pool, &mut events, "eu-central reachable", |p| {
+        reachable(p, "eu-central")
+    })
+    .await;
+    assert!(matches!(
+        pool.read("eu-central", ns.name(), "db"),
+        Lookup::Missing
+    ));
+
+    // Accepts TCP, never answers: the watch does not fail, the liveness probe does.
+    proxy.set(Fault::Blackhole);
+    let silent = std::time::Instant::now();
+    wait_pool(&pool, &mut events, "eu-central unreachable", |p| {
+        !reachable(p, "eu-central")
+    })
+    .await;
+    let noticed = silent.elapsed();
+    println!("a silent member was noticed after {noticed:.1?}");
+    assert!(
+        noticed <= federator::members::PROBE_INTERVAL + federator::members::PROBE_DEADLINE * 2,
+        "{noticed:?}"
+    );
+    let health = pool.reachability()["eu-central"].clone();
+    let Reachability::Unreachable { error } = &health.reachability else {
+        panic!("{health:?}");
+    };
+    assert!(error.contains("did not answer"), "{error}");
+    // Reads no longer serve what the watch held before the outage; readiness does not wait.
+    assert!(
+        matches!(pool.read("eu-central", ns.name(), "db"), Lookup::Unreachable(ref why) if why.contains("did not answer")),
+        "{:?}",
+        pool.read("eu-central", ns.name(), "db")
+    );
+    assert!(pool.unanswered().is_empty(), "{:?}", pool.unanswered());
+
+    // A Cluster created meanwhile is seen once the member answers: its watch was restarted.
+    let created = CreatedCluster::create("eu-central", ns.name(), "db").await;
+    proxy.set(Fault::Pass);
+    wait_pool(
+        &pool,
+        &mut events,
+        "eu-central back with the new Cluster",
+        |p| {
+            reachable(p, "eu-central")
+                && matches!(p.read("eu-central", ns.name(), "db"), Lookup::Seen(_))
+        },
+    )
+    .await;
+    drop(created);
     task.abort();
 }
