@@ -4,5 +4,7 @@
 
 pub mod controller;
 pub mod drill;
+#[cfg(test)]
+mod fake_api;
 pub mod hub_permissions;
 pub mod members;

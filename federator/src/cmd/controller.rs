@@ -146,6 +146,8 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
         async move { pool.run(updates).await }
     });
 
+    // The one monotonic clock: the Lease's deadline and the ledger's windows are measured on it.
+    let monotonic: Arc<dyn controller::Monotonic> = Arc::new(controller::SystemMonotonic);
     let leader = if args.leader_election {
         Leadership::elect(
             hub.clone(),
@@ -156,6 +158,7 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
                 duration: Duration::from_secs(args.lease_seconds),
                 grace: Duration::from_secs((args.lease_seconds / 3).max(1)),
             },
+            monotonic.clone(),
         )
         .await
         .context("joining leader election")?
@@ -211,7 +214,7 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
         metrics,
         credentials: Some(credentials),
         clock,
-        ledger: controller::Ledger::new(Arc::new(controller::SystemMonotonic)),
+        ledger: controller::Ledger::new(monotonic),
     });
     tracing::info!(%identity, "federator controller running");
     let leadership = ctx.leader.clone();

@@ -51,13 +51,14 @@ pub const MAX_DELAY: Duration = Duration::from_secs(1);
 /// after the answer while the store still lacks the patch.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
-/// What to do with a decided status.
-#[derive(Debug, PartialEq, Eq)]
+/// What to do with a decided status ([`View::write`]).
+#[derive(Clone, Debug, PartialEq)]
 pub enum Write {
     /// Write it now.
-    Now,
-    /// Keep it; reconcile again within this long to write it if nothing else does.
-    Later(Duration),
+    Now(Box<DistributedTopologyStatus>),
+    /// Keep it in the ledger; reconcile again within `held.after` to write it if nothing else
+    /// does.
+    Later(Box<Held>),
     /// Nothing to write: the hub already holds it.
     Nothing,
 }
@@ -87,13 +88,19 @@ struct OwnWrite {
     superseded: Vec<String>,
 }
 
-struct Held {
+/// A decided status kept back, not written yet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
     /// resourceVersion of the hub's object the status was decided on.
     base: String,
     status: DistributedTopologyStatus,
+    /// When it was first held (the window runs from here).
     since: Instant,
+    /// What is left of the window: the reconcile comes back after this long to write it.
+    pub after: Duration,
 }
 
+#[derive(Clone, Debug)]
 struct Sent {
     operation: Option<String>,
     action: Action,
@@ -195,88 +202,55 @@ impl Ledger {
         }
     }
 
-    // --- held status changes --------------------------------------------------------------
+    // --- what a decision reads, and what its effects record ---------------------------------
 
-    /// `topo` with the status held back for it, if that status was decided on this very version
-    /// of the object; a held status on another version is dropped (somebody wrote).
-    pub fn on_top(&self, topo: &DistributedTopology) -> Option<DistributedTopology> {
-        let uid = uid_of(topo)?;
-        let mut state = self.lock();
-        let entry = state.topologies.get_mut(uid)?;
-        let held = entry.held.as_ref()?;
-        if topo.metadata.resource_version.as_deref() != Some(held.base.as_str()) {
-            entry.held = None;
-            return None;
-        }
-        let mut with = topo.clone();
-        with.status = Some(held.status.clone());
-        Some(with)
-    }
-
-    /// Whether `decided` is written now, held, or needs no write. `stored` is the object as the
-    /// hub has it, `patch_follows` whether a patch comes after the write (then it is always
-    /// written: the step log precedes every side effect).
-    pub fn hold_or_write(
-        &self,
-        stored: &DistributedTopology,
-        decided: &DistributedTopologyStatus,
-        patch_follows: bool,
-    ) -> Write {
-        let Some(uid) = stored.metadata.uid.clone() else {
-            return Write::Now;
-        };
+    /// A snapshot of what is remembered for `topo` (by uid), taken now: what a reconcile's pure
+    /// decision reads of the ledger. A status held on another version of `topo` is dropped on
+    /// the way (somebody wrote since it was decided).
+    pub fn view(&self, topo: &DistributedTopology) -> View {
         let now = self.now();
-        let mut state = self.lock();
-        let entry = state.topologies.entry(uid).or_default();
-        let since = entry.held.take().map(|h| h.since);
-        if patch_follows {
-            return Write::Now;
-        }
-        if stored.status.as_ref() == Some(decided) {
-            return Write::Nothing;
-        }
-        if !may_wait(stored.status.as_ref(), decided) {
-            return Write::Now;
-        }
-        let since = since.unwrap_or(now);
-        let waited = now.saturating_duration_since(since);
-        if waited >= MAX_DELAY {
-            return Write::Now;
-        }
-        entry.held = Some(Held {
-            base: stored.metadata.resource_version.clone().unwrap_or_default(),
-            status: decided.clone(),
-            since,
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let entry = uid_of(topo).and_then(|uid| state.topologies.get_mut(uid));
+        let version = topo.metadata.resource_version.as_deref();
+        let entry = entry.map(|e| {
+            if e.held
+                .as_ref()
+                .is_some_and(|h| version != Some(h.base.as_str()))
+            {
+                e.held = None;
+            }
+            &*e
         });
-        Write::Later(MAX_DELAY - waited)
+        let delivered = topo
+            .spec
+            .members
+            .iter()
+            .map(ClusterKey::of_member)
+            .filter_map(|key| state.delivered.get(&key).map(|at| (key, *at)))
+            .collect();
+        View {
+            now,
+            held: entry.and_then(|e| e.held.clone()),
+            sent: entry.and_then(|e| e.sent.clone()),
+            delivered,
+        }
     }
 
-    // --- the patch gate -------------------------------------------------------------------
-
-    /// True when `action` of `operation` is the patch last accepted for topology `uid`, and
-    /// either no change of `cluster` was delivered after it was answered or it was answered less
-    /// than [`SETTLE`] ago: the member has it; its watch has not shown it yet.
-    pub fn awaiting_watch(
-        &self,
-        uid: &str,
-        operation: Option<&str>,
-        action: &Action,
-        cluster: &ClusterKey,
-    ) -> bool {
-        let now = self.now();
-        let state = self.lock();
-        let delivered = state.delivered.get(cluster).copied();
-        state
-            .topologies
-            .get(uid)
-            .and_then(|e| e.sent.as_ref())
-            .is_some_and(|sent| {
-                sent.operation.as_deref() == operation
-                    && sent.action == *action
-                    && sent.cluster == *cluster
-                    && (delivered.is_none_or(|at| at <= sent.answered)
-                        || now.saturating_duration_since(sent.answered) < SETTLE)
-            })
+    /// Keeps `held` for `topo` (`None`: forgets what was held; every decision replaces it).
+    pub fn hold(&self, topo: &DistributedTopology, held: Option<Held>) {
+        let Some(uid) = uid_of(topo) else {
+            return;
+        };
+        let mut state = self.lock();
+        match held {
+            Some(held) => state.topologies.entry(uid.to_owned()).or_default().held = Some(held),
+            None => {
+                if let Some(entry) = state.topologies.get_mut(uid) {
+                    entry.held = None;
+                }
+            }
+        }
     }
 
     /// Records that the member accepted `action` (answered now).
@@ -298,6 +272,102 @@ impl Ledger {
             cluster,
             answered,
         });
+    }
+}
+
+/// What the ledger remembered for one topology when a reconcile started: read by the pure
+/// decision (`decide`), never written to. Its answers are those of the ledger at [`View::now`].
+#[derive(Clone, Debug)]
+pub struct View {
+    /// When the view was taken, on the ledger's clock.
+    pub now: Instant,
+    held: Option<Held>,
+    sent: Option<Sent>,
+    /// When the member pool last delivered a change of each of the topology's Clusters.
+    delivered: HashMap<ClusterKey, Instant>,
+}
+
+impl View {
+    /// `topo` with the status held back for it, if that status was decided on this very version
+    /// of the object (a held status on another version is stale: somebody wrote).
+    pub fn on_top(&self, topo: &DistributedTopology) -> Option<DistributedTopology> {
+        let held = self.held_on(topo)?;
+        let mut with = topo.clone();
+        with.status = Some(held.status.clone());
+        Some(with)
+    }
+
+    /// The status a reconcile of `topo` starts from: the one held for this version, else the
+    /// hub's.
+    pub fn status_of<'a>(
+        &'a self,
+        topo: &'a DistributedTopology,
+    ) -> Option<&'a DistributedTopologyStatus> {
+        self.held_on(topo)
+            .map(|h| &h.status)
+            .or(topo.status.as_ref())
+    }
+
+    fn held_on(&self, topo: &DistributedTopology) -> Option<&Held> {
+        self.held
+            .as_ref()
+            .filter(|h| topo.metadata.resource_version.as_deref() == Some(h.base.as_str()))
+    }
+
+    /// Whether `decided` is written now, held, or needs no write. `stored` is the object as the
+    /// hub has it, `patch_follows` whether a patch comes after the write (then it is always
+    /// written: the step log precedes every side effect).
+    pub fn write(
+        &self,
+        stored: &DistributedTopology,
+        decided: &DistributedTopologyStatus,
+        patch_follows: bool,
+    ) -> Write {
+        if patch_follows || stored.metadata.uid.is_none() {
+            return Write::Now(Box::new(decided.clone()));
+        }
+        if stored.status.as_ref() == Some(decided) {
+            return Write::Nothing;
+        }
+        if !may_wait(stored.status.as_ref(), decided) {
+            return Write::Now(Box::new(decided.clone()));
+        }
+        let since = self.held_on(stored).map_or(self.now, |h| h.since);
+        let waited = self.now.saturating_duration_since(since);
+        if waited >= MAX_DELAY {
+            return Write::Now(Box::new(decided.clone()));
+        }
+        Write::Later(Box::new(Held {
+            base: stored.metadata.resource_version.clone().unwrap_or_default(),
+            status: decided.clone(),
+            since,
+            after: MAX_DELAY - waited,
+        }))
+    }
+
+    /// The patch gate: true when `action` of `operation` is the patch last accepted for this
+    /// topology, and either no change of `cluster` was delivered after it was answered or it was
+    /// answered less than [`SETTLE`] ago: the member has it; its watch has not shown it yet.
+    pub fn awaiting_watch(
+        &self,
+        operation: Option<&str>,
+        action: &Action,
+        cluster: &ClusterKey,
+    ) -> bool {
+        let delivered = self.delivered.get(cluster).copied();
+        self.sent.as_ref().is_some_and(|sent| {
+            sent.operation.as_deref() == operation
+                && sent.action == *action
+                && sent.cluster == *cluster
+                && (delivered.is_none_or(|at| at <= sent.answered)
+                    || self.now.saturating_duration_since(sent.answered) < SETTLE)
+        })
+    }
+
+    /// When the member pool last delivered a change of one of the topology's Clusters: the
+    /// change a patch of this reconcile answers (the start of `federator_reaction_seconds`).
+    pub fn last_change(&self) -> Option<Instant> {
+        self.delivered.values().copied().max()
     }
 }
 

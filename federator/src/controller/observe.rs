@@ -237,6 +237,8 @@ pub(crate) mod fake {
         pub clusters: Mutex<BTreeMap<(String, String, String), MemberRead>>,
         /// What the pool's watch kept of wiped demotion tokens.
         pub retained: Mutex<BTreeMap<(String, String, String), RetainedToken>>,
+        /// Clients for requests to member clusters (`crate::fake_api`), by cluster.
+        pub clients: Mutex<BTreeMap<String, kube::Client>>,
     }
 
     impl FakeMembers {
@@ -267,7 +269,12 @@ pub(crate) mod fake {
         }
 
         fn client(&self, cluster: &str) -> Result<kube::Client, String> {
-            Err(format!("no client for {cluster} in unit tests"))
+            self.clients
+                .lock()
+                .unwrap()
+                .get(cluster)
+                .cloned()
+                .ok_or_else(|| format!("no client for {cluster} in this test"))
         }
 
         fn redact(&self, _cluster: &str, text: &str) -> String {

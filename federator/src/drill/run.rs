@@ -944,6 +944,7 @@ mod tests {
 
     use super::*;
     use crate::drill::fixtures::{drill, micro, op, running, topo};
+    use crate::fake_api::{self, conflict};
 
     /// What the executor sent: method, path, body.
     type Sent = Arc<Mutex<Vec<(String, String, Value)>>>;
@@ -951,12 +952,6 @@ mod tests {
     const DRILL_STATUS: &str =
         "/apis/federator.dev/v1alpha1/namespaces/ns/disasterrecoverydrills/d/status";
     const TOPOLOGY: &str = "/apis/federator.dev/v1alpha1/namespaces/ns/distributedtopologies/pg";
-
-    fn conflict() -> (u16, Value) {
-        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "message": "the object has been modified", "reason": "Conflict", "code": 409});
-        (409, status)
-    }
 
     /// The hub's answer to a status write it accepts: the drill at its next resourceVersion.
     fn written(body: &Value) -> (u16, Value) {
@@ -970,26 +965,14 @@ mod tests {
         respond: impl Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync + 'static,
     ) -> (Executor, Sent) {
         let sent: Sent = Arc::default();
-        let (log, respond) = (sent.clone(), Arc::new(respond));
-        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
-            let (log, respond) = (log.clone(), respond.clone());
-            async move {
-                let (parts, body) = req.into_parts();
-                let bytes = body.collect_bytes().await.unwrap_or_default();
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
-                let (code, answer) = respond(&method, &path, &body);
-                log.lock().unwrap().push((method, path, body));
-                let response = http::Response::builder()
-                    .status(code)
-                    .header("content-type", "application/json")
-                    .body(kube::client::Body::from(
-                        serde_json::to_vec(&answer).unwrap(),
-                    ));
-                Ok::<_, std::convert::Infallible>(response.unwrap())
-            }
+        let log = sent.clone();
+        let client = fake_api::client(move |call| {
+            let answer = respond(&call.method, &call.path, &call.body);
+            log.lock()
+                .unwrap()
+                .push((call.method, call.path, call.body));
+            answer
         });
-        let client = kube::Client::new(service, "ns");
         (Executor::new(client, "controller/test".into()), sent)
     }
 

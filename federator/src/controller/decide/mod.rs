@@ -1,6 +1,7 @@
-//! Validate → plan → decide, with no I/O: from one topology object and one observation of its
-//! members, compute the status to write (step log included), the single member patch to send
-//! after that write, the Events to publish and the timings to record. Everything a reconcile
+//! Validate → plan → decide, with no I/O: from one topology object, one observation of its
+//! members and the ledger's view of it, compute what one reconcile does, in order ([`decide`]:
+//! the status to write or hold, dry runs, the single member patch to send after that write, a
+//! rotation to start, the Events to publish and the timings to record). Everything a reconcile
 //! does that can be wrong is here, so it is unit-tested without a cluster.
 
 use std::time::Duration;
@@ -26,11 +27,13 @@ pub(super) mod conditions;
 mod failover;
 mod fence;
 mod note;
+mod plan;
 pub(super) mod rotation;
 mod unreadable;
 
 use failover::Gate;
 pub use note::Note;
+pub use plan::{Effect, Input, decide};
 
 /// At most this many status-only transitions are chained in one reconcile before its single
 /// write; a switchover has fewer steps than this, so the bound only guards against a planner bug.
@@ -71,8 +74,9 @@ impl Decided {
     }
 }
 
-/// The whole decision for `topo` given `observation`, at `now`.
-pub fn decide(topo: &DistributedTopology, observation: &Observation, now: Timestamp) -> Decided {
+/// The status decision for `topo` given `observation`, at `now`: the step log, conditions, the
+/// patch the planner asks for and the Events ([`decide`] turns it into a reconcile's effects).
+fn decide_status(topo: &DistributedTopology, observation: &Observation, now: Timestamp) -> Decided {
     let spec = &topo.spec;
     let generation = topo.metadata.generation;
     let mut out = Decided::default();
@@ -270,7 +274,7 @@ fn note_promotion(
 /// The server-side dry run of the switchover's patches failed (`problems`): instead of sending
 /// the Demote patch, the operation holds with `ValidationFailed` — nothing changes on any member.
 /// `previous` is the hold the topology carried before this reconcile (to announce a hold once).
-pub fn refuse(
+fn refuse(
     decided: &mut Decided,
     previous: Option<&Hold>,
     problems: String,
@@ -607,4 +611,4 @@ fn elapsed(since: &MicroTime, now: Timestamp) -> Duration {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -26,18 +26,18 @@ const SYSID: &str = "7400000000000000001";
 
 /// How the fake CNPG behaves.
 #[derive(Clone, Copy, Default)]
-struct Faults {
+pub(crate) struct Faults {
     /// The old primary never produces a token.
-    no_token: bool,
+    pub(crate) no_token: bool,
     /// This member rejects any token as fatal.
     fatal_token_on: Option<&'static str>,
 }
 
-struct Sim {
-    topo: DistributedTopology,
+pub(crate) struct Sim {
+    pub(crate) topo: DistributedTopology,
     clusters: BTreeMap<String, Cluster>,
-    now: Timestamp,
-    faults: Faults,
+    pub(crate) now: Timestamp,
+    pub(crate) faults: Faults,
     patches: Vec<(StepKind, String)>,
     /// Members whose API server cannot be read.
     down: BTreeSet<String>,
@@ -87,7 +87,7 @@ fn cluster(name: &str, names: &[&str], primary: &str, source: &str) -> Cluster {
 
 impl Sim {
     /// A ring of `names`, the first one primary.
-    fn ring(names: &[&str]) -> Sim {
+    pub(crate) fn ring(names: &[&str]) -> Sim {
         let spec = DistributedTopologySpec {
             members: names.iter().map(|n| member(n)).collect(),
             shape: ShapeSpec {
@@ -124,7 +124,7 @@ impl Sim {
         }
     }
 
-    fn pool(&self) -> FakeMembers {
+    pub(crate) fn pool(&self) -> FakeMembers {
         let pool = FakeMembers::default();
         for (name, c) in self
             .clusters
@@ -148,7 +148,7 @@ impl Sim {
 
     fn decide(&mut self) -> Decided {
         let observation = observe(&self.pool(), &self.topo.spec.members);
-        let decided = decide(&self.topo, &observation, self.now);
+        let decided = decide_status(&self.topo, &observation, self.now);
         // As if the status write succeeded.
         self.topo.status = Some(decided.status.clone());
         decided
@@ -166,7 +166,7 @@ impl Sim {
     }
 
     /// Applies a merge patch, then lets the fake CNPG react.
-    fn patch(&mut self, step: StepKind, name: &str, p: &serde_json::Value) {
+    pub(crate) fn patch(&mut self, step: StepKind, name: &str, p: &serde_json::Value) {
         assert!(
             !self.down.contains(name),
             "{step} patch sent to unreadable {name}"
@@ -274,7 +274,7 @@ impl Sim {
         panic!("no quiescence after {limit} reconciles");
     }
 
-    fn switch_to(&mut self, to: &str) {
+    pub(crate) fn switch_to(&mut self, to: &str) {
         self.topo.spec.primary = to.into();
         self.topo.metadata.generation = self.topo.metadata.generation.map(|g| g + 1);
     }
@@ -464,7 +464,7 @@ fn a_refused_dry_run_holds_before_the_first_change() {
     sim.switch_to("b");
     sim.now += SignedDuration::from_millis(100);
     let observation = observe(&sim.pool(), &sim.topo.spec.members);
-    let mut decided = decide(&sim.topo, &observation, sim.now);
+    let mut decided = decide_status(&sim.topo, &observation, sim.now);
     assert_eq!(
         decided.effect.as_ref().map(|a| a.step),
         Some(StepKind::Demote)
@@ -496,7 +496,7 @@ fn a_refused_dry_run_holds_before_the_first_change() {
     assert_eq!(valid.status, "False");
 
     // The same refusal on the next reconcile is not announced again.
-    let mut again = decide(&sim.topo, &observation, sim.now);
+    let mut again = decide_status(&sim.topo, &observation, sim.now);
     refuse(
         &mut again,
         Some(&hold),

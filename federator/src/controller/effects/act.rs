@@ -9,8 +9,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::Value;
 use topology::api::Member;
 use topology::cnpg::Cluster;
-use topology::plan::{Action, Desired};
-use topology::{Observed, OperationKind, StepKind, Topology};
+use topology::plan::Action;
 
 use crate::controller::error::{Error, Result};
 use crate::controller::observe::Members;
@@ -71,40 +70,17 @@ pub async fn send(
     }
 }
 
-/// Dry-runs (server side, `dryRun=All`) the Demote patch and every Bookkeeping patch of the
-/// switchover about to start, each on its member, before the first real change: RBAC, the CNPG
-/// webhook and the CRD schema judge them all while nothing has changed yet. Returns every refusal.
-pub async fn dry_run_switchover(
+/// Sends every one of `trials` (the switchover's Demote and Bookkeeping patches, decided by
+/// `decide`) to its member as a server-side dry run (`dryRun=All`), all at once: each on its own
+/// member, so together they cost one round trip. Returns every refusal.
+pub async fn dry_run(
     pool: &dyn Members,
-    topology: &Topology,
-    observed: &Observed,
+    members: &[Member],
+    trials: &[Action],
 ) -> std::result::Result<(), String> {
-    let desired = Desired {
-        topology,
-        to: topology.primary(),
-        kind: OperationKind::Switchover,
-    };
-    let plan = topology::plan(observed, &desired).map_err(|e| e.to_string())?;
-    let trials: Vec<Action> = plan
-        .steps
-        .into_iter()
-        .filter(|s| matches!(s.step, StepKind::Demote | StepKind::Bookkeeping))
-        .filter_map(|step| {
-            Some(Action {
-                step: step.step,
-                member: step.member?,
-                patch: step.patch?,
-            })
-        })
-        .collect();
-    // Each on its own member: sent together, they cost one round trip, not one per member.
-    let answers = futures::future::join_all(
-        trials
-            .iter()
-            .map(|trial| send(pool, topology.members(), trial, true)),
-    )
-    .await;
-    let tried = trials.len();
+    let answers =
+        futures::future::join_all(trials.iter().map(|trial| send(pool, members, trial, true)))
+            .await;
     let refusals: Vec<String> = trials
         .iter()
         .zip(answers)
@@ -115,7 +91,7 @@ pub async fn dry_run_switchover(
         })
         .collect();
     tracing::info!(
-        patches = tried,
+        patches = trials.len(),
         refused = refusals.len(),
         "server-side dry run of the switchover's patches"
     );

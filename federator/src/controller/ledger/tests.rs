@@ -22,7 +22,7 @@ fn at(
 ) -> DistributedTopology {
     let spec: DistributedTopologySpec = serde_json::from_value(json!({
         "primary": primary,
-        "members": [],
+        "members": [{"name": "pg-b", "cluster": "eu-west", "namespace": "db"}],
         "shape": {"star": {}},
     }))
     .expect("a spec");
@@ -45,6 +45,45 @@ fn plain(version: &str, primary: &str) -> DistributedTopology {
 
 fn stored(version: &str, status: DistributedTopologyStatus) -> DistributedTopology {
     at(version, "a", Some(status))
+}
+
+/// One reconcile's choice for `decided`, recorded as the executor records it.
+fn hold_or_write(
+    l: &Ledger,
+    hub: &DistributedTopology,
+    decided: &DistributedTopologyStatus,
+    patch_follows: bool,
+) -> Write {
+    let write = l.view(hub).write(hub, decided, patch_follows);
+    let held = match &write {
+        Write::Later(held) => Some(held.as_ref().clone()),
+        Write::Now(_) | Write::Nothing => None,
+    };
+    l.hold(hub, held);
+    write
+}
+
+fn on_top(l: &Ledger, hub: &DistributedTopology) -> Option<DistributedTopology> {
+    l.view(hub).on_top(hub)
+}
+
+/// Whether the patch gate is shut for `action` of `operation` on topology `uid`.
+fn gate(l: &Ledger, uid: &str, operation: &str, action: &Action) -> bool {
+    let mut topo = plain("10", "a");
+    topo.metadata.uid = Some(uid.into());
+    l.view(&topo)
+        .awaiting_watch(Some(operation), action, &cluster())
+}
+
+fn later(write: &Write) -> Option<Duration> {
+    match write {
+        Write::Later(held) => Some(held.after),
+        Write::Now(_) | Write::Nothing => None,
+    }
+}
+
+fn now(write: &Write) -> bool {
+    matches!(write, Write::Now(_))
 }
 
 fn version(t: &DistributedTopology) -> &str {
@@ -159,22 +198,22 @@ fn a_change_inside_a_running_operation_waits_and_the_next_reconcile_builds_on_it
     let hub = stored("10", running(StepKind::AwaitToken));
     let decided = seen_primary(running(StepKind::AwaitToken), "none");
     assert_eq!(
-        l.hold_or_write(&hub, &decided, false),
-        Write::Later(MAX_DELAY)
+        later(&hold_or_write(&l, &hub, &decided, false)),
+        Some(MAX_DELAY)
     );
-    let next = l.on_top(&hub).expect("held status");
+    let next = on_top(&l, &hub).expect("held status");
     assert_eq!(next.status.as_ref(), Some(&decided));
     assert_eq!(next.metadata.resource_version.as_deref(), Some("10"));
     // Still held 100 ms later: the timer shrinks to what is left.
     clock.advance(Duration::from_millis(100));
     assert_eq!(
-        l.hold_or_write(&hub, &decided, false),
-        Write::Later(MAX_DELAY - Duration::from_millis(100))
+        later(&hold_or_write(&l, &hub, &decided, false)),
+        Some(MAX_DELAY - Duration::from_millis(100))
     );
     // And written once MAX_DELAY has passed since it was first held.
     clock.advance(MAX_DELAY - Duration::from_millis(100));
-    assert_eq!(l.hold_or_write(&hub, &decided, false), Write::Now);
-    assert!(l.on_top(&hub).is_none(), "a write forgets what was held");
+    assert!(now(&hold_or_write(&l, &hub, &decided, false)));
+    assert!(on_top(&l, &hub).is_none(), "a write forgets what was held");
 }
 
 #[test]
@@ -182,25 +221,26 @@ fn a_patch_a_hold_or_an_end_writes_at_once() {
     let (_, l) = ledger();
     let hub = stored("10", running(StepKind::AwaitToken));
     let decided = seen_primary(running(StepKind::AwaitToken), "none");
-    assert!(matches!(
-        l.hold_or_write(&hub, &decided, false),
-        Write::Later(_)
-    ));
+    assert!(later(&hold_or_write(&l, &hub, &decided, false)).is_some());
     // Before a patch: always written (the step log precedes every side effect), and what was
     // held is carried by that write.
-    assert_eq!(
-        l.hold_or_write(&hub, &running(StepKind::Promote), true),
-        Write::Now
-    );
-    assert!(l.on_top(&hub).is_none());
+    assert!(now(&hold_or_write(
+        &l,
+        &hub,
+        &running(StepKind::Promote),
+        true
+    )));
+    assert!(on_top(&l, &hub).is_none());
     // A hold, and an end.
-    assert_eq!(
-        l.hold_or_write(&hub, &holding_at(StepKind::AwaitToken), false),
-        Write::Now
-    );
+    assert!(now(&hold_or_write(
+        &l,
+        &hub,
+        &holding_at(StepKind::AwaitToken),
+        false
+    )));
     let mut ended = running(StepKind::Done);
     ended.operation = None;
-    assert_eq!(l.hold_or_write(&hub, &ended, false), Write::Now);
+    assert!(now(&hold_or_write(&l, &hub, &ended, false)));
 }
 
 #[test]
@@ -208,19 +248,23 @@ fn outside_a_running_operation_every_change_is_written() {
     let (_, l) = ledger();
     let idle = stored("10", DistributedTopologyStatus::default());
     let changed = seen_primary(DistributedTopologyStatus::default(), "a");
-    assert_eq!(l.hold_or_write(&idle, &changed, false), Write::Now);
+    assert!(now(&hold_or_write(&l, &idle, &changed, false)));
     // The first write of an operation records it as running before anything waits.
-    assert_eq!(
-        l.hold_or_write(&idle, &running(StepKind::Validate), false),
-        Write::Now
-    );
+    assert!(now(&hold_or_write(
+        &l,
+        &idle,
+        &running(StepKind::Validate),
+        false
+    )));
     // An operation that holds on the hub: its changes are written.
     let holding = holding_at(StepKind::AwaitToken);
     let hub = stored("11", holding.clone());
-    assert_eq!(
-        l.hold_or_write(&hub, &seen_primary(holding, "none"), false),
-        Write::Now
-    );
+    assert!(now(&hold_or_write(
+        &l,
+        &hub,
+        &seen_primary(holding, "none"),
+        false
+    )));
 }
 
 #[test]
@@ -228,7 +272,7 @@ fn nothing_is_written_when_the_hub_holds_it_already() {
     let (_, l) = ledger();
     let hub = stored("10", running(StepKind::AwaitToken));
     assert_eq!(
-        l.hold_or_write(&hub, &running(StepKind::AwaitToken), false),
+        hold_or_write(&l, &hub, &running(StepKind::AwaitToken), false),
         Write::Nothing
     );
 }
@@ -238,16 +282,10 @@ fn a_held_status_on_another_version_is_dropped() {
     let (_, l) = ledger();
     let hub = stored("10", running(StepKind::AwaitToken));
     let decided = seen_primary(running(StepKind::AwaitToken), "none");
-    assert!(matches!(
-        l.hold_or_write(&hub, &decided, false),
-        Write::Later(_)
-    ));
+    assert!(later(&hold_or_write(&l, &hub, &decided, false)).is_some());
     // Somebody wrote the object (a spec edit, another controller): what was held is stale.
-    assert!(
-        l.on_top(&stored("11", running(StepKind::AwaitToken)))
-            .is_none()
-    );
-    assert!(l.on_top(&hub).is_none(), "dropped, not kept for later");
+    assert!(on_top(&l, &stored("11", running(StepKind::AwaitToken))).is_none());
+    assert!(on_top(&l, &hub).is_none(), "dropped, not kept for later");
 }
 
 // --- the patch gate -----------------------------------------------------------------------
@@ -255,8 +293,8 @@ fn a_held_status_on_another_version_is_dropped() {
 #[test]
 fn the_same_patch_waits_for_the_members_watch_or_settle() {
     let (clock, l) = ledger();
-    l.accepted("uid", Some("op-1"), &promote("T"), cluster());
-    let waits = || l.awaiting_watch("uid", Some("op-1"), &promote("T"), &cluster());
+    l.accepted("uid-1", Some("op-1"), &promote("T"), cluster());
+    let waits = || gate(&l, "uid-1", "op-1", &promote("T"));
     // Nothing delivered since the answer: the store is behind our own patch, however long.
     assert!(waits());
     clock.advance(SETTLE * 5);
@@ -264,13 +302,13 @@ fn the_same_patch_waits_for_the_members_watch_or_settle() {
     // A change delivered after the answer may have been on its way before it: the gate stays
     // shut until SETTLE has passed since the answer...
     let (clock, l) = ledger();
-    l.accepted("uid", Some("op-1"), &promote("T"), cluster());
+    l.accepted("uid-1", Some("op-1"), &promote("T"), cluster());
     clock.advance(Duration::from_millis(1));
     l.delivered(&cluster());
-    assert!(l.awaiting_watch("uid", Some("op-1"), &promote("T"), &cluster()));
+    assert!(gate(&l, "uid-1", "op-1", &promote("T")));
     // ... then the reconcile decides on the store, and sends again if it says so.
     clock.advance(SETTLE);
-    assert!(!l.awaiting_watch("uid", Some("op-1"), &promote("T"), &cluster()));
+    assert!(!gate(&l, "uid-1", "op-1", &promote("T")));
 }
 
 #[test]
@@ -278,21 +316,21 @@ fn a_delivery_before_the_answer_does_not_open_the_gate() {
     let (clock, l) = ledger();
     l.delivered(&cluster());
     clock.advance(Duration::from_millis(5));
-    l.accepted("uid", Some("op-1"), &promote("T"), cluster());
+    l.accepted("uid-1", Some("op-1"), &promote("T"), cluster());
     clock.advance(SETTLE * 2);
-    assert!(l.awaiting_watch("uid", Some("op-1"), &promote("T"), &cluster()));
+    assert!(gate(&l, "uid-1", "op-1", &promote("T")));
 }
 
 #[test]
 fn another_patch_operation_or_topology_is_sent() {
     let (_, l) = ledger();
-    l.accepted("uid", Some("op-1"), &promote("T"), cluster());
+    l.accepted("uid-1", Some("op-1"), &promote("T"), cluster());
     for (uid, op, action) in [
-        ("uid", "op-1", promote("U")),
-        ("uid", "op-2", promote("T")),
+        ("uid-1", "op-1", promote("U")),
+        ("uid-1", "op-2", promote("T")),
         ("other", "op-1", promote("T")),
     ] {
-        assert!(!l.awaiting_watch(uid, Some(op), &action, &cluster()));
+        assert!(!gate(&l, uid, op, &action));
     }
 }
 
@@ -327,14 +365,11 @@ fn a_held_change_survives_our_own_write_racing_the_watch_but_not_a_foreign_write
     );
     // A change with no patch after it is held on top of *our* version 11.
     let decided = seen_primary(running(StepKind::AwaitToken), "none");
-    assert!(matches!(
-        l.hold_or_write(&seen, &decided, false),
-        Write::Later(_)
-    ));
-    assert_eq!(l.on_top(&seen).and_then(|t| t.status), Some(decided));
+    assert!(later(&hold_or_write(&l, &seen, &decided, false)).is_some());
+    assert_eq!(on_top(&l, &seen).and_then(|t| t.status), Some(decided));
     // Someone else writes 12: the store wins over our write, and the held change is dropped.
     let foreign = Arc::new(stored("12", running(StepKind::AwaitToken)));
     let seen = l.freshest(foreign);
     assert_eq!(version(&seen), "12");
-    assert!(l.on_top(&seen).is_none());
+    assert!(on_top(&l, &seen).is_none());
 }

@@ -22,8 +22,10 @@ use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::clock::{Monotonic, SystemMonotonic};
+
 /// Whether this process currently holds the lease.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Leadership {
     rx: watch::Receiver<bool>,
     /// Past this instant the flag no longer counts, even if no task updated it yet (`None`:
@@ -35,6 +37,8 @@ pub struct Leadership {
     known: Arc<AtomicBool>,
     /// Ends the election and releases the Lease ([`Leadership::release`]); taken once.
     release: Arc<Mutex<Option<Release>>>,
+    /// Where the deadline's instants come from (the controller's one monotonic clock).
+    clock: Arc<dyn Monotonic>,
 }
 
 #[derive(Debug)]
@@ -79,6 +83,7 @@ impl Leadership {
             _sender: Some(Arc::new(tx)),
             known: Arc::new(AtomicBool::new(true)),
             release: Arc::default(),
+            clock: Arc::new(SystemMonotonic),
         }
     }
 
@@ -92,8 +97,28 @@ impl Leadership {
         fixed
     }
 
+    /// Leading while the returned sender says so (unit tests of the reconcile).
+    #[cfg(test)]
+    pub fn switched(leading: bool) -> (Self, watch::Sender<bool>) {
+        let (tx, rx) = watch::channel(leading);
+        let leadership = Leadership {
+            rx,
+            until: Arc::new(Mutex::new(None)),
+            _sender: None,
+            known: Arc::new(AtomicBool::new(true)),
+            release: Arc::default(),
+            clock: Arc::new(SystemMonotonic),
+        };
+        (leadership, tx)
+    }
+
     /// Joins the election; the returned handle follows the lease until the process exits.
-    pub async fn elect(hub: Client, options: LeaseOptions) -> Result<Self, LeaseManagerError> {
+    /// `clock` is the controller's monotonic clock: the Lease's deadline is measured on it.
+    pub async fn elect(
+        hub: Client,
+        options: LeaseOptions,
+        clock: Arc<dyn Monotonic>,
+    ) -> Result<Self, LeaseManagerError> {
         let manager = LeaseManagerBuilder::new(hub.clone(), &options.name)
             .with_namespace(&options.namespace)
             .with_identity(&options.identity)
@@ -113,7 +138,7 @@ impl Leadership {
             }
         });
         let (tx, rx) = watch::channel(false);
-        let until = Arc::new(Mutex::new(Some(Instant::now())));
+        let until = Arc::new(Mutex::new(Some(clock.now())));
         let known = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(guard(
@@ -121,8 +146,11 @@ impl Leadership {
             options,
             manager_rx,
             tx,
-            until.clone(),
-            known.clone(),
+            Shared {
+                until: until.clone(),
+                known: known.clone(),
+                clock: clock.clone(),
+            },
             stopped,
         ));
         Ok(Leadership {
@@ -131,6 +159,7 @@ impl Leadership {
             _sender: None,
             known,
             release: Arc::new(Mutex::new(Some(Release { stop, done }))),
+            clock,
         })
     }
 
@@ -152,7 +181,7 @@ impl Leadership {
         let Some(Release { stop, done }) = taken else {
             return;
         };
-        *self.until.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        *self.until.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.clock.now());
         let _ = stop.send(());
         match tokio::time::timeout(RELEASE_TIMEOUT, done).await {
             Ok(_) => tracing::info!("Lease released"),
@@ -168,7 +197,7 @@ impl Leadership {
             .until
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_none_or(|until| Instant::now() < until);
+            .is_none_or(|until| self.clock.now() < until);
         in_time && self.rx.has_changed().is_ok() && *self.rx.borrow()
     }
 
@@ -178,27 +207,39 @@ impl Leadership {
     }
 }
 
+/// What the guard task shares with the [`Leadership`] handles.
+struct Shared {
+    until: Arc<Mutex<Option<Instant>>>,
+    known: Arc<AtomicBool>,
+    clock: Arc<dyn Monotonic>,
+}
+
 /// Combines the manager's flag with what the Lease object says, until the manager stops.
 async fn guard(
     hub: Client,
     options: LeaseOptions,
     mut manager: watch::Receiver<bool>,
     tx: watch::Sender<bool>,
-    until: Arc<Mutex<Option<Instant>>>,
-    known: Arc<AtomicBool>,
+    shared: Shared,
     mut stopped: oneshot::Receiver<()>,
 ) {
+    let Shared {
+        until,
+        known,
+        clock,
+    } = shared;
     let api: Api<Lease> = Api::namespaced(hub, &options.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", options.name));
     let mut leases = watcher(api, config).default_backoff().boxed();
     let mut manager_says = *manager.borrow_and_update();
     let mut lease_until: Option<Instant> = None;
     loop {
-        let leading = manager_says && lease_until.is_some_and(|u| Instant::now() < u);
+        let now = clock.now();
+        let leading = manager_says && lease_until.is_some_and(|u| now < u);
         *until.lock().unwrap_or_else(PoisonError::into_inner) = Some(if leading {
-            lease_until.unwrap_or_else(Instant::now)
+            lease_until.unwrap_or(now)
         } else {
-            Instant::now()
+            now
         });
         tx.send_if_modified(|current| {
             if *current == leading {
@@ -225,7 +266,7 @@ async fn guard(
             }
             event = leases.next() => match event {
                 Some(Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease))) => {
-                    lease_until = valid_until(&lease, &options, SystemTime::now(), Instant::now());
+                    lease_until = valid_until(&lease, &options, SystemTime::now(), clock.now());
                     known.store(true, Ordering::SeqCst);
                 }
                 Some(Ok(watcher::Event::Delete(_))) => lease_until = None,
@@ -241,7 +282,7 @@ async fn guard(
         }
     }
     // The election (or the Lease watch) ended: never lead again in this process.
-    *until.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    *until.lock().unwrap_or_else(PoisonError::into_inner) = Some(clock.now());
     tx.send_replace(false);
 }
 
@@ -286,6 +327,7 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
+    use crate::controller::runtime::clock::ManualClock;
 
     fn options() -> LeaseOptions {
         LeaseOptions {
@@ -339,18 +381,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_flag_drops_at_its_deadline_without_any_event() {
+    #[test]
+    fn the_flag_drops_at_its_deadline_without_any_event() {
+        let clock = Arc::new(ManualClock::new());
         let (tx, rx) = watch::channel(true);
         let leadership = Leadership {
             rx,
-            until: Arc::new(Mutex::new(Some(Instant::now() + Duration::from_millis(50)))),
+            until: Arc::new(Mutex::new(Some(clock.now() + Duration::from_millis(50)))),
             _sender: Some(Arc::new(tx)),
             known: Arc::new(AtomicBool::new(true)),
             release: Arc::default(),
+            clock: clock.clone(),
         };
         assert!(leadership.is_leader());
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        clock.advance(Duration::from_millis(60));
         assert!(!leadership.is_leader(), "past the deadline nobody leads");
         assert!(Leadership::always().is_leader());
     }

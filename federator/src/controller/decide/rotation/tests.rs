@@ -310,7 +310,8 @@ fn an_invalid_policy_makes_the_topology_invalid_and_starts_no_switchover() {
         spec: invalid,
         status: Some(idle()),
     };
-    let decided = crate::controller::decide::decide(&topo, &healthy(), ts("2026-06-01T02:00:00Z"));
+    let decided =
+        crate::controller::decide::decide_status(&topo, &healthy(), ts("2026-06-01T02:00:00Z"));
     let valid = decided
         .status
         .conditions
