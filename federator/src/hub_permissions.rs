@@ -76,7 +76,7 @@ pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
             "distributedtopologies",
             topo_ns.clone(),
             None,
-            "the reconciler's watch; rotations and drills set spec.primary",
+            "the reconciler's watch; rotations and drills set spec.primary; the finalizer",
         ));
     }
     all.push(p(

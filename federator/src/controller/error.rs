@@ -31,6 +31,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Adding or removing the topology's finalizer failed (a 409: the object changed since it
+    /// was read; the reconcile runs again).
+    #[error("{action} the finalizer of {topology}: {source}")]
+    Finalizer {
+        action: &'static str,
+        topology: String,
+        #[source]
+        source: kube::Error,
+    },
     /// The text is redacted of credentials before it gets here.
     #[error("patching Cluster {namespace}/{name} on {cluster}: {message}")]
     PatchMember {
@@ -54,6 +63,7 @@ impl Error {
             Error::PatchOutsideReplica(_) => "patch_outside_replica",
             Error::PatchMember { .. } => "patch_member",
             Error::StartRotation { .. } => "start_rotation",
+            Error::Finalizer { .. } => "finalizer",
         }
     }
 }

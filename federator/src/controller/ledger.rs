@@ -253,6 +253,13 @@ impl Ledger {
         }
     }
 
+    /// Forgets everything remembered for `topo` (it is gone: its finalizer was removed).
+    pub fn forget(&self, topo: &DistributedTopology) {
+        if let Some(uid) = uid_of(topo) {
+            self.lock().topologies.remove(uid);
+        }
+    }
+
     /// Records that the member accepted `action` (answered now).
     pub fn accepted(
         &self,

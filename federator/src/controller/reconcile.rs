@@ -17,7 +17,7 @@ use topology::DistributedTopology;
 
 use super::Context;
 use super::decide::{Effect, Input, decide};
-use super::effects::{act, rotation, status_writer};
+use super::effects::{act, finalizer, rotation, status_writer};
 use super::error::{Error, Result};
 use super::ledger::{View, Write};
 use super::observe::observe_during;
@@ -160,6 +160,20 @@ impl Run<'_> {
                     rotation::start(&ctx.hub, written, start).await?;
                     tracing::info!(reason = %start.note.reason, "{}", start.note.message);
                     ctx.events.publish(stored, &start.note).await;
+                    return Ok(Flow::Stop);
+                }
+                Effect::AddFinalizer => {
+                    leading(ctx)?;
+                    finalizer::add(&ctx.hub, stored).await?;
+                    return Ok(Flow::Stop);
+                }
+                Effect::Release => {
+                    leading(ctx)?;
+                    // On the version this reconcile's status write returned, if it wrote.
+                    let current = self.written.as_ref().unwrap_or(stored);
+                    finalizer::remove(&ctx.hub, current).await?;
+                    ctx.ledger.forget(stored);
+                    tracing::info!("finalizer removed; the topology is deleted");
                     return Ok(Flow::Stop);
                 }
                 Effect::Withheld(action) => {

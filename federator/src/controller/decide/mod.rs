@@ -33,7 +33,7 @@ mod unreadable;
 
 use failover::Gate;
 pub use note::Note;
-pub use plan::{Effect, Input, decide};
+pub use plan::{Effect, FINALIZER, Input, decide};
 
 /// At most this many status-only transitions are chained in one reconcile before its single
 /// write; a switchover has fewer steps than this, so the bound only guards against a planner bug.
@@ -79,6 +79,7 @@ impl Decided {
 fn decide_status(topo: &DistributedTopology, observation: &Observation, now: Timestamp) -> Decided {
     let spec = &topo.spec;
     let generation = topo.metadata.generation;
+    let deleting = topo.metadata.deletion_timestamp.is_some();
     let mut out = Decided::default();
     let previous = topo.status.clone().unwrap_or_default();
     let mut status = previous.clone();
@@ -119,22 +120,25 @@ fn decide_status(topo: &DistributedTopology, observation: &Observation, now: Tim
             rotation::add_problems(spec, &mut facts.invalid);
             note_promotion(&mut status, observation, now);
             // A former primary that can be read again is fenced before anything else happens.
+            // A topology being deleted starts nothing new: only a running operation is driven.
             let fence = match status.operation {
-                None => fence::reconcile(&mut status, &topology, observation, now, &mut out.events),
-                Some(_) => None,
+                None if !deleting => {
+                    fence::reconcile(&mut status, &topology, observation, now, &mut out.events)
+                }
+                _ => None,
             };
             if fence.is_some() {
                 out.effect = fence;
             } else {
                 let gate = match status.operation {
-                    None => failover::gate(
+                    None if !deleting => failover::gate(
                         spec,
                         status.last_failover.as_ref(),
                         observation,
                         &previous.members,
                         now,
                     ),
-                    Some(_) => Gate::Pass,
+                    _ => Gate::Pass,
                 };
                 let start = match gate {
                     Gate::Pass => None,
@@ -168,7 +172,7 @@ fn decide_status(topo: &DistributedTopology, observation: &Observation, now: Tim
                 }
                 let start = match start {
                     Some(report) => Start::Failover(Box::new(report)),
-                    None if facts.invalid.is_none() => Start::Switchover,
+                    None if facts.invalid.is_none() && !deleting => Start::Switchover,
                     None => Start::Nothing,
                 };
                 if blocked.is_none() {
@@ -302,6 +306,39 @@ fn refuse(
     if let Some(op) = decided.status.operation.as_mut() {
         op.hold = Some(hold);
     }
+    let wanted = conditions::wanted(&decided.status, &decided.facts);
+    conditions::merge(&mut decided.status.conditions, wanted, generation, now);
+}
+
+/// The topology is being deleted: an operation that holds, or that has not changed any member
+/// yet (`Validate`), ends here as `Abandoned`, and nothing more is changed on any member. A
+/// running operation is left to finish (its deadlines bound how long that takes).
+fn stop_for_deletion(decided: &mut Decided, generation: Option<i64>, now: Timestamp) {
+    let Some(op) = decided
+        .status
+        .operation
+        .take_if(|op| op.hold.is_some() || op.step == StepKind::Validate)
+    else {
+        return;
+    };
+    let primary = decided
+        .status
+        .observed_primary
+        .clone()
+        .unwrap_or_else(|| "none".into());
+    decided.note(
+        true,
+        "OperationStopped",
+        "Stop",
+        format!(
+            "{} {} stopped at {} because the topology is being deleted; nothing more is changed on any member (primary now: {primary})",
+            op.kind, op.id, op.step
+        ),
+    );
+    decided.effect = None;
+    let mut status = std::mem::take(&mut decided.status);
+    finish(&mut status, op, Outcome::Abandoned, now, decided);
+    decided.status = status;
     let wanted = conditions::wanted(&decided.status, &decided.facts);
     conditions::merge(&mut decided.status.conditions, wanted, generation, now);
 }

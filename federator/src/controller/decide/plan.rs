@@ -14,10 +14,14 @@ use topology::{
 };
 
 use super::rotation::{self, Start, sooner};
-use super::{Note, decide_status, refuse};
+use super::{Note, decide_status, refuse, stop_for_deletion};
 use crate::controller::ledger::{SETTLE, View, Write};
 use crate::controller::observe::Observation;
 use crate::members::ClusterKey;
+
+/// The finalizer on every topology this controller manages: a deletion waits for the controller
+/// to finish (or stop) the operation in flight and record it, then the controller removes it.
+pub const FINALIZER: &str = "federator.dev/topology";
 
 /// What one reconcile decides from.
 pub struct Input<'a> {
@@ -63,6 +67,12 @@ pub enum Effect {
     /// The patch decided again is the one the member accepted, and its watch has not shown it
     /// yet: not sent (the reconcile comes back after `SETTLE` at the latest).
     Withheld(Action),
+    /// [`FINALIZER`] added to a topology that lacks it, before anything else is done for it;
+    /// the reconcile ends there (the changed object comes back through the watch).
+    AddFinalizer,
+    /// The topology is being deleted and nothing is in flight any more: [`FINALIZER`] removed
+    /// (after the status write and the Events that record it); the reconcile ends there.
+    Release,
     /// The one member patch, sent only after the status write succeeded, only while leading.
     Patch {
         action: Action,
@@ -89,6 +99,25 @@ pub struct Plan {
 /// asked for ([`Effect::DryRun`]); the operation then holds `ValidationFailed` instead.
 pub fn decide(input: &Input<'_>, refused: Option<&str>) -> Plan {
     let stored = input.stored;
+    let ours = stored
+        .metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == FINALIZER));
+    let deleting = stored.metadata.deletion_timestamp.is_some();
+    if !ours {
+        // No member is touched for a topology whose deletion the controller would not see.
+        // Being deleted without it: nothing of ours is in flight (it is added first).
+        return Plan {
+            effects: if deleting {
+                Vec::new()
+            } else {
+                vec![Effect::AddFinalizer]
+            },
+            requeue_after: None,
+            operation: None,
+        };
+    }
     let on_top = input.ledger.on_top(stored);
     // Decide on top of what was held back, not yet written.
     let topo = on_top.as_ref().unwrap_or(stored);
@@ -149,9 +178,31 @@ pub fn decide(input: &Input<'_>, refused: Option<&str>) -> Plan {
         }
     }
 
+    if deleting {
+        stop_for_deletion(&mut decided, topo.metadata.generation, now);
+    }
+
     // Scheduled rotations, against the status about to be written: a due rotation is recorded
     // as handled in that write, before `spec.primary` is set.
-    let rotation = rotation::evaluate(&topo.spec, observation, &mut decided.status, now);
+    let rotation = if deleting {
+        rotation::Evaluated::default()
+    } else {
+        rotation::evaluate(&topo.spec, observation, &mut decided.status, now)
+    };
+    let release = deleting && decided.status.operation.is_none() && decided.effect.is_none();
+    if release {
+        let members: Vec<&str> = topo.spec.members.iter().map(|m| m.name.as_str()).collect();
+        decided.events.push(Note {
+            warning: false,
+            reason: "Released".into(),
+            action: "Release",
+            message: format!(
+                "the topology is deleted; Federator no longer manages {} (primary now: {})",
+                members.join(", "),
+                decided.status.observed_primary.as_deref().unwrap_or("none")
+            ),
+        });
+    }
 
     // The status is written before any side effect (also when unchanged, if a patch follows:
     // the precondition proves the step log we act on is current). Inside a running operation a
@@ -178,7 +229,10 @@ pub fn decide(input: &Input<'_>, refused: Option<&str>) -> Plan {
     });
     effects.extend(rotation.events.into_iter().map(Effect::Publish));
 
-    if let Some(start) = rotation.start {
+    if release {
+        effects.push(Effect::Release);
+        requeue_after = None;
+    } else if let Some(start) = rotation.start {
         effects.push(Effect::StartRotation(start));
         requeue_after = None;
     } else if let Some(action) = decided.effect {

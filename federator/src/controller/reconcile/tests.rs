@@ -13,6 +13,7 @@ use topology::conditions::reason;
 use topology::{DistributedTopology, StepKind};
 
 use super::reconcile;
+use crate::controller::decide::FINALIZER;
 use crate::controller::decide::tests::Sim;
 use crate::controller::error::Error;
 use crate::controller::ledger::{Ledger, MAX_DELAY, SETTLE};
@@ -23,6 +24,7 @@ use crate::controller::{Context, Events, Leadership, Metrics};
 use crate::fake_api::{self, Call};
 use crate::members::ClusterKey;
 
+const TOPOLOGY: &str = "/apis/federator.dev/v1alpha1/namespaces/db/distributedtopologies/pg";
 const STATUS: &str = "/apis/federator.dev/v1alpha1/namespaces/db/distributedtopologies/pg/status";
 
 /// A Cluster's path on its member.
@@ -98,8 +100,15 @@ impl Clock for At {
 }
 
 impl World {
-    /// The pair a (primary) and b, idle and healthy, as hub and members have them.
+    /// The pair a (primary) and b, idle and healthy, as hub and members have them; the
+    /// topology carries the controller's finalizer.
     fn pair() -> World {
+        let world = World::pair_without_finalizer();
+        world.edit(|topo| topo.metadata.finalizers = Some(vec![FINALIZER.into()]));
+        world
+    }
+
+    fn pair_without_finalizer() -> World {
         let mut sim = Sim::ring(&["a", "b"]);
         sim.topo.metadata.uid = Some("uid-pg".into());
         sim.topo.metadata.resource_version = Some("1".into());
@@ -143,21 +152,50 @@ impl World {
         change(&mut self.state.lock().unwrap().script);
     }
 
-    /// Asks for a switchover to `to` (a spec edit: a new generation and resourceVersion).
-    fn switch_to(&self, to: &str) {
+    /// Somebody else changes the topology on the hub (a new resourceVersion).
+    fn edit(&self, change: impl FnOnce(&mut DistributedTopology)) {
         let mut state = self.state.lock().unwrap();
         let State { hub, version, .. } = &mut *state;
         let topo = hub.as_mut().unwrap();
-        topo.spec.primary = to.into();
-        topo.metadata.generation = topo.metadata.generation.map(|g| g + 1);
+        change(topo);
         *version += 1;
         topo.metadata.resource_version = Some(version.to_string());
+    }
+
+    /// Asks for a switchover to `to` (a spec edit: a new generation).
+    fn switch_to(&self, to: &str) {
+        self.edit(|topo| {
+            topo.spec.primary = to.into();
+            topo.metadata.generation = topo.metadata.generation.map(|g| g + 1);
+        });
         self.sim.lock().unwrap().switch_to(to);
+    }
+
+    /// `kubectl delete`: the API server sets the deletion timestamp (finalizers pending).
+    fn delete(&self) {
+        self.edit(|topo| {
+            topo.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    Timestamp::from_second(1_800_000_000).unwrap(),
+                ));
+        });
     }
 
     /// The hub's topology as its watch delivers it.
     fn hub(&self) -> Arc<DistributedTopology> {
-        Arc::new(self.state.lock().unwrap().hub.clone().unwrap())
+        Arc::new(
+            self.state
+                .lock()
+                .unwrap()
+                .hub
+                .clone()
+                .expect("the topology"),
+        )
+    }
+
+    /// Whether the topology is gone from the hub.
+    fn gone(&self) -> bool {
+        self.state.lock().unwrap().hub.is_none()
     }
 
     async fn reconcile(&self, topo: Arc<DistributedTopology>) -> Result<Action, Error> {
@@ -229,6 +267,9 @@ fn hub_api(state: &Arc<Mutex<State>>) -> kube::Client {
     fake_api::client(move |call| {
         let mut state = state.lock().unwrap();
         state.calls.push(("hub".into(), call.clone()));
+        if call.method == "PATCH" && call.path == TOPOLOGY {
+            return patch_topology(&mut state, &call.body);
+        }
         if call.method != "PUT" || call.path != STATUS {
             // Events (and anything else): accepted as sent.
             return (201, call.body);
@@ -252,6 +293,23 @@ fn hub_api(state: &Arc<Mutex<State>>) -> kube::Client {
         state.hub = Some(written.clone());
         (200, serde_json::to_value(written).expect("JSON"))
     })
+}
+
+/// A merge patch of the topology's finalizers with a resourceVersion precondition; the last
+/// finalizer removed from an object being deleted deletes it.
+fn patch_topology(state: &mut State, patch: &Value) -> (u16, Value) {
+    let mut topo = state.hub.clone().expect("a topology");
+    if patch["metadata"]["resourceVersion"].as_str() != topo.metadata.resource_version.as_deref() {
+        return fake_api::conflict();
+    }
+    let finalizers: Vec<String> =
+        serde_json::from_value(patch["metadata"]["finalizers"].clone()).expect("finalizers");
+    state.version += 1;
+    topo.metadata.resource_version = Some(state.version.to_string());
+    let deleted = finalizers.is_empty() && topo.metadata.deletion_timestamp.is_some();
+    topo.metadata.finalizers = Some(finalizers);
+    state.hub = (!deleted).then(|| topo.clone());
+    (200, serde_json::to_value(topo).expect("JSON"))
 }
 
 /// Member `name`'s API server: merge patches of its Cluster, accepted unless scripted otherwise;
@@ -447,6 +505,106 @@ async fn a_change_with_no_patch_after_it_is_held_and_written_when_its_window_end
         "only Demote: {:?}",
         world.patches()
     );
+}
+
+#[tokio::test]
+async fn the_finalizer_is_added_before_anything_else_is_done() {
+    let world = World::pair_without_finalizer();
+    world.switch_to("b");
+    let action = world.reconcile(world.hub()).await.expect("a reconcile");
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "the changed object wakes us"
+    );
+    assert_eq!(
+        world.calls(),
+        [("hub".into(), "PATCH".into(), TOPOLOGY.into(), false)],
+        "only the finalizer"
+    );
+    assert_eq!(
+        world.hub().metadata.finalizers,
+        Some(vec![FINALIZER.into()])
+    );
+
+    world.reconcile(world.hub()).await.expect("a reconcile");
+    assert_eq!(world.step_on_hub(), Some(StepKind::Demote));
+}
+
+#[tokio::test]
+async fn deleting_an_idle_topology_releases_it_at_once() {
+    let world = World::pair();
+    world.reconcile(world.hub()).await.expect("a reconcile");
+    world.delete();
+    let action = world.reconcile(world.hub()).await.expect("a reconcile");
+    assert_eq!(action, Action::await_change());
+    assert!(world.gone(), "{:?}", world.calls());
+    assert!(world.patches().is_empty(), "no member is touched");
+}
+
+#[tokio::test]
+async fn deleting_a_topology_mid_switchover_finishes_the_switchover_first() {
+    let world = World::pair();
+    world.switch_to("b");
+    world.reconcile(world.hub()).await.expect("Demote");
+    world.delete();
+    for _ in 0..12 {
+        if world.gone() {
+            break;
+        }
+        world.deliver();
+        world.reconcile(world.hub()).await.expect("a reconcile");
+    }
+    assert!(world.gone(), "released once the switchover ended");
+    let patches = world.patches();
+    assert!(
+        patches
+            .iter()
+            .any(|(m, p)| m == "b" && p["spec"]["replica"]["promotionToken"].is_string()),
+        "b promoted: {patches:?}"
+    );
+    // The last status written records the switchover as succeeded.
+    let state = world.state.lock().unwrap();
+    let last = state
+        .calls
+        .iter()
+        .rev()
+        .find(|(who, c)| who == "hub" && c.method == "PUT")
+        .map(|(_, c)| c.body["status"]["history"].clone())
+        .expect("a status write");
+    assert_eq!(last[0]["outcome"], "Succeeded", "{last}");
+    // Nothing is sent to a member after the finalizer is removed.
+    let release = state
+        .calls
+        .iter()
+        .rposition(|(who, c)| who == "hub" && c.method == "PATCH")
+        .unwrap();
+    assert!(state.calls[release..].iter().all(|(who, _)| who == "hub"));
+}
+
+#[tokio::test]
+async fn deleting_a_topology_whose_switchover_holds_stops_it_and_releases_it() {
+    let world = World::pair();
+    world.switch_to("b");
+    world.script(|s| s.refuse_dry_runs = Some(403));
+    world.reconcile(world.hub()).await.expect("a reconcile");
+    let hub = world.hub();
+    let op = hub.status.as_ref().and_then(|s| s.operation.as_ref());
+    assert!(op.is_some_and(|op| op.hold.is_some()), "{op:?}");
+    world.delete();
+    world.reconcile(world.hub()).await.expect("a reconcile");
+    assert!(world.gone());
+    assert!(world.patches().is_empty(), "no member is touched");
+    let state = world.state.lock().unwrap();
+    let last = state
+        .calls
+        .iter()
+        .rev()
+        .find(|(who, c)| who == "hub" && c.method == "PUT")
+        .map(|(_, c)| c.body["status"].clone())
+        .expect("a status write");
+    assert!(last["operation"].is_null(), "{last}");
+    assert_eq!(last["history"][0]["outcome"], "Abandoned", "{last}");
 }
 
 #[test]

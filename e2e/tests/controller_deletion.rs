@@ -1,0 +1,156 @@
+#![forbid(unsafe_code)]
+//! Deleting a `DistributedTopology`: the controller's finalizer (`federator.dev/topology`) makes
+//! the deletion wait for the switchover in flight to finish, records it (an Event), then lets the
+//! object go; an idle topology goes at once. The members are left as the topology last had them.
+
+mod controller_support;
+
+use controller_support::{
+    Controller, Load, assert_rows_kept, deploy, reach, set_primary, wait_condition, wide_timeouts,
+};
+use e2e::emulator::faults;
+use e2e::emulator::testkit::{self, DEADLINE, Pair};
+use e2e::harness::{SharedLab, TestNamespace};
+use e2e::lab::health::wait_for;
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams};
+use serde_json::json;
+use topology::DistributedTopology;
+use topology::StepKind;
+use topology::conditions::kind;
+
+const FINALIZER: &str = "federator.dev/topology";
+
+/// Deletes the topology `pg`; returns it as the API server answered (still there: finalizers).
+async fn delete(hub: &Api<DistributedTopology>) -> DistributedTopology {
+    hub.delete("pg", &DeleteParams::default())
+        .await
+        .expect("deleting the topology")
+        .left()
+        .expect("the topology is kept until its finalizer is removed")
+}
+
+async fn wait_gone(hub: &Api<DistributedTopology>) {
+    wait_for("the topology to be gone", DEADLINE, || async move {
+        hub.get_opt("pg").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The message of the controller's `Released` Event on `pg` in `ns` (waits for it: Events are
+/// published off the reconcile's path).
+async fn released(lab: &SharedLab, ns: &str) -> String {
+    let events: Api<Event> = Api::namespaced(lab.admin("hub").await, ns);
+    let events = &events;
+    wait_for("the Released Event", DEADLINE, || async move {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find_map(|e| {
+            let about_pg = e.regarding.as_ref()?.name.as_deref() == Some("pg");
+            (about_pg && e.reason.as_deref() == Some("Released"))
+                .then(|| e.note.unwrap_or_default())
+        })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_idle_topology_is_immediate_and_changes_no_member() {
+    let lab = testkit::lab_with_emulators().await;
+    let ns = TestNamespace::create("ctl-delete-idle").await;
+    ns.grant_federator().await;
+    let pair = Pair::create(lab, ns.name()).await;
+    let members = [pair.a, pair.b];
+    let hub = deploy(
+        lab,
+        ns.name(),
+        &members,
+        json!({"star": {}}),
+        wide_timeouts(),
+    )
+    .await;
+    let _controller = Controller::start(lab, ns.name());
+    let ready = wait_condition(&hub, kind::READY).await;
+    assert_eq!(
+        ready.metadata.finalizers,
+        Some(vec![FINALIZER.to_owned()]),
+        "the controller adds its finalizer"
+    );
+    let a_before = pair.api_a.get(pair.a.name).await.expect("A").spec.replica;
+    let b_before = pair.api_b.get(pair.b.name).await.expect("B").spec.replica;
+
+    delete(&hub).await;
+    wait_gone(&hub).await;
+    let note = released(lab, ns.name()).await;
+    assert!(note.contains("primary now: pg-a"), "{note}");
+    assert_eq!(
+        pair.api_a.get(pair.a.name).await.expect("A").spec.replica,
+        a_before
+    );
+    assert_eq!(
+        pair.api_b.get(pair.b.name).await.expect("B").spec.replica,
+        b_before
+    );
+    pair.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_topology_mid_switchover_lets_the_switchover_finish_first() {
+    let lab = testkit::lab_with_emulators().await;
+    let ns = TestNamespace::create("ctl-delete-busy").await;
+    ns.grant_federator().await;
+    let pair = Pair::create(lab, ns.name()).await;
+    // A slower shutdown checkpoint widens AwaitToken, so the deletion lands inside it.
+    testkit::annotate(
+        &pair.api_a,
+        pair.a.name,
+        faults::SLOW_SHUTDOWN,
+        Some("1500ms"),
+    )
+    .await;
+    let members = [pair.a, pair.b];
+    let hub = deploy(
+        lab,
+        ns.name(),
+        &members,
+        json!({"star": {}}),
+        wide_timeouts(),
+    )
+    .await;
+    let _controller = Controller::start(lab, ns.name());
+    wait_condition(&hub, kind::READY).await;
+    let load = Load::start(lab, ns.name(), &members, true);
+
+    let generation = set_primary(&hub, pair.b.name).await;
+    let seen = reach(&hub, generation, StepKind::AwaitToken).await;
+    assert_eq!(
+        seen,
+        Some(StepKind::AwaitToken),
+        "the switchover is in flight"
+    );
+    let deleting = delete(&hub).await;
+    let op = deleting.status.as_ref().and_then(|s| s.operation.as_ref());
+    assert!(
+        op.is_some_and(|op| op.outcome.is_none()),
+        "deleted while the switchover runs: {op:#?}"
+    );
+
+    wait_gone(&hub).await;
+    let note = released(lab, ns.name()).await;
+    assert!(note.contains("primary now: pg-b"), "{note}");
+    // Finished, not stopped: B promoted and its token cleared, A follows B.
+    let b = pair.api_b.get(pair.b.name).await.expect("B");
+    let b_replica = b.spec.replica.expect("B's replica section");
+    assert_eq!(b_replica.primary.as_deref(), Some(pair.b.name));
+    assert_eq!(b_replica.promotion_token, None, "ClearToken ran");
+    let a = pair.api_a.get(pair.a.name).await.expect("A");
+    assert_eq!(
+        a.spec.replica.and_then(|r| r.primary).as_deref(),
+        Some(pair.b.name)
+    );
+    let acked = load.finish().await;
+    assert_rows_kept(lab, ns.name(), pair.b, &acked).await;
+    pair.delete().await;
+}
