@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::credential::MemberCredential;
 use crate::directory::is_member_name;
 use crate::error::{CredentialError, Result};
-use crate::kubeconfig::{self, Rules};
+use crate::kubeconfig::{self, Rules, Trust};
 use crate::origin::Origin;
 use crate::secret_data::data;
 
@@ -69,8 +69,9 @@ struct ExecProviderConfig {
 pub(crate) async fn from_secret(
     secret: &Secret,
     origin: Origin,
-    allow_plugins: bool,
+    trust: Trust,
 ) -> Result<MemberCredential> {
+    let allow_plugins = trust.allow_auth_plugins;
     let text =
         |key: &str| -> Option<&str> { data(secret, key).and_then(|b| std::str::from_utf8(b).ok()) };
     let invalid = |member: Option<&str>, message: String| CredentialError::Invalid {
@@ -88,6 +89,7 @@ pub(crate) async fn from_secret(
     let server =
         text("server").ok_or_else(|| invalid(Some(member), "no data key `server`".into()))?;
     let config_bytes = data(secret, "config").unwrap_or(b"{}");
+    kubeconfig::check_size(config_bytes.len(), Some(member), &origin, "data `config`")?;
     let config: ClusterConfig =
         serde_json::from_slice(config_bytes).map_err(|e| CredentialError::Parse {
             member: Some(member.to_owned()),
@@ -118,12 +120,26 @@ pub(crate) async fn from_secret(
             field: "config.execProviderConfig".into(),
         });
     }
+    // Refused here with Argo CD's field names; the kubeconfig checks would refuse them too,
+    // naming the kubeconfig fields they were translated to.
+    let unsafe_ = |field: &str, why| CredentialError::Unsafe {
+        member: member.to_owned(),
+        origin: origin.clone(),
+        field: field.to_owned(),
+        why,
+    };
+    if config.tls_client_config.insecure && !trust.allow_insecure_tls {
+        return Err(unsafe_(
+            "config.tlsClientConfig.insecure",
+            &kubeconfig::INSECURE_TLS,
+        ));
+    }
+    if config.proxy_url.as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err(unsafe_("config.proxyUrl", &kubeconfig::PROXY));
+    }
     let kubeconfig =
         to_kubeconfig(member, server, &config).map_err(|message| invalid(Some(member), message))?;
-    let rules = Rules {
-        allow_plugins,
-        allow_file_references: false,
-    };
+    let rules = Rules::for_secret(trust);
     let revision = kubeconfig::revision(&[
         b"argocd",
         member.as_bytes(),
@@ -216,19 +232,26 @@ pub(crate) mod tests {
         }
     }
 
-    async fn load(config: &str, allow_plugins: bool) -> Result<MemberCredential> {
-        let origin = Origin::Secret {
+    fn origin() -> Origin {
+        Origin::Secret {
             format: SecretFormat::ArgoCd,
             namespace: "argocd".into(),
             name: "cluster-eu-western".into(),
+        }
+    }
+
+    async fn load(config: &str, allow_plugins: bool) -> Result<MemberCredential> {
+        let trust = Trust {
+            allow_auth_plugins: allow_plugins,
+            ..Trust::default()
         };
-        from_secret(&argo_secret(config), origin, allow_plugins).await
+        from_secret(&argo_secret(config), origin(), trust).await
     }
 
     #[tokio::test]
     async fn a_bearer_token_cluster_secret_becomes_a_credential() {
         let config =
-            format!(r#"{{"bearerToken":"{TOKEN}","tlsClientConfig":{{"insecure":true}}}}"#);
+            format!(r#"{{"bearerToken":"{TOKEN}","tlsClientConfig":{{"insecure":false}}}}"#);
         let credential = load(&config, false).await.unwrap();
         assert_eq!(credential.name(), "eu-western");
         assert_eq!(credential.server(), "https://127.0.0.1:2/");
@@ -263,6 +286,59 @@ pub(crate) mod tests {
         let message = load(config, false).await.unwrap_err().to_string();
         assert!(message.contains("config.awsAuthConfig"), "{message}");
         assert!(load(config, true).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn insecure_tls_and_a_proxy_are_refused_with_argo_cd_field_names() {
+        let insecure =
+            format!(r#"{{"bearerToken":"{TOKEN}","tlsClientConfig":{{"insecure":true}}}}"#);
+        let message = load(&insecure, false).await.unwrap_err().to_string();
+        for needle in [
+            "config.tlsClientConfig.insecure",
+            "caData",
+            "--allow-insecure-member-tls",
+        ] {
+            assert!(message.contains(needle), "{needle:?} not in {message}");
+        }
+        assert!(!message.contains(TOKEN), "{message}");
+        let trusting = Trust {
+            allow_insecure_tls: true,
+            ..Trust::default()
+        };
+        from_secret(&argo_secret(&insecure), origin(), trusting)
+            .await
+            .expect("accepted when the operator opted in");
+
+        let proxy = r#"{"bearerToken":"t","proxyUrl":"http://10.1.2.3:3128"}"#;
+        let message = load(proxy, false).await.unwrap_err().to_string();
+        assert!(message.contains("config.proxyUrl"), "{message}");
+        assert!(!message.contains("10.1.2.3"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_http_server_is_refused() {
+        let mut secret = argo_secret(r#"{"bearerToken":"t"}"#);
+        secret.data.as_mut().unwrap().insert(
+            "server".into(),
+            ByteString(b"http://10.0.0.1:6443".to_vec()),
+        );
+        let message = from_secret(&secret, origin(), Trust::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(".server is an http:// URL"), "{message}");
+        assert!(message.contains("https://"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_config_is_not_parsed() {
+        let config = format!(
+            r#"{{"bearerToken":"t","padding":"{}"}}"#,
+            "x".repeat(crate::kubeconfig::MAX_KUBECONFIG_BYTES)
+        );
+        let message = load(&config, false).await.unwrap_err().to_string();
+        assert!(message.contains("data `config` is"), "{message}");
+        assert!(message.contains("limit"), "{message}");
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::credential::MemberCredential;
 use crate::error::{CredentialError, Result};
-use crate::kubeconfig::{self, Rules};
+use crate::kubeconfig::{self, Rules, Trust};
 use crate::origin::Origin;
 
 const EXTENSIONS: [&str; 3] = [".kubeconfig", ".yaml", ".yml"];
@@ -84,12 +84,12 @@ pub fn fingerprint(dir: &Path) -> Result<Fingerprint> {
 
 /// Reads every member kubeconfig in `dir`. Fails as a whole only when the directory cannot be
 /// listed; a bad file is one `Err` among the results.
-pub async fn load(dir: &Path, allow_plugins: bool) -> Result<DirectoryLoad> {
+pub async fn load(dir: &Path, trust: Trust) -> Result<DirectoryLoad> {
     // Fingerprint first: a file changed while we read is seen as changed on the next look.
     let fingerprint = fingerprint(dir)?;
     let mut results = Vec::new();
-    for (path, ..) in &fingerprint.0 {
-        results.push(load_file(path, allow_plugins).await);
+    for (path, size, ..) in &fingerprint.0 {
+        results.push(load_file(path, *size, trust).await);
     }
     Ok(DirectoryLoad {
         fingerprint,
@@ -97,7 +97,7 @@ pub async fn load(dir: &Path, allow_plugins: bool) -> Result<DirectoryLoad> {
     })
 }
 
-async fn load_file(path: &Path, allow_plugins: bool) -> Result<MemberCredential> {
+async fn load_file(path: &Path, size: u64, trust: Trust) -> Result<MemberCredential> {
     let origin = Origin::File(path.to_path_buf());
     let file_name = path
         .file_name()
@@ -114,12 +114,16 @@ async fn load_file(path: &Path, allow_plugins: bool) -> Result<MemberCredential>
             ),
         });
     }
+    kubeconfig::check_size(
+        usize::try_from(size).unwrap_or(usize::MAX),
+        Some(member),
+        &origin,
+        "the file",
+    )?;
     let bytes = std::fs::read(path).map_err(CredentialError::io("reading kubeconfig", path))?;
+    kubeconfig::check_size(bytes.len(), Some(member), &origin, "the file")?;
     let parsed = kubeconfig::read(path, member, &origin)?;
-    let rules = Rules {
-        allow_plugins,
-        allow_file_references: true,
-    };
+    let rules = Rules::for_file(trust);
     let revision = kubeconfig::revision(&[path.as_os_str().as_encoded_bytes(), &bytes]);
     kubeconfig::credential(parsed, member, origin, rules, revision).await
 }
@@ -151,7 +155,7 @@ mod tests {
         let exec = kubeconfig_with_user("    exec:\n      command: gke-gcloud-auth-plugin\n");
         std::fs::write(dir.path().join("eu-south.yml"), exec).unwrap();
 
-        let loaded = load(dir.path(), false).await.unwrap();
+        let loaded = load(dir.path(), Trust::default()).await.unwrap();
         let ok: Vec<_> = loaded.results.iter().flatten().map(|c| c.name()).collect();
         assert_eq!(ok, ["eu-central", "eu-western"]);
         let errors: Vec<_> = loaded
@@ -186,7 +190,7 @@ mod tests {
         std::fs::write(dir.path().join("token"), TOKEN).unwrap();
         let text = kubeconfig_with_user("    tokenFile: token\n");
         std::fs::write(dir.path().join("eu-central"), text).unwrap();
-        let loaded = load(dir.path(), false).await.unwrap();
+        let loaded = load(dir.path(), Trust::default()).await.unwrap();
         let credential = loaded.results.into_iter().next().unwrap().unwrap();
         assert_eq!(credential.auth_method(), crate::AuthMethod::TokenFile);
     }

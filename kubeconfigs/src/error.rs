@@ -35,6 +35,17 @@ pub enum CredentialError {
         field: String,
     },
 
+    /// A setting that would weaken how the member is reached (clear text, unverified TLS, a
+    /// proxy): named with the reason and the fix, never with its value.
+    #[error("member {member} ({origin}): {field} {}; refused. Fix: {}", .why[0], .why[1])]
+    Unsafe {
+        member: String,
+        origin: Origin,
+        field: String,
+        /// What the setting would do, and the fix (one static pair: keeps the error small).
+        why: &'static [&'static str; 2],
+    },
+
     #[error("{origin}: not a valid {format}{at}")]
     Parse {
         member: Option<String>,
@@ -94,6 +105,7 @@ impl CredentialError {
         match self {
             Self::PluginRefused { member, .. }
             | Self::FileReference { member, .. }
+            | Self::Unsafe { member, .. }
             | Self::Conflict { member, .. }
             | Self::Client { member, .. } => Some(member),
             Self::Parse { member, .. } | Self::Invalid { member, .. } => member.as_deref(),

@@ -24,5 +24,6 @@ pub use argocd::{
 };
 pub use credential::{AuthMethod, MemberCredential, Timeouts};
 pub use error::{CredentialError, Result};
+pub use kubeconfig::{MAX_KUBECONFIG_BYTES, Trust};
 pub use origin::{Origin, SecretFormat};
 pub use set::{CredentialOptions, CredentialSet, Snapshot};

@@ -154,10 +154,7 @@ mod tests {
             name: "member-eu-x".into(),
         };
         let parsed = crate::kubeconfig::parse(&text, Some("eu-x"), &origin).unwrap();
-        let rules = crate::kubeconfig::Rules {
-            allow_plugins: false,
-            allow_file_references: false,
-        };
+        let rules = crate::kubeconfig::Rules::for_secret(crate::Trust::default());
         let credential = crate::kubeconfig::credential(parsed, "eu-x", origin, rules, 1)
             .await
             .unwrap();

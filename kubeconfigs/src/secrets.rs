@@ -11,7 +11,7 @@ use crate::argocd;
 use crate::credential::MemberCredential;
 use crate::directory::is_member_name;
 use crate::error::{CredentialError, Result};
-use crate::kubeconfig::{self, Rules};
+use crate::kubeconfig::{self, Rules, Trust};
 use crate::origin::{Origin, SecretFormat};
 use crate::secret_data::data;
 
@@ -39,7 +39,7 @@ pub fn format_of(secret: &Secret) -> Option<SecretFormat> {
 }
 
 /// The credential a labelled Secret holds; `None` for a Secret of neither format.
-pub async fn from_secret(secret: &Secret, allow_plugins: bool) -> Option<Result<MemberCredential>> {
+pub async fn from_secret(secret: &Secret, trust: Trust) -> Option<Result<MemberCredential>> {
     let format = format_of(secret)?;
     let origin = Origin::Secret {
         format,
@@ -47,15 +47,15 @@ pub async fn from_secret(secret: &Secret, allow_plugins: bool) -> Option<Result<
         name: secret.name_any(),
     };
     Some(match format {
-        SecretFormat::Federator => federator_format(secret, origin, allow_plugins).await,
-        SecretFormat::ArgoCd => argocd::from_secret(secret, origin, allow_plugins).await,
+        SecretFormat::Federator => federator_format(secret, origin, trust).await,
+        SecretFormat::ArgoCd => argocd::from_secret(secret, origin, trust).await,
     })
 }
 
 async fn federator_format(
     secret: &Secret,
     origin: Origin,
-    allow_plugins: bool,
+    trust: Trust,
 ) -> Result<MemberCredential> {
     let member = secret
         .labels()
@@ -75,12 +75,10 @@ async fn federator_format(
         message: message.to_owned(),
     };
     let bytes = data(secret, KUBECONFIG_KEY).ok_or_else(|| invalid("no data key `kubeconfig`"))?;
+    kubeconfig::check_size(bytes.len(), Some(&member), &origin, "data `kubeconfig`")?;
     let text = std::str::from_utf8(bytes).map_err(|_| invalid("data `kubeconfig` is not UTF-8"))?;
     let parsed = kubeconfig::parse(text, Some(&member), &origin)?;
-    let rules = Rules {
-        allow_plugins,
-        allow_file_references: false,
-    };
+    let rules = Rules::for_secret(trust);
     let revision = kubeconfig::revision(&[b"federator", member.as_bytes(), bytes]);
     kubeconfig::credential(parsed, &member, origin, rules, revision).await
 }
@@ -92,9 +90,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_argo_cd_label_selects_the_argo_cd_format() {
-        let secret = argo_secret(r#"{"bearerToken":"t","tlsClientConfig":{"insecure":true}}"#);
+        let secret = argo_secret(r#"{"bearerToken":"t"}"#);
         assert_eq!(format_of(&secret), Some(SecretFormat::ArgoCd));
-        let credential = from_secret(&secret, false)
+        let credential = from_secret(&secret, Trust::default())
             .await
             .expect("the label selects the Argo CD format")
             .unwrap();

@@ -23,6 +23,7 @@ use crate::argocd;
 use crate::credential::MemberCredential;
 use crate::directory::{self, Fingerprint};
 use crate::error::{CredentialError, Result};
+use crate::kubeconfig::Trust;
 use crate::origin::SecretFormat;
 use crate::secrets;
 
@@ -35,8 +36,9 @@ pub struct CredentialOptions {
     pub secret_namespace: Option<String>,
     /// Hub namespace whose Argo CD cluster Secrets are read (Argo CD's own, usually `argocd`).
     pub argocd_namespace: Option<String>,
-    /// Accept `exec` / `auth-provider` plugins. Off unless the operator opts in.
-    pub allow_auth_plugins: bool,
+    /// What the operator trusts beyond the safe default (auth plugins, insecure TLS): off
+    /// unless opted in.
+    pub trust: Trust,
 }
 
 /// A credential, or why a source yielded none. Shared, because snapshots are cloned per change.
@@ -251,7 +253,7 @@ impl CredentialSet {
                     return Ok(None);
                 }
             }
-            directory::load(dir, self.inner.options.allow_auth_plugins)
+            directory::load(dir, self.inner.options.trust)
                 .await
                 .map(Some)
         }
@@ -339,7 +341,7 @@ impl CredentialSet {
     }
 
     async fn watch_source(&self, index: usize, hub: Client, source: SecretSourceSpec) {
-        let allow_plugins = self.inner.options.allow_auth_plugins;
+        let trust = self.inner.options.trust;
         let api: Api<Secret> = Api::namespaced(hub, &source.namespace);
         let what = format!("{} in namespace {}", source.what, source.namespace);
         let config = watcher::Config::default().labels(source.selector);
@@ -354,7 +356,7 @@ impl CredentialSet {
                 if secrets::format_of(&s) != Some(source.format) {
                     return None;
                 }
-                secrets::from_secret(&s, allow_plugins)
+                secrets::from_secret(&s, trust)
                     .await
                     .map(|r| r.map_err(Arc::new))
             };

@@ -29,6 +29,11 @@ pub struct Args {
     /// Accept member kubeconfigs that use `exec` or auth-provider plugins.
     #[arg(long)]
     allow_auth_plugins: bool,
+    /// Accept member kubeconfigs with `insecure-skip-tls-verify: true` (Argo CD:
+    /// `tlsClientConfig.insecure`), which let anyone on the path impersonate the member. For test
+    /// clusters only.
+    #[arg(long)]
+    allow_insecure_member_tls: bool,
     /// Namespaces of CNPG Clusters to watch on every member from the start (more are added as
     /// topologies name them).
     #[arg(long = "watch-namespace", default_value = "databases")]
@@ -126,7 +131,10 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
         directory: args.member_kubeconfigs.clone(),
         secret_namespace: Some(args.secret_namespace.clone()).filter(|ns| !ns.is_empty()),
         argocd_namespace: args.argocd_namespace.clone(),
-        allow_auth_plugins: args.allow_auth_plugins,
+        trust: kubeconfigs::Trust {
+            allow_auth_plugins: args.allow_auth_plugins,
+            allow_insecure_tls: args.allow_insecure_member_tls,
+        },
     });
     tokio::spawn({
         let credentials = credentials.clone();

@@ -49,7 +49,15 @@ pub async fn credentials(
             .labels()
             .get(kubeconfigs::secrets::CLUSTER_NAME_LABEL)
             .cloned();
-        match from_secret(secret, args.allow_auth_plugins).await {
+        match from_secret(
+            secret,
+            kubeconfigs::Trust {
+                allow_auth_plugins: args.allow_auth_plugins,
+                ..kubeconfigs::Trust::default()
+            },
+        )
+        .await
+        {
             Some(Ok(credential)) => {
                 out.insert(credential.name().to_owned(), Ok(credential));
             }

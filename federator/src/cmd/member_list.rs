@@ -148,7 +148,15 @@ async fn row(secret: &Secret, args: &Args) -> Row {
         error: None,
         namespaces: Vec::new(),
     };
-    let credential = match from_secret(secret, args.allow_auth_plugins).await {
+    let credential = match from_secret(
+        secret,
+        kubeconfigs::Trust {
+            allow_auth_plugins: args.allow_auth_plugins,
+            ..kubeconfigs::Trust::default()
+        },
+    )
+    .await
+    {
         Some(Ok(credential)) => credential,
         Some(Err(e)) => {
             row.error = Some(e.to_string());

@@ -40,9 +40,11 @@ pub(crate) fn load(files: &[PathBuf]) -> anyhow::Result<Manifests> {
     let mut errors = Vec::new();
     for file in files {
         let text = if file.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+            read_limited(std::io::stdin(), "stdin")?
         } else {
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+            let opened =
+                std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+            read_limited(opened, &file.display().to_string())?
         };
         if let Err(e) = manifests.add(&file.display().to_string(), &text) {
             errors.extend(e);
@@ -53,6 +55,28 @@ pub(crate) fn load(files: &[PathBuf]) -> anyhow::Result<Manifests> {
         bail!("cannot read the manifests:\n  {}", lines.join("\n  "));
     }
     Ok(manifests)
+}
+
+/// The largest manifest file read: topologies and Clusters are a few KiB each, and a file that
+/// never ends (`-f /dev/zero`) must not hang the CLI or exhaust its memory.
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
+
+/// At most [`MAX_MANIFEST_BYTES`] of `source` as UTF-8 text; more is an error naming `what`.
+fn read_limited(source: impl std::io::Read, what: &str) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    source
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what}"))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        bail!(
+            "reading {what}: larger than {} MiB, not a manifest; give the files with the \
+             DistributedTopology and Cluster documents",
+            MAX_MANIFEST_BYTES / (1024 * 1024)
+        );
+    }
+    String::from_utf8(bytes).with_context(|| format!("reading {what}: not UTF-8 text"))
 }
 
 /// One topology with the Clusters that belong to it (by topology name).

@@ -95,6 +95,7 @@ pub struct FailoverRequest {
     /// When the request was made (RFC 3339). A request is acted on once; to ask again for the
     /// same member, set a new value (`federator failover` does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub requested_at: Option<String>,
 }
 
@@ -104,17 +105,19 @@ pub struct FailoverRequest {
 pub struct Member {
     /// Topology name: the CNPG `externalClusters` entry that designates this cluster everywhere
     /// (its `spec.replica.self`, or its `metadata.name` when `self` is unset).
-    #[schemars(length(min = 1, max = 50))]
+    #[schemars(length(min = 1, max = 50), pattern(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
-    /// The member Kubernetes cluster that runs it (the key of its credentials on the hub).
-    #[schemars(length(min = 1, max = 253))]
+    /// The member Kubernetes cluster that runs it (the key of its credentials on the hub): a
+    /// DNS-1123 label.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub cluster: String,
     /// Namespace of the CNPG Cluster in that Kubernetes cluster.
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: String,
     /// `metadata.name` of the CNPG Cluster when it differs from `name`; its `spec.replica.self`
     /// must then equal `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 50), pattern(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub cluster_name: Option<String>,
 }
 
@@ -138,11 +141,15 @@ pub struct ShapeSpec {
     /// Members in circular order: each member's source is the previous one (the first follows
     /// the last). Sources never change; a switchover only moves `primary`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 64))]
+    #[schemars(length(min = 2, max = 64), inner(length(min = 1, max = 50)))]
     pub ring: Option<Vec<String>>,
     /// A tree of `member: source` edges. It is read as undirected and rooted at the primary, so a
     /// switchover re-roots it: sources on the path between the old and new primary flip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64, "x-kubernetes-validations" = [{
+        "rule": "self.all(m, size(m) >= 1 && size(m) <= 50 && size(self[m]) >= 1 && size(self[m]) <= 50)",
+        "message": "every key and value of spec.shape.cascade must be a member name (1 to 50 characters)",
+    }]))]
     pub cascade: Option<BTreeMap<String, String>>,
 }
 

@@ -146,6 +146,21 @@ fn check_members<'a>(
                         _ => "name the namespace of the CNPG Cluster",
                     },
                 );
+            } else if let Err(why) = dns1123_label(value) {
+                problems.push(
+                    format!("{}.{field}", path()),
+                    format!("{value:?} {why}"),
+                    match field {
+                        "cluster" => {
+                            "use the member cluster's name as `federator member list` shows it: \
+                             lowercase letters, digits and '-', at most 63 characters"
+                        }
+                        _ => {
+                            "use the namespace's name: lowercase letters, digits and '-', at \
+                             most 63 characters"
+                        }
+                    },
+                );
             }
         }
         if !locations.insert((&member.cluster, &member.namespace, member.cluster_name())) {
@@ -291,6 +306,22 @@ fn dns_label(name: &str) -> Result<(), String> {
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
     if !valid_chars || !bytes[0].is_ascii_lowercase() || bytes[bytes.len() - 1] == b'-' {
         return Err("is not a DNS-1035 label".into());
+    }
+    Ok(())
+}
+
+/// DNS-1123 label (what Kubernetes namespaces and Federator's member cluster names are).
+fn dns1123_label(name: &str) -> Result<(), String> {
+    const MAX: usize = 63;
+    if name.len() > MAX {
+        return Err(format!("is {} characters long (max {MAX})", name.len()));
+    }
+    let bytes = name.as_bytes();
+    let valid_chars = bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    if !valid_chars || bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
+        return Err("is not a DNS-1123 label".into());
     }
     Ok(())
 }
