@@ -1,9 +1,10 @@
 #![forbid(unsafe_code)]
-//! The hub apiserver frozen (SIGSTOP) during a switchover, at its step boundaries: the
-//! controller can neither record a step nor renew its Lease while the hub is frozen, and the
-//! switchover must still end Succeeded once the hub is back, under the never-two-primaries
-//! sampler and a writer whose acknowledged rows must all be on the new primary. Outcomes are in
-//! docs/faults.md ("Scenarios").
+//! The hub's control plane failing during a switchover: the hub apiserver frozen (SIGSTOP) at
+//! its step boundaries (the controller can neither record a step nor renew its Lease), and the
+//! lab's etcd (behind the hub and every member apiserver) restarted between the demotion and the
+//! token. The switchover must still end Succeeded once they are back, under the
+//! never-two-primaries sampler and a writer whose acknowledged rows must all be on the new
+//! primary. Outcomes are in docs/faults.md ("The hub and the control plane").
 
 mod controller_support;
 mod faults_support;
@@ -96,5 +97,46 @@ async fn the_hub_apiserver_frozen_at_each_step_boundary() {
         log.contains("stopping all writes"),
         "the controller never stepped down while the hub was frozen:\n{log}"
     );
+    s.pair.delete().await;
+}
+
+/// How long etcd stays down: several request timeouts of the controller and the emulators.
+const ETCD_DOWN: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_restarted_between_the_demotion_and_the_token() {
+    let s = Routed::start("flt-etcd", &[(faults::SLOW_SHUTDOWN, "1500ms")], &[]).await;
+    let load = Load::start(s.lab, s.ns.name(), &[s.pair.a, s.pair.b], true);
+    let generation = s.switch_to(s.pair.b.name).await;
+    let started = Instant::now();
+    let step = reach(&s.hub, generation, StepKind::AwaitDemotionStarted)
+        .await
+        .expect("the switchover finished before etcd was stopped");
+    let dir = s.lab.layout.root();
+    let stopped = e2e::lab::stop(dir, e2e::lab::ETCD)
+        .await
+        .expect("stopping etcd");
+    println!("etcd stopped at {step:?} ({stopped:?})");
+    tokio::time::sleep(ETCD_DOWN).await;
+    e2e::lab::start(dir, e2e::lab::ETCD)
+        .await
+        .expect("starting etcd again");
+    println!("etcd back after {ETCD_DOWN:?}");
+    let op = finished(&s.hub, generation, Duration::from_secs(300)).await;
+    println!("outcome {:?} after {:?}", op.outcome, started.elapsed());
+    assert_eq!(
+        op.outcome,
+        Some(Outcome::Succeeded),
+        "{op:#?}\ncontroller log:\n{}",
+        s.controller.log()
+    );
+    let topo = wait_condition(&s.hub, kind::READY).await;
+    assert_eq!(
+        topo.status.and_then(|st| st.observed_primary).as_deref(),
+        Some(s.pair.b.name)
+    );
+    let acked = load.finish().await;
+    assert_rows_kept(s.lab, s.ns.name(), s.pair.b, &acked).await;
+    assert!(!s.controller.log().contains("panicked"));
     s.pair.delete().await;
 }
