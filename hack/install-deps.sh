@@ -66,4 +66,5 @@ if $real; then
   bash hack/build-kube.sh node >/dev/null
   bash hack/build-coredns.sh >/dev/null
   bash hack/build-real-images.sh >/dev/null   # builds the CNPG operator first (hack/build-cnpg.sh)
+  bash hack/install-moto.sh >/dev/null        # the S3 endpoint of the WAL-archive channel (PyPI)
 fi

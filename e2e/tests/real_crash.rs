@@ -29,7 +29,8 @@ const LEASE: [&str; 2] = ["--lease-seconds", "3"];
 async fn real_kill_9_mid_switchover_then_a_new_controller_finishes() {
     let (lab, test_ns) = real_support::lab_and_namespace("real-crash").await;
     let ns = test_ns.name();
-    real_support::create_members(lab, ns, &[(A, B), (B, A)]).await;
+    real_support::create_members(lab, ns, &[(A, B), (B, A)], real_support::Channel::Streaming)
+        .await;
     let members = [A, B];
     let hub = deploy(lab, ns, &members, json!({"star": {}}), wide_timeouts()).await;
     let mut controller = Controller::start_with(lab, ns, "-0", &LEASE);

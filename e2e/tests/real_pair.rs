@@ -23,7 +23,8 @@ use serde_json::json;
 async fn real_pair_streaming_verify_full_switchover_and_back_under_writes() {
     let (lab, test_ns) = real_support::lab_and_namespace("real-pair").await;
     let ns = test_ns.name();
-    real_support::create_members(lab, ns, &[(A, B), (B, A)]).await;
+    real_support::create_members(lab, ns, &[(A, B), (B, A)], real_support::Channel::Streaming)
+        .await;
     real_support::assert_streams_verify_full(lab, ns, B, A).await;
     rotate(
         lab,

@@ -22,7 +22,13 @@ async fn real_ring_of_three_full_rotation_under_writes() {
     let (lab, test_ns) = real_support::lab_and_namespace("real-ring").await;
     let ns = test_ns.name();
     // A ring: each member's source is the previous one (A follows C once it is demoted).
-    real_support::create_members(lab, ns, &[(A, C), (B, A), (C, B)]).await;
+    real_support::create_members(
+        lab,
+        ns,
+        &[(A, C), (B, A), (C, B)],
+        real_support::Channel::Streaming,
+    )
+    .await;
     real_support::assert_streams_verify_full(lab, ns, C, B).await;
     rotate(
         lab,

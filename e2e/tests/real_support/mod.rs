@@ -106,20 +106,25 @@ pub fn streaming_cluster(
     })
 }
 
-/// The superuser Secret in `ns` of every member region.
-pub async fn create_superuser_secret(lab: &SharedLab, ns: &str, members: &[Member<'_>]) {
+/// A Secret `name` with `data` (string values) in `ns` of every member region.
+async fn create_secret_everywhere(
+    lab: &SharedLab,
+    ns: &str,
+    members: &[Member<'_>],
+    (name, type_): (&str, Option<&str>),
+    data: &[(&str, &str)],
+) {
     for m in members {
         let secret = Secret {
             metadata: ObjectMeta {
-                name: Some(REAL_SUPERUSER_SECRET.into()),
+                name: Some(name.into()),
                 namespace: Some(ns.into()),
                 ..Default::default()
             },
-            type_: Some("kubernetes.io/basic-auth".into()),
+            type_: type_.map(String::from),
             string_data: Some(
-                [("username", "postgres"), ("password", "lab-superuser-e2e")]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
             ),
             ..Default::default()
@@ -127,8 +132,20 @@ pub async fn create_superuser_secret(lab: &SharedLab, ns: &str, members: &[Membe
         let api: Api<Secret> = Api::namespaced(lab.admin(m.region).await, ns);
         api.create(&PostParams::default(), &secret)
             .await
-            .unwrap_or_else(|e| panic!("creating the superuser Secret on {}: {e}", m.region));
+            .unwrap_or_else(|e| panic!("creating Secret {name} on {}: {e}", m.region));
     }
+}
+
+/// The superuser Secret in `ns` of every member region.
+pub async fn create_superuser_secret(lab: &SharedLab, ns: &str, members: &[Member<'_>]) {
+    create_secret_everywhere(
+        lab,
+        ns,
+        members,
+        (REAL_SUPERUSER_SECRET, Some("kubernetes.io/basic-auth")),
+        &[("username", "postgres"), ("password", "lab-superuser-e2e")],
+    )
+    .await;
 }
 
 /// Copies `from`'s CA certificate (`<name>-ca`, `ca.crt` only) and replication client
@@ -228,22 +245,39 @@ pub async fn wait_rows(lab: &'static SharedLab, ns: &str, m: Member<'static>, va
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// How the members of a test topology replicate.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Channel {
+    /// Streaming with `verify-full` ([`streaming_cluster`]).
+    Streaming,
+    /// Through the object stores only ([`archive_cluster`]).
+    Archive,
+}
+
 /// Creates a distributed topology's Clusters as a user would on the real tier: the superuser
 /// Secret everywhere, then each member in order — the first is the primary (`initdb`, then table
-/// `t` with rows 1 and 2), each other one a `pg_basebackup` of its source — and after each, its
-/// CA and replication Secrets copied to every other region. Returns when every member is healthy
-/// and has the rows. `members[i].1` is member i's `replica.source`.
+/// `t` with rows 1 and 2), each other one a copy of its source. Streaming: `pg_basebackup`, and
+/// after each member its CA and replication Secrets copied to every other region. Archive: the S3
+/// Secret everywhere, a base backup of the primary, `recovery` from it. Returns when every member
+/// is healthy and has the rows. `members[i].1` is member i's `replica.source`.
 pub async fn create_members(
     lab: &'static SharedLab,
     ns: &str,
     members: &[(Member<'static>, Member<'static>)],
+    channel: Channel,
 ) {
     let all: Vec<Member<'static>> = members.iter().map(|(m, _)| *m).collect();
     let primary = all[0];
     create_superuser_secret(lab, ns, &all).await;
+    if channel == Channel::Archive {
+        create_s3_secret(lab, ns, &all).await;
+    }
     let started = std::time::Instant::now();
     for (m, source) in members {
-        let cluster = streaming_cluster(ns, *m, primary.name, source.name, &all);
+        let cluster = match channel {
+            Channel::Streaming => streaming_cluster(ns, *m, primary.name, source.name, &all),
+            Channel::Archive => archive_cluster(ns, *m, primary.name, source.name, &all),
+        };
         create_and_wait_healthy(lab, ns, *m, cluster).await;
         println!(
             "{} healthy on {} after {:.1}s",
@@ -258,9 +292,19 @@ pub async fn create_members(
                 .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)")
                 .await
                 .expect("writes on the primary");
+            if channel == Channel::Archive {
+                base_backup(lab, ns, primary).await;
+                println!(
+                    "base backup of {} after {:.1}s",
+                    m.name,
+                    started.elapsed().as_secs_f64()
+                );
+            }
         }
         wait_rows(lab, ns, *m, &[1, 2]).await;
-        share_secrets(lab, ns, *m, &all).await;
+        if channel == Channel::Streaming {
+            share_secrets(lab, ns, *m, &all).await;
+        }
     }
 }
 
@@ -289,4 +333,115 @@ pub async fn assert_streams_verify_full(
         "{} connects with sslmode=verify-full",
         replica.name
     );
+}
+
+/// The Secret holding the S3 credentials (moto accepts any), in every region.
+pub const S3_SECRET: &str = "s3-credentials";
+
+/// The object store of member `m`: its own bucket on the lab's S3 endpoint (moto, in the lab
+/// namespace).
+fn object_store(ns: &str, m: Member<'_>) -> serde_json::Value {
+    json!({
+        "destinationPath": format!("s3://{ns}-{}/", m.name),
+        "endpointURL": format!(
+            "http://{}:{}",
+            e2e::lab::real::plan::S3_ADDRESS,
+            e2e::lab::real::plan::S3_PORT
+        ),
+        "s3Credentials": {
+            "accessKeyId": {"name": S3_SECRET, "key": "ACCESS_KEY_ID"},
+            "secretAccessKey": {"name": S3_SECRET, "key": "ACCESS_SECRET_KEY"},
+        },
+        // Each barman-cloud call costs seconds on a loaded machine: restore ahead in parallel.
+        "wal": {"maxParallel": 4},
+    })
+}
+
+/// A member Cluster of a distributed topology replicating through the WAL archive only (the
+/// CloudNativePG blog's setup): its own backup to its bucket, every member in `externalClusters`
+/// with only its object store; `initdb` for the primary, `recovery` from the source's base backup
+/// for the others. `archive_timeout` is 30 s (CNPG's default is 5 min) so an idle primary's WAL
+/// reaches the replicas, yet a replica restoring a segment in several seconds keeps up.
+pub fn archive_cluster(
+    ns: &str,
+    this: Member<'_>,
+    primary: &str,
+    source: &str,
+    members: &[Member<'_>],
+) -> serde_json::Value {
+    let externals: Vec<serde_json::Value> = members
+        .iter()
+        .map(|m| json!({"name": m.name, "barmanObjectStore": object_store(ns, *m)}))
+        .collect();
+    let bootstrap = if primary == this.name {
+        json!({"initdb": {"database": "app", "owner": "app"}})
+    } else {
+        json!({"recovery": {"source": source}})
+    };
+    json!({
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": this.name, "namespace": ns},
+        "spec": {
+            "instances": 1,
+            "storage": {"size": "1Gi"},
+            "smartShutdownTimeout": 5,
+            "enableSuperuserAccess": true,
+            "superuserSecret": {"name": REAL_SUPERUSER_SECRET},
+            "postgresql": {"parameters": {"archive_timeout": "30s"}},
+            "backup": {"barmanObjectStore": object_store(ns, this)},
+            "bootstrap": bootstrap,
+            "replica": {"primary": primary, "source": source},
+            "externalClusters": externals,
+        },
+    })
+}
+
+/// The S3 credentials Secret in `ns` of every member region.
+pub async fn create_s3_secret(lab: &SharedLab, ns: &str, members: &[Member<'_>]) {
+    create_secret_everywhere(
+        lab,
+        ns,
+        members,
+        (S3_SECRET, None),
+        &[
+            ("ACCESS_KEY_ID", "lab"),
+            ("ACCESS_SECRET_KEY", "lab-secret"),
+        ],
+    )
+    .await;
+}
+
+/// A base backup of `m` to its object store (a `Backup` object), waited for until completed.
+pub async fn base_backup(lab: &SharedLab, ns: &str, m: Member<'_>) {
+    let resource = kube::discovery::ApiResource {
+        group: "postgresql.cnpg.io".into(),
+        version: "v1".into(),
+        api_version: "postgresql.cnpg.io/v1".into(),
+        kind: "Backup".into(),
+        plural: "backups".into(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(lab.admin(m.region).await, ns, &resource);
+    let name = format!("{}-base", m.name);
+    let mut backup = DynamicObject::new(&name, &resource);
+    backup.data = json!({"spec": {"cluster": {"name": m.name}, "method": "barmanObjectStore"}});
+    api.create(&PostParams::default(), &backup)
+        .await
+        .unwrap_or_else(|e| panic!("creating Backup {name}: {e}"));
+    let name = &name;
+    wait_for(&format!("Backup {name} completed"), CLUSTER_WITHIN, || {
+        let api = api.clone();
+        async move {
+            let b = api.get(name).await.ok()?;
+            let phase = b.data["status"]["phase"].as_str().unwrap_or_default();
+            assert_ne!(
+                phase, "failed",
+                "Backup {name} failed: {}",
+                b.data["status"]
+            );
+            (phase == "completed").then_some(())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -11,6 +11,7 @@ const BUILD_KUBE: &str = include_str!("../../../../hack/build-kube.sh");
 const BUILD_COREDNS: &str = include_str!("../../../../hack/build-coredns.sh");
 const BUILD_CNPG: &str = include_str!("../../../../hack/build-cnpg.sh");
 const BUILD_IMAGES: &str = include_str!("../../../../hack/build-real-images.sh");
+const INSTALL_MOTO: &str = include_str!("../../../../hack/install-moto.sh");
 
 /// Host programs the tier needs (Debian packages `containerd`, `runc`, `iproute2`,
 /// `util-linux`, `iptables`, `containernetworking-plugins`).
@@ -61,6 +62,8 @@ pub struct Artifacts {
     pub pause_image: String,
     /// The lab's `federator-lab-netns-proxy`, built next to the running binary.
     pub netns_proxy: PathBuf,
+    /// The python of moto's virtualenv (the S3 endpoint of the WAL-archive channel).
+    pub moto_python: PathBuf,
 }
 
 /// An OCI archive and the reference it is imported as.
@@ -138,6 +141,10 @@ pub fn find() -> Result<Artifacts> {
     let suite = script_value(BUILD_IMAGES, "SUITE")?;
     let pg_major = script_value(BUILD_IMAGES, "PG_MAJOR")?;
     let images_dir = cache.join("images");
+    let moto = cache.join(format!("moto-{}", script_value(INSTALL_MOTO, "VERSION")?));
+    if !moto.join(".complete").is_file() {
+        return Err(missing("moto (the S3 endpoint)", &moto));
+    }
 
     let pg_archive = images_dir.join(format!("postgresql-{pg_major}-{suite}-r{recipe}.oci.tar"));
     let pg_archive = file("the PostgreSQL image", pg_archive)?;
@@ -205,6 +212,7 @@ pub fn find() -> Result<Artifacts> {
         postgres_image,
         pause_image,
         netns_proxy,
+        moto_python: moto.join("bin/python"),
     })
 }
 

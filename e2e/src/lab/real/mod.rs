@@ -97,9 +97,12 @@ impl RealOptions {
 
 /// Names of every node component of the plan, in start order.
 pub fn component_names(plan: &RealPlan) -> Vec<String> {
-    plan.regions
-        .iter()
-        .flat_map(|r| node::NODE_KINDS.map(|k| node::component_name(&r.member, k)))
+    std::iter::once(node::S3.to_owned())
+        .chain(
+            plan.regions
+                .iter()
+                .flat_map(|r| node::NODE_KINDS.map(|k| node::component_name(&r.member, k))),
+        )
         .collect()
 }
 
@@ -185,6 +188,7 @@ pub async fn start_nodes(
             state.upsert(component);
         }
     }
+    state.upsert(node::s3_component(layout, plan, artifacts)?);
     state.save(layout)?;
     // The proxies and containerds first (the images go in before a kubelet asks for them).
     let names = |kinds: &[&str]| -> Vec<String> {
@@ -193,7 +197,8 @@ pub async fn start_nodes(
             .flat_map(|r| kinds.iter().map(|k| node::component_name(&r.member, k)))
             .collect()
     };
-    let first = names(&["netns-proxy", "containerd"]);
+    let mut first = names(&["netns-proxy", "containerd"]);
+    first.push(node::S3.to_owned());
     let first: Vec<&str> = first.iter().map(String::as_str).collect();
     ensure_running(layout, state, &first, COMPONENT_WITHIN).await?;
     for region in &plan.regions {

@@ -31,6 +31,9 @@ pub fn create(plan: &RealPlan) -> Result<()> {
         &["-n", &lab, "link", "add", LAB_BRIDGE, "type", "bridge"],
     )?;
     run("ip", &["-n", &lab, "link", "set", LAB_BRIDGE, "up"])?;
+    // The S3 endpoint's address: the only one in the lab namespace, on the bridge itself.
+    let s3 = format!("{}/{NODE_PREFIX_LEN}", super::plan::S3_ADDRESS);
+    run("ip", &["-n", &lab, "addr", "add", &s3, "dev", LAB_BRIDGE])?;
     for region in &plan.regions {
         create_region(plan, region)?;
     }
@@ -62,6 +65,20 @@ fn create_region(plan: &RealPlan, region: &RegionPlan) -> Result<()> {
         &["-n", &lab, "link", "set", &port, "master", LAB_BRIDGE],
     )?;
     run("ip", &["-n", &lab, "link", "set", &port, "up"])?;
+    // The S3 endpoint in the lab namespace answers this region's pods through their node.
+    let node = region.node_ip().to_string();
+    run(
+        "ip",
+        &[
+            "-n",
+            &lab,
+            "route",
+            "replace",
+            &region.pod_cidr(),
+            "via",
+            &node,
+        ],
+    )?;
     let address = format!("{}/{NODE_PREFIX_LEN}", region.node_ip());
     run("ip", &["-n", &ns, "addr", "add", &address, "dev", "eth0"])?;
     run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;

@@ -348,3 +348,43 @@ pub fn components(
         coredns,
     ]
 }
+
+/// The component name of the lab's S3 endpoint.
+pub const S3: &str = "s3";
+
+/// moto's server in the lab namespace, listening on the lab bridge. Started as
+/// `python DIR/real/s3/moto_server.py`, so its command line names the lab (moto's own entry
+/// point takes no argument to mark it with).
+pub fn s3_component(
+    layout: &LabLayout,
+    plan: &RealPlan,
+    artifacts: &Artifacts,
+) -> Result<Component> {
+    let script = plan.dir().join("s3").join("moto_server.py");
+    write(
+        &script,
+        &format!(
+            "# The lab's S3 endpoint (e2e::lab::real::node::s3_component).\n\
+             import sys\nfrom moto.server import main\n\
+             sys.exit(main([\"-H\", \"{}\", \"-p\", \"{}\"]))\n",
+            super::plan::S3_ADDRESS,
+            super::plan::S3_PORT
+        ),
+    )?;
+    Ok(Component {
+        name: S3.into(),
+        kind: "s3".into(),
+        region: None,
+        ports: Vec::new(),
+        program: PathBuf::from("nsenter"),
+        args: vec![
+            format!("--net={}", d(&plan.lab_netns_path())),
+            "--".into(),
+            d(&artifacts.moto_python),
+            d(&script),
+        ],
+        log: layout.log_file(S3),
+        health: HealthCheck::Alive,
+        pid: None,
+    })
+}

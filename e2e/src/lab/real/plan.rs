@@ -28,6 +28,11 @@ pub fn lab_id(root: &Path) -> String {
 
 /// The subnet of the lab bridge (node IPs).
 pub const NODE_PREFIX_LEN: u8 = 24;
+/// The S3 endpoint (moto) of the WAL-archive channel: on the lab bridge, in the lab namespace,
+/// reached by every region's pods through their node (`http://10.250.0.1:9000`).
+pub const S3_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
+pub const S3_PORT: u16 = 9000;
+
 /// Name of the lab bridge in the lab namespace.
 pub const LAB_BRIDGE: &str = "labbr";
 /// Cluster domain of every member (plain manifests keep working); each member's Services are
@@ -80,6 +85,15 @@ impl RealPlan {
     /// `DIR/real/`: configuration, containerd's images, kubelet's directory, volumes.
     pub fn dir(&self) -> PathBuf {
         self.root.join("real")
+    }
+
+    pub fn lab_netns_path(&self) -> PathBuf {
+        Path::new("/run/netns").join(self.lab_netns())
+    }
+
+    /// The S3 endpoint's URL as pods use it.
+    pub fn s3_endpoint(&self) -> String {
+        format!("http://{S3_ADDRESS}:{S3_PORT}")
     }
 
     /// `/run/<lab id>/`: sockets and runtime state (short paths: a unix socket path has at most
