@@ -40,6 +40,12 @@ pub struct LabStatus {
     pub components: Vec<ComponentStatus>,
     /// `lab.kubeconfig` (four contexts) first, then one per region.
     pub kubeconfigs: Vec<PathBuf>,
+    /// The real tier: each member's node (`federator-lab status` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<super::real::status::NodeStatus>,
+    /// The real tier: every pod of each member (the operator, the Clusters' instances).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<super::real::status::PodStatus>,
 }
 
 /// Probes every recorded component (concurrently).
@@ -47,7 +53,14 @@ pub async fn status(dir: impl AsRef<Path>) -> Result<LabStatus> {
     let layout = LabLayout::open(dir.as_ref())?;
     let state =
         LabState::load(&layout)?.ok_or_else(|| LabError::NotRunning(dir.as_ref().to_path_buf()))?;
-    Ok(of_state(&layout, &state).await)
+    let mut status = of_state(&layout, &state).await;
+    if let Some(real) = &state.real {
+        let (nodes, pods) = super::real::status::nodes_and_pods(&layout, &real.members).await;
+        status.healthy &= nodes.iter().all(|n| n.ready);
+        status.nodes = nodes;
+        status.pods = pods;
+    }
+    Ok(status)
 }
 
 pub(crate) async fn of_state(layout: &LabLayout, state: &LabState) -> LabStatus {
@@ -62,6 +75,8 @@ pub(crate) async fn of_state(layout: &LabLayout, state: &LabState) -> LabStatus 
         cnpg_crd_source: state.cnpg_crd_source.clone(),
         components,
         kubeconfigs,
+        nodes: Vec::new(),
+        pods: Vec::new(),
     }
 }
 
@@ -118,6 +133,29 @@ impl fmt::Display for LabStatus {
                 ports,
                 health,
                 c.problem.as_deref().unwrap_or("")
+            )?;
+        }
+        for n in &self.nodes {
+            let ready = if n.ready { "Ready" } else { "NOT Ready" };
+            writeln!(f, "node {:<18} {:<12} {ready}", n.name, n.region)?;
+        }
+        if !self.pods.is_empty() {
+            writeln!(
+                f,
+                "{:<12} {:<24} {:<44} {:<10} {:<6} IP",
+                "REGION", "NAMESPACE", "POD", "PHASE", "READY"
+            )?;
+        }
+        for p in &self.pods {
+            writeln!(
+                f,
+                "{:<12} {:<24} {:<44} {:<10} {:<6} {}",
+                p.region,
+                p.namespace,
+                p.name,
+                p.phase,
+                if p.ready { "yes" } else { "no" },
+                p.ip.as_deref().unwrap_or("-")
             )?;
         }
         if let Some(source) = &self.cnpg_crd_source {

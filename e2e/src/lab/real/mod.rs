@@ -16,6 +16,7 @@ pub mod netns_proxy;
 pub mod node;
 pub mod plan;
 pub mod postgres;
+pub mod status;
 pub mod sweep;
 pub mod sysctls;
 
