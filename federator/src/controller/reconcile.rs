@@ -70,7 +70,6 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
         ctx: &ctx,
         stored: &stored,
         view: &view,
-        operation: plan.operation.clone(),
         written: None,
     };
     loop {
@@ -99,8 +98,6 @@ struct Run<'a> {
     /// The topology as decided on; its resourceVersion is the status write's precondition.
     stored: &'a Arc<DistributedTopology>,
     view: &'a View,
-    /// The operation decided on (the patch gate remembers a patch by it).
-    operation: Option<String>,
     /// The hub's answer to this reconcile's status write.
     written: Option<DistributedTopology>,
 }
@@ -181,6 +178,7 @@ impl Run<'_> {
                 }
                 Effect::Patch {
                     action,
+                    operation,
                     cluster,
                     answers,
                 } => {
@@ -195,7 +193,7 @@ impl Run<'_> {
                     }
                     act::send(ctx.members.as_ref(), &stored.spec.members, action, false).await?;
                     if let (Some(cluster), Some(uid)) = (cluster, &stored.metadata.uid) {
-                        let operation = self.operation.as_deref();
+                        let operation = operation.as_deref();
                         ctx.ledger.accepted(uid, operation, action, cluster.clone());
                     }
                     return Ok(Flow::Stop);

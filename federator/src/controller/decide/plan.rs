@@ -76,6 +76,8 @@ pub enum Effect {
     /// The one member patch, sent only after the status write succeeded, only while leading.
     Patch {
         action: Action,
+        /// The running operation it belongs to (what the ledger remembers it by).
+        operation: Option<String>,
         /// The member Cluster it goes to (what the ledger remembers it by).
         cluster: Option<ClusterKey>,
         /// When the member change this patch answers was delivered (the start of
@@ -241,6 +243,7 @@ pub fn decide(input: &Input<'_>, refused: Option<&str>) -> Plan {
             .flatten();
         effects.push(Effect::Patch {
             action,
+            operation: operation.clone(),
             cluster,
             answers,
         });
@@ -249,10 +252,14 @@ pub fn decide(input: &Input<'_>, refused: Option<&str>) -> Plan {
     } else {
         requeue_after = sooner(requeue_after, rotation.requeue_after);
     }
+    // The logs name the operation running, or the one this decision finished.
+    let finished = decided
+        .finished_operation
+        .and(decided.status.history.last());
     Plan {
         effects,
         requeue_after,
-        operation,
+        operation: operation.or_else(|| finished.map(|op| op.id.clone())),
     }
 }
 
