@@ -9,8 +9,6 @@
 
 #[path = "switchover/controller.rs"]
 mod controller;
-#[path = "../tests/controller_support/mod.rs"]
-mod controller_support;
 #[path = "switchover/drive.rs"]
 mod drive;
 #[path = "switchover/probe.rs"]
@@ -23,7 +21,7 @@ mod timeline;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use e2e::emulator::testkit::{self, DEADLINE, Member};
+use e2e::harness::testkit::{self, DEADLINE, Member};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
 use serde_json::{Value, json};

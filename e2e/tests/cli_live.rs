@@ -5,14 +5,12 @@
 //! `version` with the hub's side; one `--timeout` duration syntax (a bare number is a usage
 //! error, exit 2); completion; and the binary run as the kubectl plugin `kubectl-federator`.
 
-mod controller_support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use controller_support::{deploy, federator_binary, wide_timeouts};
-use e2e::emulator::testkit;
 use e2e::harness::TestNamespace;
+use e2e::harness::controller::{deploy, federator_binary, wide_timeouts};
+use e2e::harness::testkit;
 use serde_json::json;
 
 /// The lab's kubeconfig with the `hub` context's namespace set to `namespace`.

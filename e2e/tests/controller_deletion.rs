@@ -3,22 +3,17 @@
 //! the deletion wait for the switchover in flight to finish, records it (an Event), then lets the
 //! object go; an idle topology goes at once. The members are left as the topology last had them.
 
-mod controller_support;
-
-use controller_support::{
-    Controller, Load, assert_rows_kept, deploy, reach, set_primary, wait_condition, wide_timeouts,
-};
 use e2e::emulator::faults;
-use e2e::emulator::testkit::{self, DEADLINE, Pair};
-use e2e::harness::{SharedLab, TestNamespace};
+use e2e::harness::SharedLab;
+use e2e::harness::controller::{Load, assert_rows_kept, reach, set_primary};
+use e2e::harness::setup::Setup;
+use e2e::harness::testkit::DEADLINE;
 use e2e::lab::health::wait_for;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
-use serde_json::json;
 use topology::DistributedTopology;
 use topology::StepKind;
-use topology::conditions::kind;
 
 const FINALIZER: &str = "federator.dev/topology";
 
@@ -58,32 +53,19 @@ async fn released(lab: &SharedLab, ns: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_idle_topology_is_immediate_and_changes_no_member() {
-    let lab = testkit::lab_with_emulators().await;
-    let ns = TestNamespace::create("ctl-delete-idle").await;
-    ns.grant_federator().await;
-    let pair = Pair::create(lab, ns.name()).await;
-    let members = [pair.a, pair.b];
-    let hub = deploy(
-        lab,
-        ns.name(),
-        &members,
-        json!({"star": {}}),
-        wide_timeouts(),
-    )
-    .await;
-    let _controller = Controller::start(lab, ns.name());
-    let ready = wait_condition(&hub, kind::READY).await;
+    let t = Setup::pair("ctl-delete-idle").ready().await;
     assert_eq!(
-        ready.metadata.finalizers,
+        t.ready.metadata.finalizers,
         Some(vec![FINALIZER.to_owned()]),
         "the controller adds its finalizer"
     );
+    let (pair, hub) = (&t.pair, &t.hub);
     let a_before = pair.api_a.get(pair.a.name).await.expect("A").spec.replica;
     let b_before = pair.api_b.get(pair.b.name).await.expect("B").spec.replica;
 
-    delete(&hub).await;
-    wait_gone(&hub).await;
-    let note = released(lab, ns.name()).await;
+    delete(hub).await;
+    wait_gone(hub).await;
+    let note = released(t.lab, t.ns()).await;
     assert!(note.contains("primary now: pg-a"), "{note}");
     assert_eq!(
         pair.api_a.get(pair.a.name).await.expect("A").spec.replica,
@@ -93,52 +75,35 @@ async fn deleting_an_idle_topology_is_immediate_and_changes_no_member() {
         pair.api_b.get(pair.b.name).await.expect("B").spec.replica,
         b_before
     );
-    pair.delete().await;
+    t.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_topology_mid_switchover_lets_the_switchover_finish_first() {
-    let lab = testkit::lab_with_emulators().await;
-    let ns = TestNamespace::create("ctl-delete-busy").await;
-    ns.grant_federator().await;
-    let pair = Pair::create(lab, ns.name()).await;
     // A slower shutdown checkpoint widens AwaitToken, so the deletion lands inside it.
-    testkit::annotate(
-        &pair.api_a,
-        pair.a.name,
-        faults::SLOW_SHUTDOWN,
-        Some("1500ms"),
-    )
-    .await;
-    let members = [pair.a, pair.b];
-    let hub = deploy(
-        lab,
-        ns.name(),
-        &members,
-        json!({"star": {}}),
-        wide_timeouts(),
-    )
-    .await;
-    let _controller = Controller::start(lab, ns.name());
-    wait_condition(&hub, kind::READY).await;
-    let load = Load::start(lab, ns.name(), &members, true);
+    let t = Setup::pair("ctl-delete-busy")
+        .fault(faults::SLOW_SHUTDOWN, "1500ms")
+        .ready()
+        .await;
+    let (lab, pair, hub) = (t.lab, &t.pair, &t.hub);
+    let load = Load::start(lab, t.ns(), &t.members(), true);
 
-    let generation = set_primary(&hub, pair.b.name).await;
-    let seen = reach(&hub, generation, StepKind::AwaitToken).await;
+    let generation = set_primary(hub, pair.b.name).await;
+    let seen = reach(hub, generation, StepKind::AwaitToken).await;
     assert_eq!(
         seen,
         Some(StepKind::AwaitToken),
         "the switchover is in flight"
     );
-    let deleting = delete(&hub).await;
+    let deleting = delete(hub).await;
     let op = deleting.status.as_ref().and_then(|s| s.operation.as_ref());
     assert!(
         op.is_some_and(|op| op.outcome.is_none()),
         "deleted while the switchover runs: {op:#?}"
     );
 
-    wait_gone(&hub).await;
-    let note = released(lab, ns.name()).await;
+    wait_gone(hub).await;
+    let note = released(lab, t.ns()).await;
     assert!(note.contains("primary now: pg-b"), "{note}");
     // Finished, not stopped: B promoted and its token cleared, A follows B.
     let b = pair.api_b.get(pair.b.name).await.expect("B");
@@ -151,6 +116,6 @@ async fn deleting_a_topology_mid_switchover_lets_the_switchover_finish_first() {
         Some(pair.b.name)
     );
     let acked = load.finish().await;
-    assert_rows_kept(lab, ns.name(), pair.b, &acked).await;
-    pair.delete().await;
+    assert_rows_kept(lab, t.ns(), pair.b, &acked).await;
+    t.finish().await;
 }

@@ -11,16 +11,14 @@
 //! back in recovery, never writable. A sampler asks every reachable instance
 //! `pg_is_in_recovery()` every ~100 ms throughout: never two writable primaries.
 
-mod controller_support;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use controller_support::{Controller, Load, deploy, federator_binary, pg, wait_condition};
 use e2e::emulator::EmulatorLayout;
-use e2e::emulator::testkit::{self, DEADLINE, Member};
+use e2e::harness::controller::{Controller, Load, deploy, federator_binary, pg, wait_condition};
+use e2e::harness::testkit::{self, DEADLINE, Member};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
 use kube::Api;
@@ -173,7 +171,7 @@ async fn failover_from_a_stopped_region_then_the_old_primary_returns_fenced() {
         &name,
         &members,
         json!({"star": {}}),
-        controller_support::wide_timeouts(),
+        e2e::harness::controller::wide_timeouts(),
     )
     .await;
     let _controller = Controller::start(lab, &name);

@@ -7,16 +7,14 @@
 //! (foreign system id) or is refused by CNPG and rolled back (LSN 0/0). A promotion token is
 //! cleared once promoted (#9273), so the switchover back can demote the new primary.
 
-mod controller_support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use controller_support::{
+use e2e::emulator::faults;
+use e2e::harness::controller::{
     Controller, Load, assert_rows_kept, deploy, switchover, wait_condition, wide_timeouts,
 };
-use e2e::emulator::faults;
-use e2e::emulator::testkit::{self, DEADLINE, Pair};
+use e2e::harness::testkit::{self, DEADLINE, Pair};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
 use futures::{StreamExt, TryStreamExt};
@@ -514,7 +512,7 @@ async fn a_token_the_target_refuses_is_rolled_back_and_the_old_primary_takes_wri
         .expect("a write on A after the rollback");
     let (ns_name, b) = (ns.name(), pair.b);
     wait_for("B to replay the write made on A", DEADLINE, || async move {
-        let client = controller_support::pg(lab, ns_name, b, Duration::from_secs(2)).await?;
+        let client = e2e::harness::controller::pg(lab, ns_name, b, Duration::from_secs(2)).await?;
         let row = client
             .query_one("SELECT count(*) FROM t WHERE x = -1", &[])
             .await

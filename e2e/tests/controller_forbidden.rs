@@ -5,12 +5,10 @@
 //! exactly one Warning Event for it, and backs its watches off instead of retrying several times
 //! a second (the log does not flood).
 
-mod controller_support;
-
 use std::time::Duration;
 
-use controller_support::{Controller, deploy, http_get, sample, wait_metric, wide_timeouts};
-use e2e::emulator::testkit::{DEADLINE, Member};
+use e2e::harness::controller::{Controller, deploy, http_get, sample, wait_metric, wide_timeouts};
+use e2e::harness::testkit::{DEADLINE, Member};
 use e2e::harness::{self, TestNamespace};
 use e2e::lab::health::wait_for;
 use k8s_openapi::api::events::v1::Event;

@@ -5,15 +5,13 @@
 //! switchover; and a leader whose Lease is handed to another holder stops writing at once —
 //! neither status nor member patches — until it holds the Lease again.
 
-mod controller_support;
-
 use std::time::{Duration, Instant};
 
-use controller_support::{
+use e2e::harness::controller::{
     Controller, Load, assert_rows_kept, deploy, http_get, sample, set_primary, switchover,
     wait_condition, wait_metric, wide_timeouts,
 };
-use e2e::emulator::testkit::{self, DEADLINE, Pair};
+use e2e::harness::testkit::{self, DEADLINE, Pair};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
 use k8s_openapi::api::coordination::v1::Lease;

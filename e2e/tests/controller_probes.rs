@@ -4,13 +4,11 @@
 //! holder is cleared when the process has exited), so the other replica need not wait for it
 //! to expire.
 
-mod controller_support;
-
 use std::time::Duration;
 
-use controller_support::{Controller, http_get};
-use e2e::emulator::testkit::DEADLINE;
 use e2e::harness::TestNamespace;
+use e2e::harness::controller::{Controller, http_get};
+use e2e::harness::testkit::DEADLINE;
 use e2e::lab::health::wait_for;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;

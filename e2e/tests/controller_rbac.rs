@@ -4,15 +4,13 @@
 //! controller names what is missing (verb, resource, namespace) as an error at start.
 //!
 //! Every other controller test already runs the controller as the chart's ServiceAccount
-//! (`controller_support::Controller::start_with`), so a switchover, a rotation, a drill and a
+//! (`e2e::harness::controller::Controller::start_with`), so a switchover, a rotation, a drill and a
 //! failover are proven to work with these permissions and no others.
 
-mod controller_support;
-
-use controller_support::{Controller, chart_identity};
-use e2e::emulator::testkit::DEADLINE;
 use e2e::harness::TestNamespace;
+use e2e::harness::controller::{Controller, chart_identity};
 use e2e::harness::hub_identity::{render, rules};
+use e2e::harness::testkit::DEADLINE;
 use e2e::lab::health::wait_for;
 
 const ALL_GRANTED: &str = "hub permissions: every one the controller uses is granted";

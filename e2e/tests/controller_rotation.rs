@@ -9,14 +9,12 @@
 //! with a Warning Event and the reason in status, and nothing moves; a member that cannot be read
 //! holds it (`RunOnce`) with an Event, and it starts once the member is back.
 
-mod controller_support;
-
 use std::path::{Path, PathBuf};
 
-use controller_support::{
+use e2e::harness::controller::{
     Controller, Load, federator_binary, topology, wait_metric, wide_timeouts,
 };
-use e2e::emulator::testkit::{self, DEADLINE, Pair};
+use e2e::harness::testkit::{self, DEADLINE, Pair};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
 use k8s_openapi::api::events::v1::Event;

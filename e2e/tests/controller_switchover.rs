@@ -9,11 +9,9 @@
 //! The controller runs as a child process of the built `federator` binary (`cargo build -p
 //! federator` first, or set `FEDERATOR_BIN`), scoped to the test's namespace and Lease.
 
-mod controller_support;
-
-use controller_support::rotate;
-use e2e::emulator::testkit::{self, DEADLINE, Member};
 use e2e::harness::TestNamespace;
+use e2e::harness::controller::rotate;
+use e2e::harness::testkit::{self, DEADLINE, Member};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

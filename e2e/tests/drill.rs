@@ -11,15 +11,13 @@
 //!
 //! `cargo build -p federator` first (or set `FEDERATOR_BIN`).
 
-mod controller_support;
-
 use std::time::Duration;
 
-use controller_support::{
+use e2e::emulator::faults;
+use e2e::harness::controller::{
     Controller, Load, deploy, federator_binary, pg, wait_condition, wait_metric, wide_timeouts,
 };
-use e2e::emulator::faults;
-use e2e::emulator::testkit::{self, DEADLINE, Member};
+use e2e::harness::testkit::{self, DEADLINE, Member};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
 use k8s_openapi::api::core::v1::Secret;

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::emulator::faults;
-use e2e::emulator::testkit::{self, Pair};
 use e2e::harness::TestNamespace;
+use e2e::harness::testkit::{self, Pair};
 use topology::cnpg::{Cluster, FENCED_INSTANCES_ANNOTATION, condition};
 
 fn in_progress(c: &Cluster) -> bool {

@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
-use e2e::emulator::testkit::{self, Member};
 use e2e::harness::TestNamespace;
+use e2e::harness::testkit::{self, Member};
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;

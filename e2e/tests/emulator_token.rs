@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use e2e::emulator::testkit::{self, Pair};
 use e2e::harness::TestNamespace;
+use e2e::harness::testkit::{self, Pair};
 use topology::cnpg::{phase, phase_reason};
 use topology::token::PromotionToken;
 

@@ -8,16 +8,17 @@
 //! name with what to check, hold the step that needs it, and the switchover must resume when it
 //! answers again. Outcomes are in docs/faults.md.
 
-mod controller_support;
 mod faults_support;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use controller_support::{Load, assert_rows_kept, reach, switchover, wait_condition, wait_metric};
 use e2e::emulator::faults;
-use e2e::emulator::testkit::DEADLINE;
 use e2e::faults::Fault;
+use e2e::harness::controller::{
+    Load, assert_rows_kept, reach, switchover, wait_condition, wait_metric,
+};
+use e2e::harness::testkit::DEADLINE;
 use e2e::lab::health::wait_for;
 use faults_support::{Observed, Routed, finished, observe_until};
 use topology::StepKind;

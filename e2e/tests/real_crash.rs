@@ -7,12 +7,11 @@
 //!
 //! Needs root and `make deps-real`; `make test-real` runs it.
 
-mod controller_support;
 mod real_support;
 
 use real_support::{A, B};
 
-use controller_support::{
+use e2e::harness::controller::{
     Controller, Load, assert_rows_kept, deploy, finished_operation, reach, wait_condition,
     wide_timeouts,
 };

@@ -10,12 +10,11 @@
 //!
 //! Needs root and `make deps-real`; `make test-real` runs it.
 
-mod controller_support;
 mod real_support;
 
 use real_support::{A, B};
 
-use controller_support::rotate;
+use e2e::harness::controller::rotate;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

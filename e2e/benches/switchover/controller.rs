@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use e2e::emulator::testkit::DEADLINE;
 use e2e::harness::SharedLab;
+use e2e::harness::testkit::DEADLINE;
 use e2e::lab::health::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use e2e::emulator::testkit::{self, DEADLINE, Member};
 use e2e::harness::SharedLab;
+use e2e::harness::testkit::{self, DEADLINE, Member};
 use e2e::lab::health::wait_for;
 use futures::StreamExt;
 use kube::Api;
@@ -29,7 +29,7 @@ use topology::conditions::kind;
 use topology::plan::{Desired, Plan};
 use topology::{DistributedTopology, Observed, OperationKind, StepKind, Topology};
 
-use crate::controller_support::{topology as topology_object, wide_timeouts};
+use e2e::harness::controller::{topology as topology_object, wide_timeouts};
 
 /// How long the script sleeps between two reads of the token (`sleep 2` in the loop).
 pub const SCRIPT_POLL: Duration = Duration::from_secs(2);

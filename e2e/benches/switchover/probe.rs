@@ -5,11 +5,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use e2e::emulator::testkit::Member;
 use e2e::harness::SharedLab;
+use e2e::harness::testkit::Member;
 use tokio_postgres::Client;
 
-use crate::controller_support::pg;
+use e2e::harness::controller::pg;
 
 /// Pause between two attempts.
 const EVERY: Duration = Duration::from_millis(5);

@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use e2e::emulator::testkit::{self, Member};
 use e2e::harness::SharedLab;
+use e2e::harness::testkit::{self, Member};
 use futures::StreamExt;
 use kube::runtime::watcher;
 use topology::cnpg::Cluster;

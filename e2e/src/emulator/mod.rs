@@ -16,7 +16,6 @@ pub mod run;
 pub mod settings;
 pub mod status;
 pub mod steady;
-pub mod testkit;
 pub mod webhook;
 
 use std::path::Path;

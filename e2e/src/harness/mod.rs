@@ -11,16 +11,24 @@
 //! # }
 //! ```
 //!
+//! Beside the lab and namespaces: [`testkit`] (CNPG Clusters on the emulators: manifests, the
+//! pair, waiting on status, SQL), [`controller`] (`federator controller` and the CLI as child
+//! processes, the writer and the two-primaries sampler, topology helpers) and [`setup`] (the set-up
+//! most controller tests start from, as one builder: `Setup::pair("test").ready().await`).
+//!
 //! Environment: `FEDERATOR_LAB_DIR` (default `<workspace>/target/e2e-lab`) picks the lab;
 //! `FEDERATOR_LAB_ETCD_PORT` / `FEDERATOR_LAB_APISERVER_PORT` its ports when it has to start
 //! (defaults 23890 / 26543, apart from the `make demo` lab so both can run at once).
 
 mod attach;
+pub mod controller;
 mod dump;
 mod fixture;
 pub mod gc;
 pub mod hub_identity;
 mod namespace;
+pub mod setup;
+pub mod testkit;
 
 pub use attach::{REAL_PORT_OFFSET, lab, lab_dir, real_lab, real_lab_dir};
 pub use fixture::{

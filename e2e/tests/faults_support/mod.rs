@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::emulator::testkit::{self, Pair};
 use e2e::faults::Routes;
+use e2e::harness::testkit::{self, Pair};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
 use kube::Api;
@@ -15,7 +15,7 @@ use serde_json::json;
 use topology::api::{Operation, OperationRecord};
 use topology::{DistributedTopology, DistributedTopologyStatus};
 
-use crate::controller_support::{Controller, deploy, wait_condition, wide_timeouts};
+use e2e::harness::controller::{Controller, deploy, wait_condition, wide_timeouts};
 
 /// A pair (A primary in eu-central, B in eu-western), its topology, and a controller routed
 /// through fault proxies.
@@ -68,7 +68,7 @@ impl Routed {
 
     /// Sets `spec.primary`; returns the new generation.
     pub async fn switch_to(&self, to: &str) -> i64 {
-        crate::controller_support::set_primary(&self.hub, to).await
+        e2e::harness::controller::set_primary(&self.hub, to).await
     }
 }
 

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use e2e::emulator::testkit::Member;
 use e2e::harness::SharedLab;
+use e2e::harness::testkit::Member;
 use e2e::lab::health::wait_for;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -42,7 +42,7 @@ pub async fn lab_and_namespace(test: &str) -> (&'static SharedLab, e2e::harness:
 pub const CLUSTER_WITHIN: Duration = Duration::from_secs(300);
 
 /// The superuser Secret of every Cluster (identical in every region).
-pub use super::controller_support::REAL_SUPERUSER_SECRET;
+pub use e2e::harness::controller::REAL_SUPERUSER_SECRET;
 
 fn cluster_api(client: kube::Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client, ns, &e2e::lab::real::cluster_resource())
@@ -236,7 +236,7 @@ pub async fn wait_healthy(lab: &SharedLab, ns: &str, m: Member<'_>) {
 pub async fn wait_rows(lab: &'static SharedLab, ns: &str, m: Member<'static>, values: &[i32]) {
     let what = format!("rows {values:?} on {}", m.name);
     wait_for(&what, CLUSTER_WITHIN, || async move {
-        let c = super::controller_support::pg(lab, ns, m, Duration::from_secs(2)).await?;
+        let c = e2e::harness::controller::pg(lab, ns, m, Duration::from_secs(2)).await?;
         let rows = c.query("SELECT x FROM t", &[]).await.ok()?;
         let have: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
         values.iter().all(|v| have.contains(v)).then_some(())
@@ -286,7 +286,7 @@ pub async fn create_members(
             started.elapsed().as_secs_f64()
         );
         if m.name == primary.name {
-            super::controller_support::pg(lab, ns, primary, Duration::from_secs(5))
+            e2e::harness::controller::pg(lab, ns, primary, Duration::from_secs(5))
                 .await
                 .expect("a connection to the primary's pod")
                 .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)")
@@ -315,7 +315,7 @@ pub async fn assert_streams_verify_full(
     replica: Member<'static>,
     source: Member<'static>,
 ) {
-    let c = super::controller_support::pg(lab, ns, replica, Duration::from_secs(5))
+    let c = e2e::harness::controller::pg(lab, ns, replica, Duration::from_secs(5))
         .await
         .expect("a connection to the replica's pod");
     let row = c

@@ -1,17 +1,15 @@
 //! Shared by the controller e2e tests: the controller and CLI as child processes, a writer and a
 //! two-primaries sampler on the emulator's PostgreSQL instances, topology manifests.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::emulator::testkit::{DEADLINE, Member};
-use e2e::harness::SharedLab;
-use e2e::harness::hub_identity::{HubIdentity, RuleRef};
-use e2e::lab::health::wait_for;
+use crate::harness::SharedLab;
+use crate::harness::hub_identity::{HubIdentity, RuleRef};
+use crate::harness::testkit::{DEADLINE, Member};
+use crate::lab::health::wait_for;
 use futures::{StreamExt, TryStreamExt};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -42,7 +40,7 @@ pub fn federator_binary() -> PathBuf {
 
 /// `federator controller` for one test namespace; killed when dropped, its log printed if the
 /// test failed. It reaches the hub as the Helm chart's ServiceAccount with exactly the chart's
-/// RBAC (`e2e::harness::hub_identity`), not as the lab's admin; `FEDERATOR_E2E_HUB_ADMIN=1`
+/// RBAC (`crate::harness::hub_identity`), not as the lab's admin; `FEDERATOR_E2E_HUB_ADMIN=1`
 /// runs it as admin instead (to tell a permission problem from another).
 pub struct Controller {
     child: tokio::process::Child,
@@ -75,7 +73,7 @@ impl Controller {
     }
 
     /// As [`Self::start_with`], with the hub reached through the fault proxy at `hub_proxy`
-    /// (`e2e::faults`): the same credential, its server rewritten to the proxy.
+    /// (`crate::faults`): the same credential, its server rewritten to the proxy.
     pub fn start_through(
         lab: &'static SharedLab,
         ns: &str,
@@ -92,7 +90,7 @@ impl Controller {
         let dir = lab.layout.root().join("faults");
         std::fs::create_dir_all(&dir).expect("the lab's faults directory");
         let routed = dir.join(format!("hub-{ns}{tag}.kubeconfig"));
-        e2e::faults::route::write_redirected(&source, &routed, hub_proxy)
+        crate::faults::route::write_redirected(&source, &routed, hub_proxy)
             .expect("the hub kubeconfig through the proxy");
         Self::spawn(lab, ns, tag, extra, identity, Some(routed))
     }
@@ -141,7 +139,7 @@ impl Controller {
 /// `Controller::start_with` puts it), minus the rule `without`; a release of its own.
 pub fn chart_identity(lab: &'static SharedLab, ns: &str, without: Option<RuleRef>) -> HubIdentity {
     let ns = ns.to_owned();
-    let release = format!("e2e-{}", e2e::lab::pki::random_hex(4).expect("random"));
+    let release = format!("e2e-{}", crate::lab::pki::random_hex(4).expect("random"));
     // `start_with` is not async (its callers are many); the setup runs on a thread of its own.
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
@@ -269,7 +267,7 @@ pub async fn pg(
     if lab.real {
         return real_pg(lab, ns, m, within).await;
     }
-    let dsn = e2e::emulator::dsn(lab.layout.root(), m.region, ns, m.name).ok()?;
+    let dsn = crate::emulator::dsn(lab.layout.root(), m.region, ns, m.name).ok()?;
     let (client, conn) =
         tokio::time::timeout(within, tokio_postgres::connect(&dsn, tokio_postgres::NoTls))
             .await
@@ -295,7 +293,7 @@ async fn real_pg(
     let secret = secrets.get(REAL_SUPERUSER_SECRET).await.ok()?;
     let password = secret.data?.get("password")?.0.clone();
     let password = String::from_utf8(password).ok()?;
-    e2e::lab::real::postgres::connect(
+    crate::lab::real::postgres::connect(
         &lab.layout,
         m.region,
         ns,

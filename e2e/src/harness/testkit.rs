@@ -213,7 +213,7 @@ pub async fn connect(
         || {
             let dir = dir.clone();
             async move {
-                let dsn = super::dsn(&dir, region, namespace, name).ok()?;
+                let dsn = crate::emulator::dsn(&dir, region, namespace, name).ok()?;
                 let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
                     .await
                     .ok()?;
@@ -229,7 +229,7 @@ pub async fn connect(
 /// Values of `t.x` on an instance, sorted; `None` while the table is not there or the instance
 /// is unreachable.
 pub async fn rows(lab: &SharedLab, region: &str, namespace: &str, name: &str) -> Option<Vec<i32>> {
-    let dsn = super::dsn(lab.layout.root(), region, namespace, name).ok()?;
+    let dsn = crate::emulator::dsn(lab.layout.root(), region, namespace, name).ok()?;
     let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
         .await
         .ok()?;
@@ -295,7 +295,7 @@ pub async fn wait_until_writable(lab: &SharedLab, region: &str, namespace: &str,
     let dir = lab.layout.root().to_path_buf();
     let dir = &dir;
     wait_for(&format!("{name} writable"), DEADLINE, || async move {
-        let dsn = super::dsn(dir, region, namespace, name).ok()?;
+        let dsn = crate::emulator::dsn(dir, region, namespace, name).ok()?;
         let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
             .await
             .ok()?;
