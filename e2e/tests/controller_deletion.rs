@@ -67,6 +67,8 @@ async fn deleting_an_idle_topology_is_immediate_and_changes_no_member() {
     wait_gone(hub).await;
     let note = released(t.lab, t.ns()).await;
     assert!(note.contains("primary now: pg-a"), "{note}");
+    let log = t.controller.log();
+    assert!(!log.contains("reconcile failed"), "{log}");
     assert_eq!(
         pair.api_a.get(pair.a.name).await.expect("A").spec.replica,
         a_before
@@ -105,6 +107,8 @@ async fn deleting_a_topology_mid_switchover_lets_the_switchover_finish_first() {
     wait_gone(hub).await;
     let note = released(lab, t.ns()).await;
     assert!(note.contains("primary now: pg-b"), "{note}");
+    let log = t.controller.log();
+    assert!(!log.contains("reconcile failed"), "{log}");
     // Finished, not stopped: B promoted and its token cleared, A follows B.
     let b = pair.api_b.get(pair.b.name).await.expect("B");
     let b_replica = b.spec.replica.expect("B's replica section");

@@ -161,16 +161,17 @@ impl Run<'_> {
                 }
                 Effect::AddFinalizer => {
                     leading(ctx)?;
-                    finalizer::add(&ctx.hub, stored).await?;
+                    stale(ctx, finalizer::add(&ctx.hub, stored).await)?;
                     return Ok(Flow::Stop);
                 }
                 Effect::Release => {
                     leading(ctx)?;
                     // On the version this reconcile's status write returned, if it wrote.
                     let current = self.written.as_ref().unwrap_or(stored);
-                    finalizer::remove(&ctx.hub, current).await?;
-                    ctx.ledger.forget(stored);
-                    tracing::info!("finalizer removed; the topology is deleted");
+                    if stale(ctx, finalizer::remove(&ctx.hub, current).await)? {
+                        ctx.ledger.forget(stored);
+                        tracing::info!("finalizer removed; the topology is deleted");
+                    }
                     return Ok(Flow::Stop);
                 }
                 Effect::Withheld(action) => {
@@ -232,8 +233,26 @@ impl Run<'_> {
                 ctx.metrics.error("conflict");
                 Ok(false)
             }
+            // Gone (a stale copy of a topology whose finalizer was just removed): nothing to do.
+            Err(Error::WriteStatus {
+                source: kube::Error::Api(status),
+                ..
+            }) if status.code == 404 => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A write refused because the topology changed since it was read (409) ends the reconcile
+/// without an error: the newer version comes through the watch. True when it succeeded.
+fn stale(ctx: &Context, result: Result<()>) -> Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(Error::Conflict(_)) => {
+            ctx.metrics.error("conflict");
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
 }
 

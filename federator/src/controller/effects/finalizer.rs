@@ -1,7 +1,8 @@
 //! The topology's finalizer ([`FINALIZER`]): added before the controller does anything for a
 //! topology, removed once a deletion found nothing in flight. Both are merge patches of
 //! `metadata.finalizers` that carry the resourceVersion the reconcile decided on (or its own
-//! status write returned), so a concurrent change of the list is refused (409), never
+//! status write returned), so a concurrent change of the list is refused (409, like a refused
+//! status write: the reconcile stops and the newer version comes through the watch), never
 //! overwritten.
 
 use kube::api::{Patch, PatchParams};
@@ -20,10 +21,17 @@ pub async fn add(hub: &Client, topo: &DistributedTopology) -> Result<()> {
 }
 
 /// Removes [`FINALIZER`] from `topo`: the API server deletes it if no other finalizer is left.
+/// A topology already gone (a reconcile of a stale copy after the removal) is not an error.
 pub async fn remove(hub: &Client, topo: &DistributedTopology) -> Result<()> {
     let mut list = topo.metadata.finalizers.clone().unwrap_or_default();
     list.retain(|f| f != FINALIZER);
-    set(hub, topo, list, "removing").await
+    match set(hub, topo, list, "removing").await {
+        Err(Error::Finalizer {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 404 => Ok(()),
+        other => other,
+    }
 }
 
 async fn set(
@@ -42,12 +50,15 @@ async fn set(
         field_manager: Some("federator".into()),
         ..PatchParams::default()
     };
-    api.patch(&name, &params, &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::Finalizer {
+    let topology = format!("{namespace}/{name}");
+    match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        // Changed since it was read: the newer version comes through the watch.
+        Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::Conflict(topology)),
+        Err(source) => Err(Error::Finalizer {
             action,
-            topology: format!("{namespace}/{name}"),
+            topology,
             source,
-        })
+        }),
+    }
 }

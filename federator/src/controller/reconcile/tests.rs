@@ -274,7 +274,9 @@ fn hub_api(state: &Arc<Mutex<State>>) -> kube::Client {
             // Events (and anything else): accepted as sent.
             return (201, call.body);
         }
-        let current = state.hub.clone().expect("a topology");
+        let Some(current) = state.hub.clone() else {
+            return fake_api::refusal(404, "NotFound", "distributedtopologies \"pg\" not found");
+        };
         let precondition = call.body["metadata"]["resourceVersion"].as_str();
         if std::mem::take(&mut state.script.conflict)
             || precondition != current.metadata.resource_version.as_deref()
@@ -298,7 +300,9 @@ fn hub_api(state: &Arc<Mutex<State>>) -> kube::Client {
 /// A merge patch of the topology's finalizers with a resourceVersion precondition; the last
 /// finalizer removed from an object being deleted deletes it.
 fn patch_topology(state: &mut State, patch: &Value) -> (u16, Value) {
-    let mut topo = state.hub.clone().expect("a topology");
+    let Some(mut topo) = state.hub.clone() else {
+        return fake_api::refusal(404, "NotFound", "distributedtopologies \"pg\" not found");
+    };
     if patch["metadata"]["resourceVersion"].as_str() != topo.metadata.resource_version.as_deref() {
         return fake_api::conflict();
     }
@@ -536,10 +540,44 @@ async fn deleting_an_idle_topology_releases_it_at_once() {
     let world = World::pair();
     world.reconcile(world.hub()).await.expect("a reconcile");
     world.delete();
-    let action = world.reconcile(world.hub()).await.expect("a reconcile");
+    let deleting = world.hub();
+    let action = world
+        .reconcile(deleting.clone())
+        .await
+        .expect("a reconcile");
     assert_eq!(action, Action::await_change());
     assert!(world.gone(), "{:?}", world.calls());
     assert!(world.patches().is_empty(), "no member is touched");
+
+    // A reconcile of the store's stale copy, queued before the removal, is not an error, even
+    // when it would write the status again.
+    let action = world
+        .reconcile(deleting.clone())
+        .await
+        .expect("already gone");
+    assert_eq!(action, Action::await_change());
+    let mut older = (*deleting).clone();
+    older.status = None;
+    let action = world
+        .reconcile(Arc::new(older))
+        .await
+        .expect("already gone");
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_finalizer_patch_on_a_stale_version_ends_the_reconcile_without_an_error() {
+    let world = World::pair_without_finalizer();
+    let stale = world.hub();
+    world.switch_to("b");
+    let action = world.reconcile(stale).await.expect("not an error");
+    assert_eq!(action, Action::await_change(), "the newer version wakes us");
+    assert_eq!(world.hub().metadata.finalizers, None);
+    world.reconcile(world.hub()).await.expect("a reconcile");
+    assert_eq!(
+        world.hub().metadata.finalizers,
+        Some(vec![FINALIZER.into()])
+    );
 }
 
 #[tokio::test]
