@@ -210,7 +210,13 @@ pub fn decide(input: &Input<'_>, refused: Option<&str>) -> Plan {
     // the precondition proves the step log we act on is current). Inside a running operation a
     // change with no patch after it may be held (`ledger.rs`).
     let patch_follows = decided.effect.is_some() || rotation.start.is_some();
-    let write = input.ledger.write(stored, &decided.status, patch_follows);
+    let write = if release && decided.finished_operation.is_none() {
+        // The object goes with this reconcile: only an operation it ended is worth recording
+        // (the Events are what remains); a member's news would be one more hub write for nothing.
+        Write::Nothing
+    } else {
+        input.ledger.write(stored, &decided.status, patch_follows)
+    };
     if let Write::Later(held) = &write {
         requeue_after = sooner(requeue_after, Some(held.after));
     }

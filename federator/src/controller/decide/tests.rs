@@ -274,6 +274,11 @@ impl Sim {
         panic!("no quiescence after {limit} reconciles");
     }
 
+    /// Member `name`'s Cluster, to change what the members show.
+    pub(crate) fn cluster_mut(&mut self, name: &str) -> &mut Cluster {
+        self.clusters.get_mut(name).expect("a member")
+    }
+
     pub(crate) fn switch_to(&mut self, to: &str) {
         self.topo.spec.primary = to.into();
         self.topo.metadata.generation = self.topo.metadata.generation.map(|g| g + 1);

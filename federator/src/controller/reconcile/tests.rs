@@ -539,6 +539,11 @@ async fn the_finalizer_is_added_before_anything_else_is_done() {
 async fn deleting_an_idle_topology_releases_it_at_once() {
     let world = World::pair();
     world.reconcile(world.hub()).await.expect("a reconcile");
+    let writes = world.status_writes();
+    // News from a member arrives with the deletion: not written to an object about to go.
+    if let Some(status) = world.sim.lock().unwrap().cluster_mut("b").status.as_mut() {
+        status.ready_instances = Some(0);
+    }
     world.delete();
     let deleting = world.hub();
     let action = world
@@ -548,6 +553,12 @@ async fn deleting_an_idle_topology_releases_it_at_once() {
     assert_eq!(action, Action::await_change());
     assert!(world.gone(), "{:?}", world.calls());
     assert!(world.patches().is_empty(), "no member is touched");
+    assert_eq!(
+        world.status_writes(),
+        writes,
+        "nothing to record: {:?}",
+        world.calls()
+    );
 
     // A reconcile of the store's stale copy, queued before the removal, is not an error, even
     // when it would write the status again.
