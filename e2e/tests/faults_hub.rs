@@ -8,15 +8,14 @@
 //! leader must stop writing before its Lease could pass, and the other finishes the switchover.
 //! Outcomes are in docs/faults.md ("The hub and the control plane").
 
-mod controller_support;
 mod faults_support;
 
 use std::time::{Duration, Instant};
 
-use controller_support::{Controller, Load, assert_rows_kept, reach, wait_condition};
 use e2e::emulator::faults;
 use e2e::faults::Fault;
 use e2e::faults::pause;
+use e2e::harness::controller::{Controller, Load, assert_rows_kept, reach, wait_condition};
 use e2e::lab::health::wait_for;
 use faults_support::{Routed, finished};
 use k8s_openapi::api::coordination::v1::Lease;

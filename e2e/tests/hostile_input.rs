@@ -11,14 +11,12 @@
 //!   is asked for.
 //! - Manifest files the CLI is given: deeply nested, alias bombs, endless, binary.
 
-mod controller_support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use controller_support::{Controller, federator_binary, topology, wide_timeouts};
-use e2e::emulator::testkit::{self, DEADLINE, Member};
+use e2e::harness::controller::{Controller, federator_binary, topology, wide_timeouts};
+use e2e::harness::testkit::{self, DEADLINE, Member};
 use e2e::harness::{self, TestNamespace};
 use e2e::lab::health::wait_for;
 use e2e::lab::{CLUSTER_NAME_LABEL, MEMBER_SECRET_LABEL};

@@ -12,12 +12,11 @@
 //!
 //! Needs root and `make deps-real`; `make test-real` runs it.
 
-mod controller_support;
 mod real_support;
 
 use std::time::Duration;
 
-use controller_support::pg;
+use e2e::harness::controller::pg;
 use real_support::{A, B};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
