@@ -12,7 +12,7 @@ LAB_DIR ?= .lab
 E2E_LAB_DIR ?= target/e2e-lab
 E2E_REAL_LAB_DIR ?= target/e2e-lab-real
 
-.PHONY: help deps deps-real build install demo lab-down lab-status test test-real fmt-check clippy no-openssl deny crds-check chart-check image image-check unit e2e-lab-down bench
+.PHONY: fuzz help deps deps-real build install demo lab-down lab-status test test-real fmt-check clippy no-openssl deny crds-check chart-check image image-check unit e2e-lab-down bench
 
 help:
 	@echo "make demo      lab up in $(LAB_DIR)/, the ring of three, the controller, one switchover (leaves it running)"
@@ -21,6 +21,7 @@ help:
 	@echo "make test      fmt, clippy, no-OpenSSL check, cargo deny, CRD drift check, every test (e2e on a real lab), the real-CNPG subset"
 	@echo "make test-real the real-CNPG tier's e2e tests (root; real nodes, the real operator; docs/lab-real.md)"
 	@echo "make image     the Federator image (OCI archive in target/image/) from Debian packages, no registry"
+	@echo "make fuzz      libFuzzer on every parser of outside input (nightly; FUZZ_SECONDS per target), not part of make test"
 	@echo "make bench     the planner bench, then the switchover bench on the e2e lab (docs/benchmarks.md)"
 
 # Debian packages, Rust components and kube-apiserver; a quick no-op when all are present.
@@ -127,3 +128,9 @@ unit:
 e2e-lab-down:
 	@if [[ -f $(E2E_LAB_DIR)/state.json ]]; then $(FEDERATOR_LAB) down --dir $(E2E_LAB_DIR); fi
 	@if [[ -f $(E2E_REAL_LAB_DIR)/state.json ]]; then $(FEDERATOR_LAB) down --dir $(E2E_REAL_LAB_DIR); fi
+
+# Coverage-guided fuzzing (nightly, libFuzzer; hack/fuzz.sh, docs/faults.md). Separate from
+# `make test` because a fresh machine may not be able to download nightly; `make test` replays the
+# committed corpus and regressions on stable (fuzzing/tests/corpus.rs).
+fuzz:
+	bash hack/fuzz.sh

@@ -120,7 +120,8 @@ impl MemberCredential {
     }
 
     /// A client with the given timeouts. Building does no I/O; an unreachable member shows up on
-    /// the first request, within `timeouts.connect`.
+    /// the first request, within `timeouts.connect`. Must be called within a tokio runtime (kube
+    /// spawns the client's request buffer), or it panics.
     pub fn client(&self, timeouts: Timeouts) -> Result<kube::Client> {
         let mut config = self.config.clone();
         config.connect_timeout = Some(timeouts.connect);

@@ -224,6 +224,25 @@ pub(crate) async fn credential(
         ));
     }
 
+    if let Some((i, user)) = user
+        && user
+            .token
+            .as_ref()
+            .is_some_and(|t| !is_header_safe(t.expose_secret()))
+    {
+        // kube puts the token into an `Authorization` header when it builds the client, and
+        // panics on a value no header may hold (found by fuzzing: fuzz/regressions/argocd_secret/).
+        return Err(CredentialError::Invalid {
+            member: Some(member.to_owned()),
+            origin: origin.clone(),
+            message: format!(
+                "users[{i}].user.token contains a line break or another control character, which \
+                 no HTTP header may carry. Fix: store the token without them (a token captured \
+                 with `echo` or a heredoc keeps its trailing newline)"
+            ),
+        });
+    }
+
     let (auth, secrets) = user
         .map(|(_, u)| (auth_method(u), secrets_of(u)))
         .unwrap_or((AuthMethod::Anonymous, Vec::new()));
@@ -392,6 +411,11 @@ fn is_loopback_host(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `value` can be sent in an HTTP header: no control character but tab.
+fn is_header_safe(value: &str) -> bool {
+    !value.chars().any(|c| c.is_ascii_control() && c != '\t')
 }
 
 fn auth_method(user: &AuthInfo) -> AuthMethod {
@@ -692,6 +716,27 @@ pub(crate) mod tests {
         );
         let message = build(&text, STRICT).await.unwrap_err().to_string();
         assert!(message.contains("contexts[1].name repeats"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_token_no_header_can_carry_is_refused_instead_of_crashing_the_client() {
+        for token in ["abc0123456\n", "abc\r\nX-Injected: 1", "abc\u{8}def012"] {
+            let text = kubeconfig_with_user(&format!(
+                "    token: {}\n",
+                serde_json::to_string(token).unwrap()
+            ));
+            let message = build(&text, STRICT).await.unwrap_err().to_string();
+            assert!(
+                message.contains("users[0].user.token contains a line break"),
+                "{message}"
+            );
+            assert!(!message.contains("abc"), "{message}");
+        }
+        let tab = kubeconfig_with_user("    token: \"abc\\tdef0123\"\n");
+        let credential = build(&tab, STRICT)
+            .await
+            .expect("a tab is a valid header byte");
+        credential.client(crate::Timeouts::REQUESTS).unwrap();
     }
 
     #[test]
