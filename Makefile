@@ -12,7 +12,7 @@ LAB_DIR ?= .lab
 E2E_LAB_DIR ?= target/e2e-lab
 E2E_REAL_LAB_DIR ?= target/e2e-lab-real
 
-.PHONY: fuzz help deps deps-real build install demo lab-down lab-status test test-real fmt-check clippy no-openssl deny crds-check chart-check image image-check unit e2e-lab-down bench
+.PHONY: fuzz help deps deps-real build install demo lab-down lab-status test test-real fmt-check clippy no-openssl deny crds-check chart-check image image-check unit e2e-lab-down bench bench-real
 
 help:
 	@echo "make demo      lab up in $(LAB_DIR)/, the ring of three, the controller, one switchover (leaves it running)"
@@ -23,6 +23,7 @@ help:
 	@echo "make image     the Federator image (OCI archive in target/image/) from Debian packages, no registry"
 	@echo "make fuzz      libFuzzer on every parser of outside input (nightly; FUZZ_SECONDS per target), not part of make test"
 	@echo "make bench     the planner bench, then the switchover bench on the e2e lab (docs/benchmarks.md)"
+	@echo "make bench-real the switchover bench on real CloudNativePG (root, deps-real; not part of make test)"
 
 # Debian packages, Rust components and kube-apiserver; a quick no-op when all are present.
 deps:
@@ -62,7 +63,7 @@ test: deps-real fmt-check clippy no-openssl deny crds-check chart-check image-ch
 # The e2e tests on the real-CNPG tier (e2e/tests/real_*.rs, ignored by a plain `cargo test`):
 # their own lab in target/e2e-lab-real on the harness ports + 20, the real CloudNativePG operator
 # on real nodes. Needs root. `make test` runs REAL_SUBSET (docs/lab-real.md: what each costs).
-REAL_SUBSET := --test real_pair --test real_ring --test real_crash
+REAL_SUBSET := --test real_pair --test real_ring --test real_crash --test real_install
 REAL_TESTS := $(patsubst e2e/tests/%.rs,--test %,$(wildcard e2e/tests/real_*.rs))
 test-real: deps-real
 	$(CARGO) build -p federator -p federator-e2e --bins
@@ -121,6 +122,19 @@ bench: deps
 	$(CARGO) bench -p federator-topology --bench validate_plan
 	$(CARGO) build --release -p federator
 	$(CARGO) bench -p federator-e2e --bench switchover
+
+# The switchover bench on the real-CNPG tier (its own lab, target/e2e-lab-real on the harness
+# ports + 20; root): a pair, each channel in BENCH_REAL_CHANNELS, BENCH_REAL_ROUNDS switchovers per
+# driver (6 = three there and back). Debug builds: real CloudNativePG's steps take seconds, the
+# controller's reaction milliseconds (the bench prints both); docs/benchmarks.md.
+BENCH_REAL_ROUNDS ?= 6
+BENCH_REAL_CHANNELS ?= streaming archive
+bench-real: deps-real
+	$(CARGO) build -p federator -p federator-e2e --bins
+	for channel in $(BENCH_REAL_CHANNELS); do \
+	  $(CARGO) bench --profile dev -p federator-e2e --bench switchover -- \
+	    --cnpg real --shapes pair --channel "$$channel" --rounds $(BENCH_REAL_ROUNDS); \
+	done
 
 unit:
 	$(CARGO) test --workspace --lib --bins

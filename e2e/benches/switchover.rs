@@ -1,11 +1,14 @@
 //! Write unavailability of a planned switchover on the lab (real kube-apiservers, the CNPG
-//! emulator on real PostgreSQL 15), driven three ways in the same run: by Federator, by the
-//! documented manual steps with a 2 s polling loop, and by the same steps reacting at once from a
-//! watch (the floor). Also Federator's reaction time per step, from its `/metrics`.
+//! emulator on real PostgreSQL 15 — or, with `--cnpg real`, the real CloudNativePG operator on
+//! the real-node tier), driven three ways in the same run: by Federator, by the documented manual
+//! steps with a 2 s polling loop, and by the same steps reacting at once from a watch (the
+//! floor). Also Federator's reaction time per step, from its `/metrics`.
 //!
 //! Run: `cargo build --release -p federator && cargo bench -p federator-e2e --bench switchover`
 //! (`make bench`). Options after `--`: `--rounds N` (default 5: each driver N switchovers per
-//! shape), `--shapes pair,ring` (default both). See docs/benchmarks.md.
+//! shape), `--shapes pair,ring` (default both), `--cnpg real` (the real-node tier, root and
+//! `make deps-real`; `make bench-real`), `--channel streaming|archive` (real tier: streaming
+//! with `verify-full`, or the WAL archive only). See docs/benchmarks.md.
 
 #[path = "switchover/controller.rs"]
 mod controller;
@@ -17,8 +20,11 @@ mod probe;
 mod report;
 #[path = "switchover/timeline.rs"]
 mod timeline;
+// The real tier's Clusters as its e2e tests write them (streaming `verify-full`, or archive).
+#[path = "../tests/real_support/mod.rs"]
+mod real_support;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use e2e::harness::testkit::{self, DEADLINE, Member};
@@ -29,6 +35,7 @@ use serde_json::{Value, json};
 use controller::{Controller, Histogram};
 use drive::{Driver, Switch};
 use probe::Probe;
+use real_support::Channel;
 use report::{Sample, ShapeReport};
 use timeline::Timeline;
 
@@ -82,18 +89,60 @@ impl Shape {
     }
 }
 
+/// Which CNPG the members run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tier {
+    /// The lab's CNPG emulator (the default tier).
+    Emulator,
+    /// The real CloudNativePG operator on real nodes (docs/lab-real.md).
+    Real(Channel),
+}
+
+impl Tier {
+    fn name(self) -> &'static str {
+        match self {
+            Tier::Emulator => "CNPG emulator",
+            Tier::Real(Channel::Streaming) => {
+                "real CloudNativePG, streaming (connectionParameters, verify-full)"
+            }
+            Tier::Real(Channel::Archive) => "real CloudNativePG, WAL archive only",
+        }
+    }
+
+    /// How long any one wait of a round may take: a real switchover restarts pods.
+    fn within(self) -> Duration {
+        match self {
+            Tier::Emulator => DEADLINE,
+            Tier::Real(_) => real_support::CLUSTER_WITHIN,
+        }
+    }
+
+    /// How long the writer waits for a connection: a real pod is reached through its region's
+    /// netns proxy with TLS, after reading the superuser Secret.
+    fn connect_within(self) -> Duration {
+        match self {
+            Tier::Emulator => Duration::from_millis(300),
+            Tier::Real(_) => Duration::from_secs(2),
+        }
+    }
+}
+
 struct Config {
     rounds: usize,
     shapes: Vec<Shape>,
+    tier: Tier,
 }
 
 impl Config {
-    /// `--rounds N`, `--shapes pair,ring`; anything else (cargo's `--bench`) is ignored.
+    /// `--rounds N`, `--shapes pair,ring`, `--cnpg emulator|real`, `--channel
+    /// streaming|archive`; anything else (cargo's `--bench`) is ignored.
     fn from_args() -> anyhow::Result<Self> {
         let mut config = Config {
             rounds: 5,
             shapes: vec![Shape::Pair, Shape::Ring],
+            tier: Tier::Emulator,
         };
+        let (mut real, mut channel) = (false, None);
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -116,9 +165,30 @@ impl Config {
                         })
                         .collect::<anyhow::Result<_>>()?;
                 }
+                "--cnpg" => {
+                    real = match args.next().as_deref() {
+                        Some("real") => true,
+                        Some("emulator") => false,
+                        other => bail!("--cnpg {other:?}: emulator or real"),
+                    };
+                }
+                "--channel" => {
+                    channel = Some(match args.next().as_deref() {
+                        Some("streaming") => Channel::Streaming,
+                        Some("archive") => Channel::Archive,
+                        other => bail!("--channel {other:?}: streaming or archive"),
+                    });
+                }
                 _ => {}
             }
         }
+        config.tier = match (real, channel) {
+            (true, channel) => Tier::Real(channel.unwrap_or(Channel::Streaming)),
+            (false, None) => Tier::Emulator,
+            (false, Some(_)) => {
+                bail!("--channel needs --cnpg real (the emulator tier's members use both)")
+            }
+        };
         Ok(config)
     }
 }
@@ -136,16 +206,20 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let lab = testkit::lab_with_emulators().await;
+        let lab = match config.tier {
+            Tier::Emulator => testkit::lab_with_emulators().await,
+            Tier::Real(_) => e2e::harness::real_lab().await,
+        };
         println!(
-            "switchover bench: {} round(s) × 3 drivers per shape; load average {}",
+            "switchover bench on the {}: {} round(s) × 3 drivers per shape; load average {}",
+            config.tier.name(),
             config.rounds,
             load()
         );
         let started = Instant::now();
         let mut reports = Vec::new();
         for shape in &config.shapes {
-            reports.push(bench_shape(lab, *shape, config.rounds).await?);
+            reports.push(bench_shape(lab, config.tier, *shape, config.rounds).await?);
             println!("{} done; load average {}", shape.name(), load());
         }
         let met = report::print(&reports);
@@ -169,17 +243,30 @@ fn main() -> anyhow::Result<()> {
 /// under the writer, rotating the drivers' order each round so each meets every direction.
 async fn bench_shape(
     lab: &'static SharedLab,
+    tier: Tier,
     shape: Shape,
     rounds: usize,
 ) -> anyhow::Result<ShapeReport> {
-    let ns = TestNamespace::create(&format!("bench-{}", shape.name())).await;
+    let ns = TestNamespace::create_on(lab, &format!("bench-{}", shape.name())).await;
     ns.grant_federator().await;
     let ns_name = ns.name().to_owned();
     let members = shape.members();
-    create_members(lab, &ns_name, &members, &shape.sources()).await;
+    let created = Instant::now();
+    match tier {
+        Tier::Emulator => create_members(lab, &ns_name, &members, &shape.sources()).await,
+        Tier::Real(channel) => {
+            let pairs: Vec<_> = members.iter().copied().zip(shape.sources()).collect();
+            real_support::create_members(lab, &ns_name, &pairs, channel).await;
+        }
+    }
+    println!(
+        "{}: members healthy in {:.0} s (untimed setup)",
+        shape.name(),
+        created.elapsed().as_secs_f64()
+    );
     let controller = Controller::start(lab, &ns_name).await?;
     let timeline = Timeline::start(lab, &ns_name, &members).await;
-    let probe = Probe::start(lab, &ns_name, &members);
+    let probe = Probe::start(lab, &ns_name, &members, tier.connect_within());
     let spec = shape.spec();
 
     let mut samples = Vec::new();
@@ -195,6 +282,7 @@ async fn bench_shape(
                 shape: &spec,
                 from,
                 to,
+                within: tier.within(),
             };
             let sample = switch_once(&switch, driver, &probe, &timeline)
                 .await
@@ -209,13 +297,14 @@ async fn bench_shape(
                     )
                 })?;
             println!(
-                "{} round {}: {:<18} {} → {}: unavailable {:.0} ms",
+                "{} round {}: {:<18} {} → {}: unavailable {:.0} ms (incl. restart {:.0} ms)",
                 shape.name(),
                 round + 1,
                 driver.label(),
                 sample.from,
                 sample.to,
-                sample.outage.window.as_secs_f64() * 1e3
+                sample.outage.window.as_secs_f64() * 1e3,
+                sample.outage.total.as_secs_f64() * 1e3
             );
             samples.push(sample);
             from = to;
@@ -264,10 +353,10 @@ async fn switch_once(
 ) -> anyhow::Result<Sample> {
     let (from, to) = (switch.from, switch.to);
     switch.prepare(driver).await?;
-    acknowledged(probe, from, "the old primary").await?;
+    acknowledged(probe, from, "the old primary", switch.within).await?;
     let driven = switch.drive(driver).await?;
     switch.settled(driven.token.as_deref()).await?;
-    acknowledged(probe, to, "the new primary").await?;
+    acknowledged(probe, to, "the new primary", switch.within).await?;
     let outage = probe.outage(driven.start, Instant::now(), to);
     let milestones = timeline.milestones(driven.start, from, to, switch.members[to].name);
     switch.finish(&driven).await?;
@@ -281,11 +370,16 @@ async fn switch_once(
 }
 
 /// Waits until the writer has a write acknowledged by member `on` from now on.
-async fn acknowledged(probe: &Probe, on: usize, what: &str) -> anyhow::Result<()> {
+async fn acknowledged(
+    probe: &Probe,
+    on: usize,
+    what: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
     let mark = Instant::now();
     wait_for(
         &format!("a write acknowledged by {what}"),
-        DEADLINE,
+        within,
         || async move { probe.acknowledged_on(on, mark) },
     )
     .await?;

@@ -6,10 +6,11 @@
 
 use e2e::emulator::faults;
 use e2e::harness::controller::{
-    Controller, Load, assert_rows_kept, finished_operation, reach, wait_condition,
+    Controller, Load, assert_rows_kept, finished_operation, reach, set_primary, wait_condition,
 };
 use e2e::harness::setup::Setup;
 use e2e::harness::testkit::DEADLINE;
+use e2e::harness::testkit::{healthy, wait_cluster, wait_until_writable};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use topology::StepKind;
@@ -78,5 +79,29 @@ async fn kill_9_at_each_step_then_a_new_controller_finishes() {
     let acked = load.finish().await;
     // Five switchovers from A end on B.
     assert_rows_kept(lab, &ns, pair.b, &acked).await;
+    t.finish().await;
+}
+
+/// The killed controller's promotion completes while no controller runs: the replacement sees
+/// no member change after it takes the Lease, only the finished promotion in its first list,
+/// and must still finish the switchover (a wake-up by gaining the Lease, not by a watch event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_finished_while_no_controller_ran_is_picked_up() {
+    let mut t = Setup::pair("ctl-quiet")
+        .fault(faults::SLOW_PROMOTION, "1500ms")
+        .controller_args(&LEASE)
+        .ready()
+        .await;
+    let (lab, pair, hub) = (t.lab, &t.pair, &t.hub);
+    let ns = t.ns().to_owned();
+    let generation = set_primary(hub, pair.b.name).await;
+    let seen = reach(hub, generation, StepKind::AwaitPromotion).await;
+    t.controller.kill().await;
+    assert_eq!(seen, Some(StepKind::AwaitPromotion));
+    wait_until_writable(lab, pair.b.region, &ns, pair.b.name).await;
+    wait_cluster(&pair.api_b, pair.b.name, "B healthy as primary", healthy).await;
+    t.controller = Controller::start_with(lab, &ns, "-1", &LEASE);
+    let done = finished_operation(hub, generation, DEADLINE).await;
+    assert_eq!(done.outcome, Some(Outcome::Succeeded), "{done:#?}");
     t.finish().await;
 }

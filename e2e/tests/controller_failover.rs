@@ -11,67 +11,23 @@
 //! back in recovery, never writable. A sampler asks every reachable instance
 //! `pg_is_in_recovery()` every ~100 ms throughout: never two writable primaries.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e::emulator::EmulatorLayout;
-use e2e::harness::controller::{Controller, Load, deploy, federator_binary, pg, wait_condition};
+use e2e::harness::controller::{
+    Controller, Load, deploy, failover_cli, pg, status_now, status_until, wait_condition,
+};
+use e2e::harness::region::RegionDown;
 use e2e::harness::testkit::{self, DEADLINE, Member};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
-use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use topology::DistributedTopology;
-use topology::api::{DistributedTopologyStatus, OperationKind, Outcome};
+use topology::api::{OperationKind, Outcome};
 use topology::cnpg::Role;
 use topology::conditions::kind;
-
-/// Starts the stopped region again when dropped, unless [`RegionDown::restore`] did: a failing
-/// test must not leave the shared lab without a region.
-struct RegionDown {
-    dir: PathBuf,
-    region: &'static str,
-    restored: bool,
-}
-
-impl RegionDown {
-    async fn stop(lab: &SharedLab, region: &'static str) -> (Self, Vec<String>) {
-        let dir = lab.layout.root().to_path_buf();
-        let stopped = e2e::lab::stop(&dir, region).await.expect("lab stop");
-        let guard = RegionDown {
-            dir,
-            region,
-            restored: false,
-        };
-        (guard, stopped)
-    }
-
-    async fn restore(&mut self) -> Vec<String> {
-        let started = e2e::lab::start(&self.dir, self.region)
-            .await
-            .expect("lab start");
-        self.restored = true;
-        started
-    }
-}
-
-impl Drop for RegionDown {
-    fn drop(&mut self) {
-        if self.restored {
-            return;
-        }
-        let (dir, region) = (self.dir.clone(), self.region);
-        let restored = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().expect("a runtime to restore the region");
-            runtime.block_on(e2e::lab::start(&dir, region))
-        })
-        .join();
-        eprintln!("restoring {region} after a failure: {restored:?}");
-    }
-}
 
 /// Inserts increasing values on whichever instance accepts writes; returns each acknowledged
 /// value with the member that acknowledged it.
@@ -110,38 +66,6 @@ async fn writer(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     acked
-}
-
-async fn status_until<T>(
-    hub: &Api<DistributedTopology>,
-    what: &str,
-    check: impl Fn(&DistributedTopologyStatus) -> Option<T>,
-) -> T {
-    let check = &check;
-    wait_for(what, DEADLINE, || async move {
-        let topo = hub.get("pg").await.ok()?;
-        check(topo.status.as_ref()?)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// `federator failover pg -n NS --to TO [extra…]`; returns the exit code and stdout.
-async fn failover_cli(lab: &SharedLab, ns: &str, to: &str, extra: &[&str]) -> (i32, String) {
-    let out = tokio::process::Command::new(federator_binary())
-        .args(["failover", "pg", "-n", ns, "--to", to])
-        .args(extra)
-        .env("KUBECONFIG", lab.layout.kubeconfig("hub"))
-        .output()
-        .await
-        .expect("running federator failover");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!(
-        "$ federator failover pg -n {ns} --to {to} {}\n{stdout}{}",
-        extra.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), stdout)
 }
 
 async fn rows_on(lab: &SharedLab, ns: &str, m: Member<'_>) -> Vec<i32> {
@@ -202,7 +126,7 @@ async fn failover_from_a_stopped_region_then_the_old_primary_returns_fenced() {
             .any(|s| s.ends_with(&format!("{name}/{}", a.name))),
         "A's PostgreSQL is stopped with its region: {stopped:?}"
     );
-    status_until(&hub, "A unreachable on the hub", |s| {
+    status_until(&hub, "A unreachable on the hub", DEADLINE, |s| {
         s.members
             .iter()
             .any(|m| m.name == a.name && !m.reachable)
@@ -233,7 +157,7 @@ async fn failover_from_a_stopped_region_then_the_old_primary_returns_fenced() {
     )
     .await
     .expect("spec.primary");
-    let blocked = status_until(&hub, "Ready=False PrimaryUnreachable", |s| {
+    let blocked = status_until(&hub, "Ready=False PrimaryUnreachable", DEADLINE, |s| {
         s.conditions
             .iter()
             .find(|c| c.type_ == kind::READY && c.reason == "PrimaryUnreachable")
@@ -260,12 +184,7 @@ async fn failover_from_a_stopped_region_then_the_old_primary_returns_fenced() {
         stopped_at.elapsed().as_secs_f64()
     );
     testkit::wait_until_writable(lab, b.region, &name, b.name).await;
-    let status = hub
-        .get("pg")
-        .await
-        .expect("topology")
-        .status
-        .expect("status");
+    let status = status_now(&hub).await;
     let report = status.last_failover.clone().expect("status.lastFailover");
     let op = status.history.last().expect("the failover in history");
     assert_eq!(op.kind, OperationKind::Failover);
@@ -306,7 +225,7 @@ async fn failover_from_a_stopped_region_then_the_old_primary_returns_fenced() {
         .await
         .expect("lab start --control-plane");
     println!("lab start {} --control-plane: {control:?}", a.region);
-    let fenced = status_until(&hub, "A fenced on the hub", |s| {
+    let fenced = status_until(&hub, "A fenced on the hub", DEADLINE, |s| {
         s.fenced_members
             .iter()
             .find(|f| f.name == a.name && f.fenced_at.is_some())
@@ -366,12 +285,7 @@ async fn failover_from_a_stopped_region_then_the_old_primary_returns_fenced() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     println!("the fenced A: {outcome}");
-    let status = hub
-        .get("pg")
-        .await
-        .expect("topology")
-        .status
-        .expect("status");
+    let status = status_now(&hub).await;
     assert!(
         status
             .fenced_members

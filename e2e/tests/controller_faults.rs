@@ -14,15 +14,15 @@ use e2e::emulator::faults;
 use e2e::harness::controller::{
     Controller, Load, assert_rows_kept, deploy, switchover, wait_condition, wide_timeouts,
 };
+use e2e::harness::setup::{Running, Setup};
 use e2e::harness::testkit::{self, DEADLINE, Pair};
 use e2e::harness::{SharedLab, TestNamespace};
 use e2e::lab::health::wait_for;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use topology::api::{Operation, OperationRecord, Outcome};
 use topology::cnpg::{Cluster, Role, condition};
@@ -31,31 +31,27 @@ use topology::{DistributedTopology, StepKind};
 
 /// A healthy pair with `fault` annotated on A, a topology with short deadlines and a
 /// controller; switches over to B with `--wait` under the two-primaries sampler. Returns the
+/// set-up (its controller stops when the caller drops it, as the caller destructures it), the
 /// CLI's exit code and output, and the topology afterwards.
 async fn switchover_with_fault(
     test: &str,
-    fault: &str,
+    fault: &'static str,
     value: &str,
-) -> (TestNamespace, Pair, i32, String, DistributedTopology) {
-    let lab = testkit::lab_with_emulators().await;
-    let ns = TestNamespace::create(test).await;
-    ns.grant_federator().await;
-    let pair = Pair::create(lab, ns.name()).await;
-    testkit::annotate(&pair.api_a, pair.a.name, fault, Some(value)).await;
-    let members = [pair.a, pair.b];
+) -> (Running, i32, String, DistributedTopology) {
     let timeouts = json!({"demotionStart": "5s", "tokenWait": "6s", "promotionWait": "2m"});
-    let hub = deploy(lab, ns.name(), &members, json!({"star": {}}), timeouts).await;
-    let _controller = Controller::start(lab, ns.name());
-    wait_condition(&hub, kind::READY).await;
-
-    let load = Load::start(lab, ns.name(), &members, false);
-    let (code, out, _) = switchover(lab, ns.name(), pair.b.name).await;
+    let t = Setup::pair(test)
+        .fault_on_a(fault, value)
+        .timeouts(timeouts)
+        .ready()
+        .await;
+    let load = Load::start(t.lab, t.ns(), &t.members(), false);
+    let (code, out, _) = switchover(t.lab, t.ns(), t.pair.b.name).await;
     // The sampler keeps watching for a second after the CLI returned: a hold must stay a hold
     // (no late promotion), and a hold reached in 0.3 s left it only ~5 samples to judge by.
     tokio::time::sleep(AFTER_THE_ANSWER).await;
     load.finish().await;
-    let topo = hub.get("pg").await.expect("the topology");
-    (ns, pair, code, out, topo)
+    let topo = t.hub.get("pg").await.expect("the topology");
+    (t, code, out, topo)
 }
 
 /// How long the two-primaries sampler goes on after the CLI answered.
@@ -138,7 +134,7 @@ async fn assert_held_without_promotion(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stuck_demotion_holds_on_the_token_deadline_and_never_promotes() {
-    let (ns, pair, code, out, topo) =
+    let (Running { ns, pair, .. }, code, out, topo) =
         switchover_with_fault("ctl-stuck", faults::HANG_BEFORE_TRANSITION, "true").await;
     assert_held_without_promotion(&ns, &pair, code, &out, &topo, reason::TOKEN_TIMEOUT).await;
     pair.delete().await;
@@ -146,7 +142,7 @@ async fn stuck_demotion_holds_on_the_token_deadline_and_never_promotes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skipped_demotion_holds_and_never_promotes() {
-    let (ns, pair, code, out, topo) =
+    let (Running { ns, pair, .. }, code, out, topo) =
         switchover_with_fault("ctl-skip", faults::SKIP_DEMOTION, "true").await;
     assert_held_without_promotion(&ns, &pair, code, &out, &topo, reason::DEMOTION_NOT_STARTED)
         .await;
@@ -155,7 +151,7 @@ async fn skipped_demotion_holds_and_never_promotes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_demotion_token_was_persisted_and_the_switchover_completes() {
-    let (_ns, pair, code, out, topo) =
+    let (Running { ns: _ns, pair, .. }, code, out, topo) =
         switchover_with_fault("ctl-wipe", faults::WIPE_DEMOTION_TOKEN, "true").await;
     assert_eq!(code, 0, "{out}");
     let status = topo.status.expect("status");
@@ -306,30 +302,18 @@ async fn a_token_wiped_before_any_reconcile_read_it_is_kept_by_the_watch_and_use
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_promotion_token_is_cleared_once_promoted_so_the_switchover_back_demotes() {
-    let lab = testkit::lab_with_emulators().await;
-    let ns = TestNamespace::create("ctl-stale-token").await;
-    ns.grant_federator().await;
-    let pair = Pair::create(lab, ns.name()).await;
-    let members = [pair.a, pair.b];
-    let hub = deploy(
-        lab,
-        ns.name(),
-        &members,
-        json!({"star": {}}),
-        wide_timeouts(),
-    )
-    .await;
-    let _controller = Controller::start(lab, ns.name());
-    wait_condition(&hub, kind::READY).await;
+    let t = Setup::pair("ctl-stale-token").ready().await;
+    let (lab, ns, pair, hub) = (t.lab, &t.ns, &t.pair, &t.hub);
+    let members = t.members();
 
     // Every version of B: (spec.replica.promotionToken, status.lastPromotionToken).
     let versions = Arc::new(Mutex::new(Vec::<(Option<String>, Option<String>)>::new()));
     let watch = tokio::spawn({
         let (api, versions) = (pair.api_b.clone(), versions.clone());
-        let config = watcher::Config::default().fields(&format!("metadata.name={}", pair.b.name));
+        let name = pair.b.name;
         async move {
-            let mut updates = watcher(api, config).applied_objects().boxed();
-            while let Ok(Some(b)) = updates.try_next().await {
+            let mut updates = e2e::harness::watch::updates(api, name);
+            while let Some(b) = updates.next().await {
                 let spec = b
                     .spec
                     .replica
@@ -406,7 +390,7 @@ async fn the_promotion_token_is_cleared_once_promoted_so_the_switchover_back_dem
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_system_id_token_is_never_applied_and_the_old_primary_stays_intact() {
-    let (ns, pair, code, out, topo) = switchover_with_fault(
+    let (Running { ns, pair, .. }, code, out, topo) = switchover_with_fault(
         "ctl-foreign",
         faults::CORRUPT_DEMOTION_TOKEN,
         "foreign-sysid",
@@ -433,7 +417,7 @@ async fn a_foreign_system_id_token_is_never_applied_and_the_old_primary_stays_in
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_cnpg_refuses_at_promotion_is_rolled_back_and_never_makes_two_primaries() {
-    let (ns, pair, code, out, topo) =
+    let (Running { ns, pair, .. }, code, out, topo) =
         switchover_with_fault("ctl-lsn-zero", faults::CORRUPT_DEMOTION_TOKEN, "lsn-zero").await;
     let status = topo.status.clone().expect("status");
     let op = status.operation.clone().expect("the operation holds");
@@ -459,28 +443,12 @@ async fn a_token_cnpg_refuses_at_promotion_is_rolled_back_and_never_makes_two_pr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_the_target_refuses_is_rolled_back_and_the_old_primary_takes_writes() {
-    let lab = testkit::lab_with_emulators().await;
-    let ns = TestNamespace::create("ctl-rollback").await;
-    ns.grant_federator().await;
-    let pair = Pair::create(lab, ns.name()).await;
-    testkit::annotate(
-        &pair.api_b,
-        pair.b.name,
-        faults::REPLAYED_PAST_TOKEN,
-        Some("true"),
-    )
-    .await;
-    let members = [pair.a, pair.b];
-    let hub = deploy(
-        lab,
-        ns.name(),
-        &members,
-        json!({"star": {}}),
-        wide_timeouts(),
-    )
-    .await;
-    let _controller = Controller::start(lab, ns.name());
-    wait_condition(&hub, kind::READY).await;
+    let t = Setup::pair("ctl-rollback")
+        .fault_on_b(faults::REPLAYED_PAST_TOKEN, "true")
+        .ready()
+        .await;
+    let (lab, ns, pair, hub) = (t.lab, &t.ns, &t.pair, &t.hub);
+    let members = t.members();
     let load = Load::start(lab, ns.name(), &members, true);
 
     let (code, out, _) = switchover(lab, ns.name(), pair.b.name).await;

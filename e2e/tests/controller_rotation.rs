@@ -140,7 +140,18 @@ impl Rotating {
     }
 
     /// Events on the topology with this reason.
+    /// The Events with `reason`, once there is at least one (they are published after the
+    /// status write the test waited for, so they may lag it); then exactly what the hub has.
     async fn events(&self, reason: &str) -> Vec<Event> {
+        wait_for(&format!("a {reason} Event"), DEADLINE, || async {
+            (!self.events_now(reason).await.is_empty()).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        self.events_now(reason).await
+    }
+
+    async fn events_now(&self, reason: &str) -> Vec<Event> {
         let events: Api<Event> = Api::namespaced(self.ns.lab.admin("hub").await, self.ns.name());
         events
             .list(&ListParams::default())

@@ -9,7 +9,6 @@ use std::time::Instant;
 use e2e::harness::TestNamespace;
 use e2e::harness::testkit::{self, Member};
 use futures::StreamExt;
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use topology::cnpg::{Cluster, FENCED_INSTANCES_ANNOTATION, condition};
 use topology::token::PromotionToken;
@@ -96,10 +95,9 @@ async fn pair_switchover_by_the_three_documented_steps() {
     let watch_api = api_a.clone();
     let name_a = a.name.to_owned();
     let recorder = tokio::spawn(async move {
-        let config = watcher::Config::default().fields(&format!("metadata.name={name_a}"));
         let mut history: Vec<Seen> = Vec::new();
-        let mut stream = watcher(watch_api, config).applied_objects().boxed();
-        while let Some(Ok(c)) = stream.next().await {
+        let mut stream = e2e::harness::watch::updates(watch_api, &name_a);
+        while let Some(c) = stream.next().await {
             let s = seen(&c);
             if history.last() != Some(&s) {
                 history.push(s.clone());
@@ -117,10 +115,9 @@ async fn pair_switchover_by_the_three_documented_steps() {
     // Every phase B shows from here on: a correct token must never look unrecoverable.
     let watch_b = api_b.clone();
     let phases = tokio::spawn(async move {
-        let config = watcher::Config::default().fields("metadata.name=pg-b");
         let mut seen: Vec<String> = Vec::new();
-        let mut stream = watcher(watch_b, config).applied_objects().boxed();
-        while let Some(Ok(c)) = stream.next().await {
+        let mut stream = e2e::harness::watch::updates(watch_b, "pg-b");
+        while let Some(c) = stream.next().await {
             let phase = testkit::phase(&c).to_owned();
             if seen.last() != Some(&phase) {
                 seen.push(phase);
@@ -155,6 +152,11 @@ async fn pair_switchover_by_the_three_documented_steps() {
             .is_file(),
         "the .partial is archived before the token is published"
     );
+    // Between steps 2 and 3, what CNPG's docs leave out (docs/lab-real.md, fidelity table): B
+    // restores A's WAL from A's object store only while it is a replica by spec, so it must
+    // have replayed the token's shutdown checkpoint before the promote patch.
+    let wanted = decoded.redo_lsn().expect("the token's REDO location");
+    testkit::wait_replayed_past(lab, b.region, &ns, b.name, wanted).await;
     // Step 3: promote B with it.
     testkit::patch_replica(
         &api_b,

@@ -6,7 +6,8 @@
 //! never-two-primaries sampler and a writer whose acknowledged rows must all be on the new
 //! primary. And the leader's own hub connection blackholed while a second replica waits: the
 //! leader must stop writing before its Lease could pass, and the other finishes the switchover.
-//! Outcomes are in docs/faults.md ("The hub and the control plane").
+//! Outcomes are in docs/faults.md ("The hub and the control plane"). The tests of this file run
+//! one at a time: each freezes or cuts a part all of them share.
 
 mod faults_support;
 
@@ -17,7 +18,7 @@ use e2e::faults::Fault;
 use e2e::faults::pause;
 use e2e::harness::controller::{Controller, Load, assert_rows_kept, reach, wait_condition};
 use e2e::lab::health::wait_for;
-use faults_support::{Routed, finished};
+use faults_support::{Routed, finished, one_at_a_time};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
@@ -38,6 +39,7 @@ fn pause_length() -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_apiserver_frozen_at_each_step_boundary() {
+    let _one = one_at_a_time().await;
     // Slow shutdown and promotion (1.5 s each) keep the switchover at its await steps long
     // enough for the freeze to land there.
     let s = Routed::start(
@@ -111,6 +113,7 @@ const ETCD_DOWN: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_restarted_between_the_demotion_and_the_token() {
+    let _one = one_at_a_time().await;
     let s = Routed::start("flt-etcd", &[(faults::SLOW_SHUTDOWN, "1500ms")], &[]).await;
     let load = Load::start(s.lab, s.ns.name(), &[s.pair.a, s.pair.b], true);
     let generation = s.switch_to(s.pair.b.name).await;
@@ -157,6 +160,7 @@ fn first_time(log: &str, needle: &str) -> Option<Timestamp> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leaders_hub_connection_blackholed_mid_switchover() {
+    let _one = one_at_a_time().await;
     let s = Routed::start(
         "flt-leader",
         &[(faults::SLOW_SHUTDOWN, "1500ms")],

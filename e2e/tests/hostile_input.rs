@@ -26,7 +26,7 @@ use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use topology::DistributedTopology;
-use topology::conditions::kind;
+use topology::conditions::{kind, reason};
 
 fn lab_kubeconfig(member: &str) -> Value {
     let path = harness::lab_dir().join(format!("{member}.federator.kubeconfig"));
@@ -263,12 +263,15 @@ async fn hostile_member_credentials_are_refused_by_field_and_nothing_is_patched(
                 degraded
                     .message
                     .contains(case.field)
-                    .then_some(degraded.message)
+                    .then_some((degraded.reason, degraded.message))
             },
         )
         .await
         .unwrap_or_else(|e| panic!("{e}\ncontroller log:\n{}", controller.log()));
-        println!("{}: {message}", case.what);
+        let (why, message) = message;
+        println!("{}: {why}: {message}", case.what);
+        // A Secret to fix, told apart from an outage.
+        assert_eq!(why, reason::MEMBER_CREDENTIAL_REFUSED, "{}", case.what);
         for needle in [
             "pg-a",
             "h-central",

@@ -8,6 +8,7 @@
 //! RBAC (`charts/federator/templates/rbac.yaml`) grants exactly these; the e2e test
 //! `controller_rbac.rs` removes each chart rule in turn and expects the error naming it.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use futures::future::join_all;
@@ -22,8 +23,9 @@ use kube::api::PostParams;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Permission {
     pub verb: &'static str,
-    pub group: &'static str,
-    pub resource: &'static str,
+    pub group: Cow<'static, str>,
+    /// Owned when found by discovery (a hook's kind), static for the controller's own list.
+    pub resource: Cow<'static, str>,
     pub namespace: Option<String>,
     pub name: Option<String>,
     /// What needs it, for the message.
@@ -59,15 +61,19 @@ pub struct Scope<'a> {
 /// Every permission the controller uses in `scope`.
 pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
     let topo_ns = scope.topologies.map(str::to_owned);
-    let p =
-        |verb, group, resource, namespace: Option<String>, name: Option<String>, why| Permission {
-            verb,
-            group,
-            resource,
-            namespace,
-            name,
-            why,
-        };
+    let p = |verb,
+             group: &'static str,
+             resource: &'static str,
+             namespace: Option<String>,
+             name: Option<String>,
+             why| Permission {
+        verb,
+        group: group.into(),
+        resource: resource.into(),
+        namespace,
+        name,
+        why,
+    };
     let mut all = Vec::new();
     for verb in ["get", "list", "watch", "patch"] {
         all.push(p(
@@ -105,6 +111,50 @@ pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
         None,
         "a drill's state and report",
     ));
+    for verb in ["get", "list", "watch"] {
+        all.push(p(
+            verb,
+            "federator.dev",
+            "regionswitches",
+            topo_ns.clone(),
+            None,
+            "the region switch controller (list: topologies claimed by another region switch)",
+        ));
+    }
+    all.push(p(
+        "update",
+        "federator.dev",
+        "regionswitches/status",
+        topo_ns.clone(),
+        None,
+        "a region switch's progress",
+    ));
+    all.push(p(
+        "create",
+        "federator.dev",
+        "regionswitches",
+        topo_ns.clone(),
+        None,
+        "a region rotation starts a region switch",
+    ));
+    for verb in ["get", "list", "watch"] {
+        all.push(p(
+            verb,
+            "federator.dev",
+            "regionrotations",
+            topo_ns.clone(),
+            None,
+            "the region rotation controller",
+        ));
+    }
+    all.push(p(
+        "update",
+        "federator.dev",
+        "regionrotations/status",
+        topo_ns.clone(),
+        None,
+        "a region rotation's schedule bookkeeping",
+    ));
     all.push(p(
         "get",
         "",
@@ -120,7 +170,17 @@ pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
             "events",
             topo_ns.clone(),
             None,
-            "Events on topologies and drills",
+            "Events on topologies, drills and region switches",
+        ));
+    }
+    for verb in ["get", "create", "patch"] {
+        all.push(p(
+            verb,
+            "coordination.k8s.io",
+            "leases",
+            topo_ns.clone(),
+            None,
+            "automatic failover: the hub voter's Leases next to each topology",
         ));
     }
     if let Some((ns, name)) = scope.lease {
@@ -167,13 +227,13 @@ pub async fn missing(hub: &kube::Client, permissions: &[Permission]) -> Vec<Perm
         async move {
             let (resource, subresource) = match permission.resource.split_once('/') {
                 Some((r, s)) => (r, Some(s.to_owned())),
-                None => (permission.resource, None),
+                None => (permission.resource.as_ref(), None),
             };
             let review = SelfSubjectAccessReview {
                 spec: SelfSubjectAccessReviewSpec {
                     resource_attributes: Some(ResourceAttributes {
                         verb: Some(permission.verb.to_owned()),
-                        group: Some(permission.group.to_owned()),
+                        group: Some(permission.group.to_string()),
                         resource: Some(resource.to_owned()),
                         subresource,
                         namespace: permission.namespace.clone(),
@@ -210,7 +270,7 @@ pub async fn check(hub: &kube::Client, scope: &Scope<'_>) -> Vec<Permission> {
     for permission in &missing {
         tracing::error!(
             verb = permission.verb,
-            resource = permission.resource,
+            resource = permission.resource.as_ref(),
             namespace = permission.namespace.as_deref().unwrap_or("*"),
             "missing hub permission: {permission}, needed for {}; grant it to the controller's ServiceAccount (the Helm chart's RBAC has it: docs/install.md, \"Permissions on the hub\")",
             permission.why
@@ -236,7 +296,12 @@ mod tests {
             lease: None,
             credential_namespaces: vec![],
         });
-        assert!(bare.iter().all(|p| p.resource != "leases"));
+        // Without leader election, the only Leases are automatic failover's, next to topologies.
+        assert!(
+            bare.iter()
+                .filter(|p| p.resource == "leases")
+                .all(|p| p.name.is_none() && p.verb != "list")
+        );
         assert!(bare.iter().all(|p| p.namespace.as_deref() == Some("db")));
         let full = required(&Scope {
             topologies: None,
@@ -245,7 +310,7 @@ mod tests {
         });
         let lease_get = full
             .iter()
-            .find(|p| p.resource == "leases" && p.verb == "get")
+            .find(|p| p.resource == "leases" && p.verb == "get" && p.name.is_some())
             .expect("lease get");
         assert_eq!(
             lease_get.to_string(),

@@ -21,6 +21,9 @@ enum Command {
     Crds(cmd::crds::Args),
     /// Run the hub controller: switchovers driven by spec.primary, status, Events, /metrics.
     Controller(cmd::controller::Args),
+    /// Run the automatic-failover agent of one member, in its region: holds its heartbeat with
+    /// the voters, reports role and WAL positions, fences its own primary when it loses quorum.
+    Agent(cmd::agent::Args),
     /// Validate DistributedTopologies and their CNPG Clusters: from files (-f), or as they are on
     /// the hub and the members.
     Validate(cmd::validate::Args),
@@ -36,6 +39,9 @@ enum Command {
     Status(cmd::status::Args),
     /// Run a disaster-recovery drill (measured switchover, optionally back); `drill report` prints its report.
     Drill(cmd::drill::Args),
+    /// Move every topology whose primary is in one region to another (RegionSwitch): switch,
+    /// status, pause, resume, abort.
+    Region(cmd::region::Args),
     /// Show the steps and exact patches of a switchover, touching nothing: from files (-f), or
     /// for a topology on the hub as it is.
     Plan(cmd::plan::Args),
@@ -78,12 +84,14 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Crds(args) => cmd::crds::run(args),
         Command::Controller(args) => cmd::controller::run(args, &cli.kube),
+        Command::Agent(args) => cmd::agent::run(args),
         Command::Validate(args) => cmd::validate::run(args, &cli.kube),
         Command::Switchover(args) => cmd::switchover::run(args, &cli.kube),
         Command::Failover(args) => cmd::failover::run(args, &cli.kube),
         Command::Status(args) => cmd::status::run(args, &cli.kube),
         Command::Drill(args) => cmd::drill::run(args, &cli.kube),
         Command::Plan(args) => cmd::plan::run(args, &cli.kube),
+        Command::Region(args) => cmd::region::run(args, &cli.kube),
         Command::Graph(args) => cmd::graph::run(args),
         Command::Member(args) => cmd::member::run(args, &cli.kube),
         Command::Get(args) => cmd::get::run(args, &cli.kube),

@@ -201,6 +201,23 @@ fn drill() -> DisasterRecoveryDrill {
     .expect("a drill")
 }
 
+fn region_switch() -> topology::region_api::RegionSwitch {
+    serde_json::from_value(json!({
+        "apiVersion": "federator.dev/v1alpha1",
+        "kind": "RegionSwitch",
+        "metadata": {"name": "move-west", "namespace": "db"},
+        "spec": {"from": "eu-central", "to": "eu-western"},
+        "status": {
+            "phase": "Holding",
+            "topologies": [
+                {"name": "pg", "from": "a", "to": "b", "state": "Held"},
+                {"name": "pg2", "from": "c", "to": "d", "state": "Moved"}
+            ]
+        }
+    }))
+    .expect("a region switch")
+}
+
 /// Every exported series name (`_total`, `_bucket`, … as scraped) and the labels seen on it.
 async fn exported() -> BTreeMap<String, BTreeSet<String>> {
     let metrics = Metrics::new();
@@ -223,11 +240,15 @@ async fn exported() -> BTreeMap<String, BTreeSet<String>> {
     let (drills, mut writer) = reflector::store::<DisasterRecoveryDrill>();
     writer.apply_watcher_event(&watcher::Event::Apply(drill()));
     metrics.attach_drills(drills);
+    let (switches, mut writer) = reflector::store::<topology::region_api::RegionSwitch>();
+    writer.apply_watcher_event(&watcher::Event::Apply(region_switch()));
+    metrics.attach_region_switches(switches);
     metrics.rotations(&t, &rotated(&t));
     metrics.drill_finished(&drill());
     metrics.reconciled();
     metrics.error("conflict");
     metrics.step_finished(StepKind::Promote, Duration::from_millis(5));
+    metrics.hook_finished("beforeDemotion", false, Duration::from_millis(800));
     metrics.reacted(StepKind::Promote, Duration::from_millis(5));
     metrics.picked_up(StepKind::Promote, Duration::from_millis(1));
     metrics.status_written(true, Duration::from_millis(2));

@@ -97,6 +97,48 @@ fn kubeconfig_in(secret: &Secret) -> String {
     String::from_utf8(secret.data.as_ref().unwrap()["kubeconfig"].0.clone()).unwrap()
 }
 
+/// An Argo CD cluster Secret (`argocd.argoproj.io/secret-type: cluster`) named `name` in `ns` on
+/// the hub, holding the server, CA and token of `kubeconfig`.
+async fn create_argocd_secret(ns: &str, name: &str, kubeconfig: &str) {
+    let parsed: serde_json::Value = serde_saphyr::from_str(kubeconfig).expect("a kubeconfig");
+    let cluster = &parsed["clusters"][0]["cluster"];
+    let config = serde_json::json!({
+        "bearerToken": parsed["users"][0]["user"]["token"],
+        "tlsClientConfig": {"caData": cluster["certificate-authority-data"]},
+    });
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(ns.to_owned()),
+            labels: Some(
+                [(
+                    "argocd.argoproj.io/secret-type".to_owned(),
+                    "cluster".to_owned(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        string_data: Some(
+            [
+                ("name".to_owned(), name.to_owned()),
+                (
+                    "server".to_owned(),
+                    cluster["server"].as_str().unwrap().to_owned(),
+                ),
+                ("config".to_owned(), config.to_string()),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let hub = harness::lab().await.admin("hub").await;
+    Api::<Secret>::namespaced(hub, ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the Argo CD cluster Secret");
+}
+
 /// Deletes the hub Secret if the test left it (a failed run must not leave a member behind for
 /// every later controller to watch).
 struct HubSecretGuard(String);
@@ -216,10 +258,45 @@ async fn join_rotate_and_remove_a_member_while_the_controllers_pool_follows() {
     let access = row["namespaces"][0]["access"].as_array().unwrap();
     assert_eq!(
         access.len(),
-        5,
-        "get/list/watch/patch clusters, get clusters/status"
+        7,
+        "get/list/watch/patch clusters, get clusters/status, get pods and pods/proxy"
     );
     assert!(access.iter().all(|a| a["allowed"] == true), "{row}");
+
+    // The same credential as an Argo CD cluster Secret (the controller's --argocd-namespace):
+    // `member list --argocd-namespace` lists it too, as the controller would use it.
+    let argo = format!("argo-{suffix}");
+    create_argocd_secret(ns.name(), &argo, &first_kubeconfig).await;
+    let listed = federator(&[
+        "member",
+        "list",
+        "-o",
+        "json",
+        "--argocd-namespace",
+        ns.name(),
+        "--namespaces",
+        ns.name(),
+    ])
+    .await;
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["member"] == argo.as_str())
+        .unwrap_or_else(|| panic!("the Argo CD cluster Secret in `member list`: {rows:#}"));
+    assert_eq!(row["source"], "argocd", "{row}");
+    assert_eq!(row["secret"], format!("{}/{argo}", ns.name()), "{row}");
+    assert_eq!(row["reachable"], true, "{row}");
+    let access = row["namespaces"][0]["access"].as_array().unwrap();
+    assert!(access.iter().all(|a| a["allowed"] == true), "{row}");
+    let table = text(&federator(&["member", "list", "--argocd-namespace", ns.name()]).await);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(&argo) && l.contains("argocd")),
+        "{table}"
+    );
 
     // Rotate: a new token on the hub, the old one refused by the member.
     let mut args = vec!["member", "rotate", &member];

@@ -1,5 +1,6 @@
 //! What a member grants Federator, written once: the Role (get/list/watch/patch on CNPG
-//! `clusters`, get on `clusters/status`, nothing else), its RoleBinding to Federator's
+//! `clusters`, get on `clusters/status`, get on `pods` and `pods/proxy` to read a CNPG
+//! instance's status, nothing else), its RoleBinding to Federator's
 //! ServiceAccount, and the self-contained kubeconfig a hub Secret carries for a ServiceAccount
 //! token. `federator member join`, the lab and `deploy/member-rbac/` all use these (a test keeps
 //! the YAML equal to them).
@@ -18,12 +19,29 @@ pub const CNPG_GROUP: &str = "postgresql.cnpg.io";
 pub const CLUSTER_VERBS: [&str; 4] = ["get", "list", "watch", "patch"];
 /// What Federator does with `clusters/status`: read it.
 pub const STATUS_VERBS: [&str; 1] = ["get"];
+/// What Federator does with `pods` and `pods/proxy` (core group): read a Cluster's designated
+/// primary pod and, through the API server's proxy, its instance manager's `/pg/status` (the
+/// replay position an archive-only switchover waits for; `kubectl cnpg status` reads the same).
+pub const POD_RESOURCES: [&str; 2] = ["pods", "pods/proxy"];
+pub const POD_VERBS: [&str; 1] = ["get"];
 
 /// Every (resource, verb) the member Role grants, in the order `member list` checks them.
 pub fn required_access() -> Vec<(&'static str, &'static str)> {
     let clusters = CLUSTER_VERBS.iter().map(|v| ("clusters", *v));
     let status = STATUS_VERBS.iter().map(|v| ("clusters/status", *v));
-    clusters.chain(status).collect()
+    let pods = POD_RESOURCES
+        .iter()
+        .flat_map(|r| POD_VERBS.iter().map(move |v| (*r, *v)));
+    clusters.chain(status).chain(pods).collect()
+}
+
+/// The API group of a resource [`required_access`] names: core for pods, else CNPG's.
+pub fn group_of(resource: &str) -> &'static str {
+    if resource == "pods" || resource.starts_with("pods/") {
+        ""
+    } else {
+        CNPG_GROUP
+    }
 }
 
 /// Labels on every object `federator member join` creates on a member.
@@ -52,7 +70,8 @@ fn strings(values: &[&str]) -> Vec<String> {
     values.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// The Role named `name` in `namespace`: read and patch Clusters, read their status.
+/// The Role named `name` in `namespace`: read and patch Clusters, read their status, read
+/// their pods and (through pods/proxy) their instances' status.
 pub fn role(name: &str, namespace: &str, labels: &BTreeMap<String, String>) -> Role {
     Role {
         metadata: meta(name, namespace, labels),
@@ -67,6 +86,12 @@ pub fn role(name: &str, namespace: &str, labels: &BTreeMap<String, String>) -> R
                 api_groups: Some(strings(&[CNPG_GROUP])),
                 resources: Some(strings(&["clusters/status"])),
                 verbs: strings(&STATUS_VERBS),
+                ..PolicyRule::default()
+            },
+            PolicyRule {
+                api_groups: Some(strings(&[""])),
+                resources: Some(strings(&POD_RESOURCES)),
+                verbs: strings(&POD_VERBS),
                 ..PolicyRule::default()
             },
         ]),
@@ -128,11 +153,11 @@ mod tests {
         let rules = role.rules.unwrap();
         let mut granted = Vec::new();
         for rule in &rules {
-            assert_eq!(
-                rule.api_groups.as_deref(),
-                Some(&[CNPG_GROUP.to_owned()][..])
-            );
             for resource in rule.resources.as_deref().unwrap_or_default() {
+                assert_eq!(
+                    rule.api_groups.as_deref(),
+                    Some(&[group_of(resource).to_owned()][..])
+                );
                 for verb in &rule.verbs {
                     granted.push((resource.clone(), verb.clone()));
                 }

@@ -288,6 +288,59 @@ impl Cluster {
             .iter()
             .find(|c| c.type_ == type_)
     }
+
+    /// How WAL from the source reaches this Cluster while it is a replica: the channels of the
+    /// `externalClusters` entry `spec.replica.source` names (`connectionParameters`: streaming;
+    /// `barmanObjectStore` or a plugin: the source's object store).
+    pub fn source_channel(&self) -> SourceChannel {
+        let Some(replica) = &self.spec.replica else {
+            return SourceChannel::None;
+        };
+        let Some(entry) = self
+            .spec
+            .external_clusters
+            .iter()
+            .find(|e| e.name == replica.source)
+        else {
+            return SourceChannel::None;
+        };
+        let archive = entry.barman_object_store.is_some() || entry.plugin.is_some();
+        match (entry.connection_parameters.is_some(), archive) {
+            (true, true) => SourceChannel::StreamingAndArchive,
+            (true, false) => SourceChannel::Streaming,
+            (false, true) => SourceChannel::ArchiveOnly,
+            (false, false) => SourceChannel::None,
+        }
+    }
+
+    /// WAL from the source arrives only through the archive.
+    pub fn source_is_archive_only(&self) -> bool {
+        self.source_channel() == SourceChannel::ArchiveOnly
+    }
+}
+
+/// The channels a replica Cluster's source entry declares (see [`Cluster::source_channel`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceChannel {
+    /// No source entry (a primary by spec, or a source the Cluster does not list).
+    #[default]
+    None,
+    /// `connectionParameters` only.
+    Streaming,
+    /// An object store only.
+    ArchiveOnly,
+    /// Both: streaming when connected, the archive when not.
+    StreamingAndArchive,
+}
+
+impl SourceChannel {
+    /// The source's object store is a channel: once promoted by spec, CNPG restores from the
+    /// Cluster's *own* store instead, so WAL the target has not replayed by then may never come
+    /// (with streaming too: a standby that was not streaming when the old primary shut down
+    /// has that WAL only in the source's store).
+    pub fn has_archive(self) -> bool {
+        matches!(self, Self::ArchiveOnly | Self::StreamingAndArchive)
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +359,48 @@ mod tests {
             enabled,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_archive_only_source_has_an_object_store_and_no_connection_parameters() {
+        let cluster = |entry: serde_json::Value| -> Cluster {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "postgresql.cnpg.io/v1",
+                "kind": "Cluster",
+                "metadata": {"name": "pg-b"},
+                "spec": {
+                    "instances": 1,
+                    "replica": {"primary": "pg-a", "source": "pg-a"},
+                    "externalClusters": [
+                        {"name": "pg-b", "connectionParameters": {"host": "b"}},
+                        entry,
+                    ],
+                },
+            }))
+            .unwrap()
+        };
+        let store = serde_json::json!({"destinationPath": "s3://pg-a/"});
+        let archive = cluster(serde_json::json!({"name": "pg-a", "barmanObjectStore": store}));
+        assert!(archive.source_is_archive_only());
+        let plugin = serde_json::json!({"name": "barman-cloud.cloudnative-pg.io"});
+        assert!(
+            cluster(serde_json::json!({"name": "pg-a", "plugin": plugin})).source_is_archive_only()
+        );
+        let both = cluster(serde_json::json!({
+            "name": "pg-a", "barmanObjectStore": store, "connectionParameters": {"host": "a"},
+        }));
+        assert!(!both.source_is_archive_only());
+        assert_eq!(both.source_channel(), SourceChannel::StreamingAndArchive);
+        assert!(both.source_channel().has_archive());
+        assert!(archive.source_channel().has_archive());
+        let streaming =
+            cluster(serde_json::json!({"name": "pg-a", "connectionParameters": {"host": "a"}}));
+        assert!(!streaming.source_is_archive_only());
+        assert!(!streaming.source_channel().has_archive());
+        let mut primary = archive.clone();
+        primary.spec.replica = None;
+        assert!(!primary.source_is_archive_only());
+        assert_eq!(primary.source_channel(), SourceChannel::None);
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub mod kind {
     pub const SWITCHOVER_IN_PROGRESS: &str = "SwitchoverInProgress";
     /// At least one member is unreachable or unhealthy.
     pub const DEGRADED: &str = "Degraded";
+    /// `spec.automaticFailover` is set: True when armed (every rule holds and every member's
+    /// agent renews), False with the field and the fix when failover stays manual.
+    pub const AUTOMATIC_FAILOVER: &str = "AutomaticFailover";
 }
 
 /// Condition reasons (CamelCase, as metav1.Condition requires). Hold reasons double as
@@ -25,10 +28,16 @@ pub mod reason {
     /// A member's credential may not read (list/watch) the Clusters of a member namespace: a
     /// permission to grant, not an outage (the message names member, namespace, verb and fix).
     pub const MEMBER_FORBIDDEN: &str = "MemberForbidden";
+    /// The hub holds no usable credential for a member cluster (none names it, or the one that
+    /// does is refused before any request: an auth plugin, a file reference, clear text…): a
+    /// Secret to fix, not an outage (the message names the Secret, the field and the fix).
+    pub const MEMBER_CREDENTIAL_REFUSED: &str = "MemberCredentialRefused";
     pub const MEMBER_NOT_READY: &str = "MemberNotReady";
     pub const ALL_MEMBERS_HEALTHY: &str = "AllMembersHealthy";
     pub const SUCCEEDED: &str = "Succeeded";
     pub const ROLLED_BACK: &str = "RolledBack";
+    /// A hook before the demotion failed: the switchover ended `Aborted`, nothing demoted.
+    pub const HOOK_FAILED: &str = "HookFailed";
     /// The old primary did not show `inProgress` nor a token before the deadline.
     pub const DEMOTION_NOT_STARTED: &str = "DemotionNotStarted";
     /// The demotion completed but its token is gone (CNPG #11074).
@@ -39,6 +48,9 @@ pub mod reason {
     pub const TOKEN_INVALID: &str = "TokenInvalid";
     /// The target did not report the promotion before the deadline.
     pub const PROMOTION_TIMEOUT: &str = "PromotionTimeout";
+    /// Archive-only: the target did not replay the token's LSN before the deadline, so it was
+    /// not promoted (once promoted, CNPG would restore from its own store and wait forever).
+    pub const REPLAY_TIMEOUT: &str = "ReplayTimeout";
     /// A member's spec changed under the operation in a way that makes the next step unsafe.
     pub const UNEXPECTED_SPEC: &str = "UnexpectedSpec";
     /// A member the next step needs cannot be read.
@@ -46,13 +58,22 @@ pub mod reason {
     /// The rollback's own promotion failed too: only a human can decide now.
     pub const ROLLBACK_FAILED: &str = "RollbackFailed";
 
+    /// `spec.automaticFailover` passes its rules (AutomaticFailover=True).
+    pub const ARMED: &str = "Armed";
+    /// `spec.automaticFailover` breaks a rule: failover stays manual (the message names the
+    /// field and the fix).
+    pub const POLICY_REFUSED: &str = "PolicyRefused";
+    /// `spec.automaticFailover` was removed: failover is manual.
+    pub const DISABLED: &str = "Disabled";
+
     /// Every reason an operation holds with (`status.operation.hold.reason`).
-    pub const HOLDS: [&str; 9] = [
+    pub const HOLDS: [&str; 10] = [
         DEMOTION_NOT_STARTED,
         TOKEN_LOST,
         TOKEN_TIMEOUT,
         TOKEN_INVALID,
         PROMOTION_TIMEOUT,
+        REPLAY_TIMEOUT,
         UNEXPECTED_SPEC,
         MEMBER_UNREACHABLE_HOLD,
         ROLLBACK_FAILED,

@@ -14,6 +14,7 @@ mod name_index;
 pub mod observed;
 pub mod plan;
 pub mod region;
+pub mod region_api;
 pub mod shape;
 pub mod step;
 pub mod token;
@@ -21,6 +22,20 @@ pub mod validate;
 
 pub use api::{DistributedTopology, DistributedTopologySpec, DistributedTopologyStatus};
 pub use model::Topology;
-pub use observed::{Observed, ObservedMember};
+pub use observed::{Observed, ObservedMember, Replay};
 pub use plan::{Decision, Desired, Plan, PlanError, Progress, next_step, plan};
 pub use step::{OperationKind, StepKind};
+
+/// Every CRD Federator serves: what `federator crds` prints, `make crds-check` compares with
+/// `deploy/crds/`, and `federator-lab up` installs on the lab's hub.
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![
+        DistributedTopology::crd(),
+        drill_api::DisasterRecoveryDrill::crd(),
+        region_api::RegionSwitch::crd(),
+        region_api::RegionRotation::crd(),
+    ]
+}

@@ -6,8 +6,18 @@ use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::cnpg::{self, Cluster, ReplicaSpec, Role, condition, phase};
+use crate::cnpg::{self, Cluster, ReplicaSpec, Role, SourceChannel, condition, phase};
 use crate::model::Topology;
+
+fn fenced_entirely(cluster: &Cluster) -> bool {
+    cluster
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(cnpg::FENCED_INSTANCES_ANNOTATION))
+        .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
+        .is_some_and(|names| names.iter().any(|n| n == "*"))
+}
 
 /// The members as last seen, keyed by topology name.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -31,6 +41,10 @@ pub struct ObservedMember {
     /// names (the normal case), so a snapshot of n members stays O(n) and identical lists are
     /// compared once.
     pub external_clusters: Arc<[String]>,
+    /// How the `externalClusters` entry named by `spec.replica.source` reaches the source.
+    /// With an object store among them, CNPG restores from that store only while the Cluster
+    /// is a replica by spec; the promote patch switches it to the Cluster's own store.
+    pub source: SourceChannel,
     pub status: MemberState,
 }
 
@@ -54,6 +68,26 @@ pub struct MemberState {
     /// True forever after the first demotion, so only a transition newer than the demote patch
     /// says "this demotion completed".
     pub replica_switch: Option<(bool, Timestamp)>,
+    /// What the (designated) primary instance reports of its WAL replay, from CNPG's instance
+    /// status (`/pg/status` through the member's `pods/proxy`). Not part of the Cluster object:
+    /// the controller reads it only while a switchover waits for it ([`StepKind::AwaitReplay`]).
+    ///
+    /// [`StepKind::AwaitReplay`]: crate::StepKind::AwaitReplay
+    pub replay: Option<Replay>,
+    /// CNPG's fencing covers every instance (`cnpg.io/fencedInstances: '["*"]'`, what the
+    /// automatic-failover agent writes): the instances are stopped and take no write, whatever
+    /// the spec says. A metadata fact, not a status one: it holds as soon as CNPG honours it
+    /// (within the policy's `fenceBound`).
+    pub fenced: bool,
+}
+
+/// The replay position a (designated) primary instance reported, or why it is not known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// `replayLsn`: the end of the last WAL record the instance replayed.
+    At(crate::token::Lsn),
+    /// The instance status could not be read or used; the text says why (safe to show).
+    Unknown(String),
 }
 
 impl ObservedMember {
@@ -76,6 +110,7 @@ impl ObservedMember {
                 .iter()
                 .map(|e| e.name.clone())
                 .collect(),
+            source: cluster.source_channel(),
             status: MemberState {
                 demotion_token: status.demotion_token.filter(|t| !t.is_empty()),
                 last_promotion_token: status.last_promotion_token.filter(|t| !t.is_empty()),
@@ -91,8 +126,15 @@ impl ObservedMember {
                     .instances_reported_state
                     .is_some_and(|r| r.values().any(|i| i.is_primary)),
                 replica_switch,
+                replay: None,
+                fenced: fenced_entirely(cluster),
             },
         }
+    }
+
+    /// Whether the Cluster's fencing annotation names every instance (`["*"]`).
+    pub fn is_fenced(cluster: &Cluster) -> bool {
+        fenced_entirely(cluster)
     }
 
     /// A member whose API server could not be read.
@@ -105,6 +147,7 @@ impl ObservedMember {
             replica: None,
             instances: 0,
             external_clusters: Arc::new([]),
+            source: SourceChannel::None,
             status: MemberState::default(),
         }
     }
@@ -184,6 +227,7 @@ impl Observed {
                     }),
                     instances: 1,
                     external_clusters: names.clone(),
+                    source: SourceChannel::None,
                     status: MemberState {
                         phase: Some(phase::HEALTHY.to_owned()),
                         ready_instances: Some(1),

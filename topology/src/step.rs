@@ -23,6 +23,10 @@ pub enum OperationKind {
 pub enum StepKind {
     /// Live validation of every member against the desired topology; no side effect.
     Validate,
+    /// A planned switchover of a topology with `spec.hooks.beforeDemotion`: each hook in order,
+    /// one step record per hook (its name in the record's `member`). One that fails or times
+    /// out ends the operation `Aborted`: nothing was demoted.
+    HooksBeforeDemotion,
     /// Patch the old primary's `spec.replica` so that it becomes a replica of the target.
     Demote,
     /// Wait until the old primary shows its demotion started (`inProgress` or a token).
@@ -31,6 +35,12 @@ pub enum StepKind {
     AwaitToken,
     /// Decode the persisted token and check it against the target (system id, timeline).
     CheckToken,
+    /// Archive-only channel: wait until the target's (designated) primary instance has replayed
+    /// past the token's REDO location before promoting it. CNPG restores WAL from the source's
+    /// object store only while the Cluster is a replica by spec; once the promote patch names it
+    /// primary it restores from its own store, which lacks the old primary's last segments and
+    /// `.partial`, and the promotion would wait for the token's LSN forever.
+    AwaitReplay,
     /// One patch on the target: `primary` = target, `promotionToken`, `minApplyDelay: null`.
     Promote,
     /// Wait until the target's `lastPromotionToken` equals the token and it is healthy.
@@ -39,6 +49,10 @@ pub enum StepKind {
     Bookkeeping,
     /// Remove `promotionToken` from the new primary, only once it reported it (#9273).
     ClearToken,
+    /// A planned switchover of a topology with `spec.hooks.afterPromotion`, once the new primary
+    /// accepts writes and its token is cleared: each hook in order, one step record per hook. One
+    /// that fails is recorded and announced as a warning; the rest run.
+    HooksAfterPromotion,
     /// After a fatal token error: put the target back to `primary: <old>` without a token.
     RollbackTarget,
     /// Nothing left to do.
@@ -56,28 +70,54 @@ impl StepKind {
             (Demote, OperationKind::Switchover) => AwaitDemotionStarted,
             (AwaitDemotionStarted, _) => AwaitToken,
             (AwaitToken, _) => CheckToken,
+            // The planner enters AwaitReplay from CheckToken only for a target whose channel has
+            // an object store.
             (CheckToken, _) => Promote,
+            (AwaitReplay, _) => Promote,
             (Promote, _) => AwaitPromotion,
             (AwaitPromotion, _) => Bookkeeping,
             (Bookkeeping, OperationKind::Failover) => Done,
             (Bookkeeping, OperationKind::Switchover) => ClearToken,
             (ClearToken, _) => Done,
+            // The planner enters the hook steps only for a switchover with hooks.
+            (HooksBeforeDemotion, _) => Demote,
+            (HooksAfterPromotion, _) => Done,
             (RollbackTarget, _) => Promote,
             (Done, _) => Done,
+        }
+    }
+
+    /// A step that runs the topology's hooks (one record per hook).
+    pub fn is_hooks(self) -> bool {
+        matches!(
+            self,
+            StepKind::HooksBeforeDemotion | StepKind::HooksAfterPromotion
+        )
+    }
+
+    /// The `spec.hooks` field a hook step runs, as hook runs name their phase.
+    pub fn hook_phase(self) -> Option<&'static str> {
+        match self {
+            StepKind::HooksBeforeDemotion => Some("beforeDemotion"),
+            StepKind::HooksAfterPromotion => Some("afterPromotion"),
+            _ => None,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             StepKind::Validate => "Validate",
+            StepKind::HooksBeforeDemotion => "HooksBeforeDemotion",
             StepKind::Demote => "Demote",
             StepKind::AwaitDemotionStarted => "AwaitDemotionStarted",
             StepKind::AwaitToken => "AwaitToken",
             StepKind::CheckToken => "CheckToken",
+            StepKind::AwaitReplay => "AwaitReplay",
             StepKind::Promote => "Promote",
             StepKind::AwaitPromotion => "AwaitPromotion",
             StepKind::Bookkeeping => "Bookkeeping",
             StepKind::ClearToken => "ClearToken",
+            StepKind::HooksAfterPromotion => "HooksAfterPromotion",
             StepKind::RollbackTarget => "RollbackTarget",
             StepKind::Done => "Done",
         }

@@ -37,6 +37,9 @@ struct Scenario {
     crashes: Vec<(u64, usize, u64)>,
     /// Seeds for the fence and promotion delays (fractions of their bounds, per mille).
     delays: Vec<u64>,
+    /// What the hub's reach probe of the primary's region says in its k-th vote round
+    /// (`[k % len]`, true: it answered), whatever the links are; empty: the link decides.
+    hub_probe: Vec<bool>,
     run_ms: u64,
 }
 
@@ -240,6 +243,20 @@ impl<'a> World<'a> {
         }
     }
 
+    /// The hub's reach of `primary` in the vote round at `t`: its probe's answer when the
+    /// scenario gives one (which may be wrong either way), else the link.
+    fn hub_reach(&self, t: u64, primary: usize) -> Reach {
+        let answered = match self.s.hub_probe.as_slice() {
+            [] => self.link(HUB, primary),
+            probe => probe[(t / VOTE_EVERY_MS) as usize % probe.len()],
+        };
+        if answered {
+            Reach::Reachable
+        } else {
+            Reach::Unreachable
+        }
+    }
+
     fn hub_round(&mut self, t: u64) {
         if self.promote_due.is_some() {
             return;
@@ -249,6 +266,7 @@ impl<'a> World<'a> {
             return;
         };
         let electorate: Vec<String> = (0..self.nodes).map(|n| n.to_string()).collect();
+        let hub_reach = self.hub_reach(t, primary);
         let mut ballots = Vec::new();
         for v in 0..self.nodes {
             if !self.link(HUB, v) {
@@ -257,14 +275,26 @@ impl<'a> World<'a> {
             // The voter learns the hub's term when the hub asks.
             let vnow = self.local(v, t);
             self.voters[v].new_term(self.term, vnow);
-            let reach = if self.link(v, primary) {
+            let reach = if v == HUB {
+                hub_reach
+            } else if self.link(v, primary) {
                 Reach::Reachable
             } else {
                 Reach::Unreachable
             };
             ballots.push(self.voters[v].ballot(&v.to_string(), reach, vnow, self.timing.lease));
         }
-        if let Verdict::Lost { .. } = verdict(&electorate, self.term, &ballots) {
+        let lost = matches!(
+            verdict(&electorate, self.term, &ballots),
+            Verdict::Lost { .. }
+        );
+        if !lost {
+            // The hub's own "lost" ballot is withdrawn once it reaches the primary again
+            // (`VoterMemory::retract`): no verdict rested on it.
+            let hnow = self.local(HUB, t);
+            self.voters[HUB].retract(hub_reach, hnow);
+        }
+        if lost {
             // Promote the first replica the hub reaches that is not fenced for a re-clone.
             let Some(target) = (1..self.nodes)
                 .find(|&r| r != primary && self.link(HUB, r) && !self.failed_over[r])
@@ -326,6 +356,7 @@ fn scenario(regions: usize, drift: u32) -> impl Strategy<Value = Scenario> {
                 links,
                 crashes,
                 delays,
+                hub_probe: Vec::new(),
                 run_ms: 80_000,
             }
         })
@@ -378,6 +409,32 @@ proptest! {
         let out = run(&s, timing);
         prop_assert!(out.two_primaries_at.is_none(), "{timing:?}\n{s:?}\n{out:?}");
     }
+
+    /// The hub's reach comes from its own probe of the primary's region (a `GET /version`
+    /// bounded by `Timing::reach_probe_timeout`), which can time out on a healthy region or,
+    /// in this world, even answer for a cut-off one: safety does not rest on it.
+    #[test]
+    fn never_two_writable_primaries_whatever_the_hubs_probe_says(
+        (timing, mut s, probe) in (2usize..=3, timing()).prop_flat_map(|(regions, t)| {
+            (Just(t), scenario(regions, t.drift.ppm), prop::collection::vec(any::<bool>(), 1..8))
+        }),
+    ) {
+        prop_assume!(timing.check().is_ok());
+        s.hub_probe = probe;
+        let out = run(&s, timing);
+        prop_assert!(out.two_primaries_at.is_none(), "{timing:?}\n{s:?}\n{out:?}");
+    }
+
+    /// The probe's bound leaves room for two probes and a vote round inside the lease, and
+    /// never exceeds fenceAfter, for every timing the rule accepts.
+    #[test]
+    fn the_reach_probe_ends_before_the_lease(timing in timing()) {
+        prop_assume!(timing.check().is_ok());
+        let probe = timing.reach_probe_timeout();
+        prop_assert!(!probe.is_zero());
+        prop_assert!(probe <= timing.fence_after, "{timing:?}");
+        prop_assert!(probe * 2 + timing.renew_every <= timing.lease, "{timing:?}");
+    }
 }
 
 fn quiet(regions: usize, links: Vec<(u64, usize, usize, bool)>, run_ms: u64) -> Scenario {
@@ -387,6 +444,7 @@ fn quiet(regions: usize, links: Vec<(u64, usize, usize, bool)>, run_ms: u64) -> 
         links,
         crashes: Vec::new(),
         delays: vec![1000],
+        hub_probe: Vec::new(),
         run_ms,
     }
 }
@@ -439,6 +497,42 @@ fn a_primary_that_reaches_a_majority_is_never_fenced() {
     );
     assert!(out.fenced_at.is_empty(), "{out:?}");
     assert!(out.promoted_at.is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_hub_only_lost_vote_does_not_outlast_its_evidence() {
+    // The hub loses the primary (1) for longer than a lease and votes it lost alone (region 2
+    // still reaches it: no majority). The link heals; later the primary loses region 2: the
+    // hub, having withdrawn its ballot, accepts its renewals again, so the primary keeps a
+    // majority (itself and the hub) and is never fenced.
+    let links = vec![
+        (5_000, 1, HUB, false),
+        (25_000, 1, HUB, true),
+        (30_000, 1, 2, false),
+    ];
+    let out = run(&quiet(2, links, 70_000), Timing::DEFAULT);
+    assert!(out.fenced_at.is_empty(), "{out:?}");
+    assert!(out.promoted_at.is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_hub_probe_that_always_times_out_fences_no_primary_that_reaches_a_majority() {
+    // The hub's probe of the primary (1) never answers (a loaded API server), but the links
+    // are up, then region 2 loses the primary: its majority is itself and the hub, whose
+    // renewals keep the hub from voting it lost.
+    let mut s = quiet(2, vec![(5_000, 1, 2, false)], 60_000);
+    s.hub_probe = vec![false];
+    let out = run(&s, Timing::TIGHT);
+    assert!(out.fenced_at.is_empty(), "{out:?}");
+    assert!(out.promoted_at.is_empty(), "{out:?}");
+    // And a hub cut off from everything still promotes nothing, whatever its probe says.
+    let mut s = quiet(2, isolate(HUB, 3, 5_000), 60_000);
+    s.hub_probe = vec![false];
+    let out = run(&s, Timing::TIGHT);
+    assert!(
+        out.fenced_at.is_empty() && out.promoted_at.is_empty(),
+        "{out:?}"
+    );
 }
 
 #[test]

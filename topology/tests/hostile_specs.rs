@@ -26,6 +26,8 @@ fn spec(members: Vec<Member>, shape: ShapeSpec, primary: &str) -> DistributedTop
         policies: Default::default(),
         rotation: None,
         failover: None,
+        automatic_failover: None,
+        hooks: Default::default(),
     }
 }
 

@@ -19,8 +19,11 @@ use support_world::{Fault, ShapeKind, World, topology};
 use topology::api::Outcome;
 use topology::cnpg::{Role, role_of};
 use topology::conditions::reason;
-use topology::plan::{Context, Decision, Progress, next_step, patch};
-use topology::{OperationKind, Topology};
+use topology::plan::{
+    Context, Decision, HookLook, HookState, NO_HOOKS, Progress, next_step, patch,
+};
+use topology::region_api::{Hook, Hooks};
+use topology::{OperationKind, StepKind, Topology};
 
 /// How the run ended.
 #[derive(Debug, PartialEq)]
@@ -46,6 +49,21 @@ struct Run {
     end: End,
     patches: Vec<(String, Value)>,
     world: World,
+    /// Hook ends and patches sent, in order.
+    trace: Vec<Trace>,
+}
+
+/// One thing a run did.
+#[derive(Clone, Debug, PartialEq)]
+enum Trace {
+    /// A hook of a hook step ended.
+    Hook {
+        step: StepKind,
+        index: usize,
+        ok: bool,
+    },
+    /// A patch of this step was sent.
+    Patch(StepKind),
 }
 
 fn makes_primary(world: &World, member: &str, patch_value: &Value) -> bool {
@@ -57,21 +75,50 @@ fn makes_primary(world: &World, member: &str, patch_value: &Value) -> bool {
 
 /// Drives `next_step` against the world until it ends, checking properties 1–3 on the way.
 fn drive(topology: &Topology, world: World, kind: OperationKind, to: &str, seed: u64) -> Run {
+    drive_hooked(topology, world, kind, to, seed, &NO_HOOKS, None)
+}
+
+/// As [`drive`], with `hooks` declared: a hook answers "waiting" now and then, then done, or
+/// failed for the hook `failing` (its step and index).
+fn drive_hooked(
+    topology: &Topology,
+    world: World,
+    kind: OperationKind,
+    to: &str,
+    seed: u64,
+    hooks: &Hooks,
+    failing: Option<(StepKind, usize)>,
+) -> Run {
     let mut world = world;
+    let mut trace = Vec::new();
     let mut choices = Choices(seed | 1);
     let from = topology.primary().to_owned();
     let mut progress = Progress::start(kind, &from, to, world.now);
     let mut patches = Vec::new();
     let bound = 400 + 20 * topology.names().len();
     for _ in 0..bound {
+        let look = progress.step.is_hooks().then(|| HookLook {
+            step: progress.step,
+            index: progress.hook,
+            state: if choices.next(3) == 0 {
+                HookState::Waiting("not there yet".into())
+            } else if failing == Some((progress.step, progress.hook)) {
+                HookState::Failed("refused".into())
+            } else {
+                HookState::Done("done".into())
+            },
+        });
         let ctx = Context {
             topology,
             now: world.now,
+            hooks,
+            hook: look.as_ref(),
         };
         let decision = next_step(&world.snapshot(), &progress, &ctx);
         match decision {
             Decision::Act(action) => {
                 let (member, p) = (action.member.clone(), action.patch.clone());
+                let step = action.step;
                 assert!(
                     !world.hidden.contains(&member),
                     "acted on an unreadable member"
@@ -108,10 +155,19 @@ fn drive(topology: &Topology, world: World, kind: OperationKind, to: &str, seed:
                     Decision::Act(action),
                     "the machine asks for a patch that is already applied"
                 );
+                trace.push(Trace::Patch(step));
                 patches.push((member, p));
             }
             Decision::Advance(transition) => {
                 progress = progress.advance(&transition, world.now);
+            }
+            Decision::HookEnded(end) => {
+                trace.push(Trace::Hook {
+                    step: progress.step,
+                    index: progress.hook,
+                    ok: end.ok,
+                });
+                progress = progress.end_hook(&end, world.now);
             }
             Decision::Wait(_) => {
                 // Sometimes a member hiccups (cannot be read for a tick).
@@ -128,6 +184,7 @@ fn drive(topology: &Topology, world: World, kind: OperationKind, to: &str, seed:
                     end: End::Hold(reason),
                     patches,
                     world,
+                    trace,
                 };
             }
             Decision::Done(outcome) => {
@@ -135,6 +192,7 @@ fn drive(topology: &Topology, world: World, kind: OperationKind, to: &str, seed:
                     end: End::Done(outcome),
                     patches,
                     world,
+                    trace,
                 };
             }
         }
@@ -199,8 +257,81 @@ fn sources(world: &World) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// `n` hooks named `<prefix><i>` (their content does not matter to the planner).
+fn hooks(prefix: &str, n: usize) -> Vec<Hook> {
+    (0..n)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "name": format!("{prefix}{i}"),
+                "scale": {"region": "From", "namespace": "apps", "replicas": 0}
+            }))
+            .unwrap()
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Hooks around a planned switchover (property 6): every hook before the demotion ends, in
+    /// order, before the first patch; one that fails ends the run `Aborted` with no patch at all
+    /// (nothing demoted); hooks after the promotion run, in order, after the last patch (token
+    /// cleared), each of them even when one fails, and never after a rollback.
+    #[test]
+    fn hooks_run_around_the_switchover_and_a_failed_one_before_it_demotes_nothing(
+        (topology, to, _shape) in scenario(),
+        before in 0usize..3,
+        after in 0usize..3,
+        failing in proptest::option::of((any::<bool>(), 0usize..3)),
+        rollback in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let declared = Hooks { before_demotion: hooks("stop", before), after_promotion: hooks("start", after) };
+        let failing = failing.map(|(first, i)| {
+            (if first { StepKind::HooksBeforeDemotion } else { StepKind::HooksAfterPromotion }, i)
+        });
+        let fault = if rollback { Fault::FatalToken } else { Fault::None };
+        let world = World::new(&topology, fault);
+        let run = drive_hooked(&topology, world, OperationKind::Switchover, &to, seed, &declared, failing);
+        let ends = |step: StepKind| -> Vec<(usize, bool)> {
+            run.trace.iter().filter_map(|t| match t {
+                Trace::Hook { step: s, index, ok } if *s == step => Some((*index, *ok)),
+                _ => None,
+            }).collect()
+        };
+        let position = |wanted: &dyn Fn(&Trace) -> bool| run.trace.iter().position(wanted);
+        let first_patch = position(&|t| matches!(t, Trace::Patch(_)));
+        let last_patch = run.trace.iter().rposition(|t| matches!(t, Trace::Patch(_)));
+        let fails_before = failing.filter(|(s, i)| *s == StepKind::HooksBeforeDemotion && *i < before);
+        if let Some((_, i)) = fails_before {
+            prop_assert_eq!(&run.end, &End::Done(Outcome::Aborted));
+            prop_assert!(run.patches.is_empty(), "patched after a failed hook: {:?}", run.patches);
+            let mut expected: Vec<(usize, bool)> = (0..i).map(|k| (k, true)).collect();
+            expected.push((i, false));
+            prop_assert_eq!(ends(StepKind::HooksBeforeDemotion), expected);
+            prop_assert!(ends(StepKind::HooksAfterPromotion).is_empty());
+            prop_assert_eq!(run.world.primaries_by_spec(false), vec![topology.primary().to_owned()]);
+            return Ok(());
+        }
+        prop_assert_eq!(ends(StepKind::HooksBeforeDemotion), (0..before).map(|k| (k, true)).collect::<Vec<_>>());
+        if let Some(first) = first_patch {
+            let last_before = run.trace.iter().rposition(|t| matches!(t, Trace::Hook { step: StepKind::HooksBeforeDemotion, .. }));
+            prop_assert!(last_before.is_none_or(|b| b < first), "a patch before the hooks ended: {:?}", run.trace);
+        }
+        if rollback {
+            prop_assert_eq!(&run.end, &End::Done(Outcome::RolledBack));
+            prop_assert!(ends(StepKind::HooksAfterPromotion).is_empty());
+        } else {
+            prop_assert_eq!(&run.end, &End::Done(Outcome::Succeeded));
+            let expected: Vec<(usize, bool)> = (0..after)
+                .map(|k| (k, failing != Some((StepKind::HooksAfterPromotion, k))))
+                .collect();
+            prop_assert_eq!(ends(StepKind::HooksAfterPromotion), expected);
+            let first_after = run.trace.iter().position(|t| matches!(t, Trace::Hook { step: StepKind::HooksAfterPromotion, .. }));
+            prop_assert!(first_after.is_none_or(|a| last_patch.is_some_and(|p| p < a)), "{:?}", run.trace);
+            prop_assert_eq!(run.trace.get(last_patch.unwrap_or(0)), Some(&Trace::Patch(StepKind::ClearToken)));
+        }
+    }
 
     #[test]
     fn switchover_is_safe_idempotent_and_terminates(
@@ -286,6 +417,38 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// An automatic failover's lost primary that can be read again (a link healed between the
+    /// verdict and the promotion) and is fenced (its agent fences it once a majority counted it
+    /// lost): the failover goes ahead, whether its spec still says primary or a demotion already
+    /// made it a replica; the old primary is a replica by spec before the target is promoted,
+    /// never two primaries by spec, never two writable, and the promotion carries no token.
+    #[test]
+    fn a_failover_from_a_readable_fenced_old_primary_demotes_it_before_the_promotion(
+        (topology, to, _shape) in scenario(),
+        demoted_already in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut world = World::new(&topology, Fault::None);
+        let from = topology.primary().to_owned();
+        world.truth.get_mut(&from).unwrap().status.fenced = true;
+        if demoted_already {
+            world.apply(&from, &patch::demote(&to, None));
+        }
+        world.tick(1);
+        prop_assert!(world.running_primary.is_empty(), "fenced: nothing takes writes");
+        let run = drive(&topology, world, OperationKind::Failover, &to, seed);
+        prop_assert_eq!(&run.end, &End::Done(Outcome::Succeeded));
+        prop_assert_eq!(run.world.primaries_by_spec(false), vec![to.clone()]);
+        prop_assert_eq!(run.world.running_primary.iter().cloned().collect::<Vec<_>>(), vec![to.clone()]);
+        prop_assert_eq!(run.world.truth[&from].spec_primary(), Some(to.as_str()));
+        let promote = run.patches.iter().position(|(m, p)| *m == to && p["spec"]["replica"]["primary"] == to.as_str());
+        prop_assert!(promote.is_some_and(|i| run.patches[i].1["spec"]["replica"]["promotionToken"].is_null()));
+    }
+}
+
 /// With the token wiped at clean-up, the run either caught the token before the wipe (success)
 /// or saw a completed demotion without a token (TokenLost); both are acceptable, promotion
 /// without the token is not.
@@ -305,6 +468,8 @@ fn drive_isolated(topology: &Topology, mut world: World, from: &str, to: &str, s
         let ctx = Context {
             topology,
             now: world.now,
+            hooks: &topology::plan::NO_HOOKS,
+            hook: None,
         };
         match next_step(&world.snapshot(), &progress, &ctx) {
             Decision::Act(a) => {
@@ -314,6 +479,7 @@ fn drive_isolated(topology: &Topology, mut world: World, from: &str, to: &str, s
                 }
             }
             Decision::Advance(t) => progress = progress.advance(&t, world.now),
+            Decision::HookEnded(end) => panic!("no hooks declared, yet one ended: {end:?}"),
             Decision::Wait(w) => {
                 // Only the old primary's bookkeeping may be pending: it is gone for good, so the
                 // failover is complete from the survivors' point of view.
@@ -322,6 +488,7 @@ fn drive_isolated(topology: &Topology, mut world: World, from: &str, to: &str, s
                         end: End::Done(Outcome::Succeeded),
                         patches,
                         world,
+                        trace: Vec::new(),
                     };
                 }
                 world.tick(5);
@@ -331,6 +498,7 @@ fn drive_isolated(topology: &Topology, mut world: World, from: &str, to: &str, s
                     end: End::Hold(reason),
                     patches,
                     world,
+                    trace: Vec::new(),
                 };
             }
             Decision::Done(o) => {
@@ -338,6 +506,7 @@ fn drive_isolated(topology: &Topology, mut world: World, from: &str, to: &str, s
                     end: End::Done(o),
                     patches,
                     world,
+                    trace: Vec::new(),
                 };
             }
         }

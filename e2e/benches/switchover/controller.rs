@@ -1,4 +1,5 @@
-//! `federator controller` for the bench's namespace, built with `--release`, and its `/metrics`.
+//! `federator controller` for the bench's namespace, built with `--release` (`make bench`; the
+//! debug build with `make bench-real`, whose bench runs in the dev profile), and its `/metrics`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +17,8 @@ pub struct Controller {
     pub log: PathBuf,
 }
 
-/// `$FEDERATOR_BIN`, else `federator` in this bench's profile directory (`target/release`).
+/// `$FEDERATOR_BIN`, else `federator` in this bench's profile directory (`target/release`, or
+/// `target/debug` with `cargo bench --profile dev`).
 fn binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("FEDERATOR_BIN").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(path));
@@ -29,7 +31,8 @@ fn binary() -> anyhow::Result<PathBuf> {
         .find(|p| p.is_file())
         .context(
             "no federator binary next to the bench: run `cargo build --release -p federator` \
-             first (or `make bench`), or set FEDERATOR_BIN",
+             first (or `make bench`; `cargo build -p federator` for `--profile dev`), or set \
+             FEDERATOR_BIN",
         )
 }
 

@@ -9,6 +9,13 @@
 //! - **Floor**: the same three steps reacting at once, from a watch on the old primary: the
 //!   best any orchestrator could do on this emulator.
 //!
+//! An archive-only target (no `connectionParameters` for its source) must have replayed past the
+//! token's REDO location before the promote patch: CloudNativePG 1.28.1 restores from the
+//! target's own bucket once it is a primary by spec, so an earlier promote waits forever
+//! (docs/lab-real.md). Federator waits at `AwaitReplay`; the manual drivers read
+//! `pg_last_wal_replay_lsn()` on the target between the token and the promote patch, the script
+//! every 2 s, the floor every [`FLOOR_POLL`].
+//!
 //! After a manual switchover the bench also sends the planner's Bookkeeping and ClearToken
 //! patches (untimed), so every round starts from the same conforming members.
 
@@ -16,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use e2e::harness::SharedLab;
-use e2e::harness::testkit::{self, DEADLINE, Member};
+use e2e::harness::testkit::{self, Member};
 use e2e::lab::health::wait_for;
 use futures::StreamExt;
 use kube::Api;
@@ -27,12 +34,15 @@ use topology::api::Outcome;
 use topology::cnpg::Cluster;
 use topology::conditions::kind;
 use topology::plan::{Desired, Plan};
+use topology::token::{Lsn, PromotionToken};
 use topology::{DistributedTopology, Observed, OperationKind, StepKind, Topology};
 
-use e2e::harness::controller::{topology as topology_object, wide_timeouts};
+use e2e::harness::controller::{pg, topology as topology_object, wide_timeouts};
 
 /// How long the script sleeps between two reads of the token (`sleep 2` in the loop).
 pub const SCRIPT_POLL: Duration = Duration::from_secs(2);
+/// How often the floor reads an archive-only target's replay position (no watch exposes it).
+pub const FLOOR_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Driver {
@@ -61,6 +71,8 @@ pub struct Switch<'a> {
     pub shape: &'a Value,
     pub from: usize,
     pub to: usize,
+    /// How long any one wait may take (the tier's).
+    pub within: Duration,
 }
 
 /// What a driver did: when it sent its first request, and the token it carried.
@@ -94,8 +106,10 @@ impl Switch<'_> {
         Api::namespaced(self.lab.admin("hub").await, self.ns)
     }
 
-    /// The planner's switchover from the members as they are now.
-    async fn plan(&self) -> anyhow::Result<Plan> {
+    /// The planner's switchover from the members as they are now, and whether the target's
+    /// channel has an object store (it must replay past the token before the promote patch, as
+    /// Federator's AwaitReplay waits).
+    async fn plan(&self) -> anyhow::Result<(Plan, bool)> {
         let mut clusters = Vec::new();
         for i in 0..self.members.len() {
             clusters.push(self.api(i).await.get(self.name(i)).await?);
@@ -107,7 +121,50 @@ impl Switch<'_> {
             to: self.name(self.to),
             kind: OperationKind::Switchover,
         };
-        topology::plan(&Observed::from_clusters(&clusters), &desired).map_err(|e| anyhow!("{e}"))
+        let observed = Observed::from_clusters(&clusters);
+        let archive = observed
+            .get(self.name(self.to))
+            .is_some_and(|m| m.source.has_archive());
+        let plan = topology::plan(&observed, &desired).map_err(|e| anyhow!("{e}"))?;
+        Ok((plan, archive))
+    }
+
+    /// Until member `i` has replayed past `token`'s REDO location, read every `every`.
+    async fn await_replay(&self, i: usize, token: &str, every: Duration) -> anyhow::Result<()> {
+        let redo = PromotionToken::decode(token)
+            .map_err(|e| anyhow!("{e}"))?
+            .redo_lsn()
+            .context("the token has no REDO location")?;
+        let deadline = Instant::now() + self.within;
+        let member = self.members[i];
+        let mut client = None;
+        loop {
+            if client.is_none() {
+                client = pg(self.lab, self.ns, member, Duration::from_secs(2)).await;
+            }
+            if let Some(c) = &client {
+                match c
+                    .query_one("SELECT pg_last_wal_replay_lsn()::text", &[])
+                    .await
+                {
+                    Ok(row) => {
+                        let replayed: Option<String> = row.get(0);
+                        let replayed = replayed.and_then(|l| l.parse::<Lsn>().ok());
+                        if replayed.is_some_and(|l| l > redo) {
+                            return Ok(());
+                        }
+                    }
+                    Err(_) => client = None,
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not replay past the token's REDO location in time",
+                    member.name
+                );
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     fn index(&self, member: &str) -> anyhow::Result<usize> {
@@ -136,7 +193,7 @@ impl Switch<'_> {
             .await
             .context("creating the topology")?;
         let hub = &hub;
-        wait_for("the topology Ready", DEADLINE, || async move {
+        wait_for("the topology Ready", self.within, || async move {
             let t = hub.get("pg").await.ok()?;
             let status = t.status.as_ref()?;
             let ready = status.conditions.iter().any(|c| {
@@ -174,7 +231,7 @@ impl Switch<'_> {
         let to = self.name(self.to);
         let outcome = wait_for(
             "the switchover in status.history",
-            DEADLINE,
+            self.within,
             || async move {
                 let t = hub.get("pg").await.ok()?;
                 let op = t.status?.history.into_iter().find(|op| op.to == to)?;
@@ -194,7 +251,7 @@ impl Switch<'_> {
     }
 
     async fn manual(&self, poll: Option<Duration>) -> anyhow::Result<Driven> {
-        let plan = self.plan().await?;
+        let (plan, archive) = self.plan().await?;
         let step = |kind: StepKind| plan.steps.iter().filter(move |s| s.step == kind);
         let one = |kind: StepKind| -> anyhow::Result<(usize, Value)> {
             let s = step(kind)
@@ -222,12 +279,12 @@ impl Switch<'_> {
         let start = Instant::now();
         self.patch(old, &demote).await?;
         let token = match (&mut tokens, poll) {
-            (Some(events), _) => tokio::time::timeout(DEADLINE, events.next())
+            (Some(events), _) => tokio::time::timeout(self.within, events.next())
                 .await
                 .context("no demotion token in time")?
                 .ok_or_else(|| anyhow!("the token watch ended"))?,
             (None, Some(every)) => {
-                let deadline = Instant::now() + DEADLINE;
+                let deadline = Instant::now() + self.within;
                 loop {
                     // `kubectl get cluster … -o jsonpath='{.status.demotionToken}'`
                     if let Some(token) = testkit::demotion_token(&api.get(self.name(old)).await?) {
@@ -241,6 +298,10 @@ impl Switch<'_> {
             }
             (None, None) => unreachable!("a driver either polls or watches"),
         };
+        if archive {
+            self.await_replay(target, &token, poll.unwrap_or(FLOOR_POLL))
+                .await?;
+        }
         promote["spec"]["replica"]["promotionToken"] = json!(token);
         self.patch(target, &promote).await?;
         Ok(Driven {
@@ -260,7 +321,7 @@ impl Switch<'_> {
         if hub.get_opt("pg").await?.is_some() {
             hub.delete("pg", &DeleteParams::default()).await?;
             let hub = &hub;
-            wait_for("the topology deleted", DEADLINE, || async move {
+            wait_for("the topology deleted", self.within, || async move {
                 hub.get_opt("pg").await.ok()?.is_none().then_some(())
             })
             .await?;
@@ -273,7 +334,7 @@ impl Switch<'_> {
         for i in 0..self.members.len() {
             let api = self.api(i).await;
             let (api, name, is_target) = (&api, self.name(i), i == self.to);
-            wait_for(&format!("{name} healthy"), DEADLINE, || async move {
+            wait_for(&format!("{name} healthy"), self.within, || async move {
                 let c = api.get(name).await.ok()?;
                 // A primary's stale demotion token would mislead the next round's drivers.
                 let promoted = !is_target

@@ -15,7 +15,6 @@ use e2e::harness::controller::pg;
 const EVERY: Duration = Duration::from_millis(5);
 /// An INSERT that takes longer counts as failed (the instance is shutting down or gone).
 const INSERT_TIMEOUT: Duration = Duration::from_secs(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// One write attempt: `started` to `ended`, acknowledged by member `on` or failed (`on: None`).
 #[derive(Clone, Copy, Debug)]
@@ -52,14 +51,21 @@ impl Drop for Probe {
 }
 
 impl Probe {
-    /// Starts writing into table `t` (which must exist on the primary).
-    pub fn start(lab: &'static SharedLab, ns: &str, members: &[Member<'static>]) -> Self {
+    /// Starts writing into table `t` (which must exist on the primary); a connection attempt
+    /// that takes longer than `connect_within` fails.
+    pub fn start(
+        lab: &'static SharedLab,
+        ns: &str,
+        members: &[Member<'static>],
+        connect_within: Duration,
+    ) -> Self {
         let attempts = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn(write(
             lab,
             ns.to_owned(),
             members.to_vec(),
             attempts.clone(),
+            connect_within,
         ));
         Probe { attempts, task }
     }
@@ -114,6 +120,7 @@ async fn write(
     ns: String,
     members: Vec<Member<'static>>,
     attempts: Arc<Mutex<Vec<Attempt>>>,
+    connect_within: Duration,
 ) {
     let mut next = 1_000_000;
     let mut current: Option<(usize, Client)> = None;
@@ -121,7 +128,7 @@ async fn write(
         let started = Instant::now();
         let on = match &current {
             None => {
-                current = find_primary(lab, &ns, &members).await;
+                current = find_primary(lab, &ns, &members, connect_within).await;
                 None
             }
             Some((index, client)) => {
@@ -158,9 +165,10 @@ async fn find_primary(
     lab: &'static SharedLab,
     ns: &str,
     members: &[Member<'static>],
+    connect_within: Duration,
 ) -> Option<(usize, Client)> {
     for (index, m) in members.iter().enumerate() {
-        if let Some(client) = pg(lab, ns, *m, CONNECT_TIMEOUT).await
+        if let Some(client) = pg(lab, ns, *m, connect_within).await
             && let Ok(row) = client
                 .query_one("SELECT NOT pg_is_in_recovery()", &[])
                 .await

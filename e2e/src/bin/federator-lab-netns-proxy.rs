@@ -17,6 +17,9 @@ struct Args {
     /// LISTEN=TARGET: listen inside the namespace, connect to TARGET on the host (repeatable).
     #[arg(long = "forward", value_name = "LISTEN=TARGET")]
     forwards: Vec<String>,
+    /// LISTEN=TARGET: listen on the host, connect to TARGET inside the namespace (repeatable).
+    #[arg(long = "expose", value_name = "LISTEN=TARGET")]
+    exposes: Vec<String>,
     /// Serve HTTP CONNECT on this unix socket, dialing inside the namespace.
     #[arg(long)]
     connect_proxy: Option<PathBuf>,
@@ -27,15 +30,15 @@ struct Args {
 
 fn parse_forward(spec: &str) -> anyhow::Result<(SocketAddr, SocketAddr)> {
     let Some((listen, target)) = spec.split_once('=') else {
-        bail!("--forward {spec:?}: expected LISTEN=TARGET, e.g. 10.250.0.11:26544=127.0.0.1:26544");
+        bail!("{spec:?}: expected LISTEN=TARGET, e.g. 10.250.0.11:26544=127.0.0.1:26544");
     };
     Ok((
         listen
             .parse()
-            .with_context(|| format!("--forward {spec:?}: listen address"))?,
+            .with_context(|| format!("{spec:?}: listen address"))?,
         target
             .parse()
-            .with_context(|| format!("--forward {spec:?}: target address"))?,
+            .with_context(|| format!("{spec:?}: target address"))?,
     ))
 }
 
@@ -52,8 +55,13 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|s| parse_forward(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if forwards.is_empty() && args.connect_proxy.is_none() {
-        bail!("nothing to do: give --forward and/or --connect-proxy");
+    let exposes = args
+        .exposes
+        .iter()
+        .map(|s| parse_forward(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if forwards.is_empty() && exposes.is_empty() && args.connect_proxy.is_none() {
+        bail!("nothing to do: give --forward, --expose and/or --connect-proxy");
     }
     let namespace = Namespace::enter(&args.netns)
         .with_context(|| format!("entering the network namespace {}", args.netns.display()))?;
@@ -68,6 +76,17 @@ async fn main() -> anyhow::Result<()> {
             netns_proxy::forward(listener, target)
                 .await
                 .with_context(|| format!("forwarding {listen} (in the namespace) to {target}"))
+        });
+    }
+    for (listen, target) in exposes {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen} on the host"))?;
+        let namespace = namespace.clone();
+        tasks.spawn(async move {
+            netns_proxy::expose(listener, namespace, target)
+                .await
+                .with_context(|| format!("exposing {target} (in the namespace) on {listen}"))
         });
     }
     if let Some(path) = args.connect_proxy {

@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
-//! `federator-lab up | down | status | stop | start | dsn`: the local lab of real kube-apiservers
+//! `federator-lab up | down | status | stop | start | agents | dsn`: the local lab of real kube-apiservers
 //! (docs/lab.md). A binary of its own, so the product binary `federator` links neither the lab,
 //! nor the emulator, nor its webhook's TLS server. All the work is in `e2e::lab`; this file
 //! parses flags and prints.
@@ -37,8 +37,9 @@ enum LabCommand {
         /// needs root and `make deps-real`).
         #[arg(long, value_enum, default_value_t = Cnpg::Emulator)]
         cnpg: Cnpg,
-        /// With `--cnpg real`: the member regions that get a node.
-        #[arg(long, value_delimiter = ',', default_values_t = ["eu-central".to_owned(), "eu-western".to_owned()])]
+        /// With `--cnpg real`: the regions that get a node — member regions (each runs the
+        /// CloudNativePG operator) and `hub` (for Federator as a pod, docs/install.md).
+        #[arg(long, value_delimiter = ',', default_values_t = ["hub".to_owned(), "eu-central".to_owned(), "eu-western".to_owned()])]
         nodes: Vec<String>,
     },
     /// Stop every process the lab started and wait for them to exit.
@@ -53,19 +54,31 @@ enum LabCommand {
         output: Output,
     },
     /// Stop one component, or every component of a region (e.g. `eu-south`): its apiserver,
-    /// its CNPG emulator and its PostgreSQL instances (data kept).
+    /// its CNPG emulator and its PostgreSQL instances (data kept). On the real tier: the
+    /// region's node (kubelet first), then its containers and shims (SIGKILL, a power cut).
     Stop { target: String },
     /// Start again what `stop` stopped, and wait until it is healthy: the apiserver first, then
-    /// the emulator, which starts the PostgreSQL instances as their Clusters' specs say.
+    /// the emulator, which starts the PostgreSQL instances as their Clusters' specs say. On the
+    /// real tier: the node, until Ready; its kubelet restarts the pods.
     Start {
         target: String,
         /// Only the apiserver: the region's databases stay down until a plain `start` (so the
-        /// hub can fence a former primary before it runs; see docs/failover.md).
+        /// hub can fence a former primary before it runs; see docs/failover.md). On the real
+        /// tier the node runs too (CloudNativePG's webhook is a pod there) but without the
+        /// PostgreSQL image, so no instance starts until a plain `start` imports it again.
         #[arg(long)]
         control_plane: bool,
     },
+    /// Start the automatic-failover agents of a topology (`federator agent`, one per member, in
+    /// the member's region: `stop REGION` stops it with the region, `start REGION` brings it back
+    /// with it); docs/automatic-failover.md.
+    Agents {
+        /// NAMESPACE/NAME of the DistributedTopology on the hub.
+        topology: String,
+    },
     /// Print the libpq URI of a Cluster's PostgreSQL: `psql "$(federator-lab dsn eu-central
-    /// databases/pg16-eu-central)"`.
+    /// databases/pg16-eu-central)"`. On the real tier: the Cluster's `-rw` Service, exposed on
+    /// the host's loopback until `down`, with its application (else superuser) credentials.
     Dsn {
         /// Member region of the Cluster (eu-central, eu-western, eu-south).
         cluster: String,
@@ -178,11 +191,27 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             print_names("started", &started, "already running");
             Ok(ExitCode::SUCCESS)
         }
+        LabCommand::Agents { topology } => {
+            let (namespace, name) = topology
+                .split_once('/')
+                .context("the topology is NAMESPACE/NAME")?;
+            let started = lab::agents::start_for(&dir, namespace, name).await?;
+            print_names("started", &started, "already running");
+            Ok(ExitCode::SUCCESS)
+        }
         LabCommand::Dsn { cluster, target } => {
             let (namespace, name) = target
                 .split_once('/')
                 .context("the Cluster is NAMESPACE/NAME")?;
-            println!("{}", e2e::emulator::dsn(&dir, &cluster, namespace, name)?);
+            let layout = lab::LabLayout::open(&dir)?;
+            let real = lab::state::LabState::load(&layout)?.is_some_and(|s| s.real.is_some());
+            let dsn = if real {
+                // A Cluster on a real node: its `-rw` Service exposed on the host's loopback.
+                lab::real::postgres::dsn(&layout, &cluster, namespace, name).await?
+            } else {
+                e2e::emulator::dsn(&dir, &cluster, namespace, name)?
+            };
+            println!("{dsn}");
             Ok(ExitCode::SUCCESS)
         }
     }

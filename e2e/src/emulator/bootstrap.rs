@@ -24,7 +24,13 @@ pub async fn run(pass: &mut Pass<'_>) -> Result<Action> {
         phase::CREATING_REPLICA
     };
     pass.update_status(|s| {
-        set_operator_phase(s, creating, "");
+        // A reason a failed attempt left stays until the bootstrap succeeds or fails otherwise.
+        let reason = if s.phase.as_deref() == Some(creating) {
+            s.phase_reason.clone().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        set_operator_phase(s, creating, &reason);
         set_condition(
             &mut s.conditions,
             text::INITIALIZED,
@@ -39,6 +45,32 @@ pub async fn run(pass: &mut Pass<'_>) -> Result<Action> {
     })
     .await?;
 
+    match create_instance(pass, role).await {
+        Ok(action) => Ok(action),
+        Err(error) => {
+            // CNPG shows why a Cluster does not come up in its status, not only in a log: the
+            // phase stays, its reason names the failure (the emulator's stand-in for the failing
+            // initdb/join Job and its Pod events).
+            let reason = failure_reason(&error);
+            pass.update_status(|s| set_operator_phase(s, creating, &reason))
+                .await?;
+            Err(error)
+        }
+    }
+}
+
+/// `phaseReason` for a failed bootstrap: the error, bounded (stderr of a failing program can be
+/// long).
+fn failure_reason(error: &super::error::EmulatorError) -> String {
+    const MAX: usize = 480;
+    let text = format!("bootstrap failed: {error}");
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+async fn create_instance(pass: &mut Pass<'_>, role: Role) -> Result<Action> {
     if role == Role::Primary {
         tracing::info!(cluster = %pass.name, "initdb");
         pass.instance.initdb().await?;
@@ -60,7 +92,33 @@ pub async fn run(pass: &mut Pass<'_>) -> Result<Action> {
         .write_settings(&settings::desired(pass, standby)?)
         .await?;
     pass.instance.start().await?;
+    if role == Role::Primary {
+        let (database, owner) = initdb_database(pass);
+        tracing::info!(cluster = %pass.name, %database, %owner, "creating the application database");
+        super::postgres::sql::create_app_database(pass.record.port, &database, &owner).await?;
+    }
     Ok(Action::requeue(pass.config.timing.operator()))
+}
+
+/// `bootstrap.initdb.database` and `.owner` with CNPG's defaults: database `app`, owner the
+/// database's name (also when `bootstrap` is left out: CNPG then bootstraps with initdb).
+fn initdb_database(pass: &Pass<'_>) -> (String, String) {
+    let initdb = pass
+        .cluster
+        .spec
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.initdb.as_ref());
+    let field = |name: &str| {
+        initdb
+            .and_then(|i| i.get(name))
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let database = field("database").unwrap_or_else(|| "app".to_owned());
+    let owner = field("owner").unwrap_or_else(|| database.clone());
+    (database, owner)
 }
 
 /// The source named by `bootstrap.pg_basebackup` / `bootstrap.recovery`, else by

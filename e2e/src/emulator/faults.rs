@@ -34,6 +34,14 @@ pub const SLOW_SHUTDOWN: &str = "emulator.federator.dev/slow-shutdown-checkpoint
 /// A duration: a promotion whose token checked out waits this long before `pg_ctl promote`
 /// (a busy instance manager), so the target stays in its promoting phase that long.
 pub const SLOW_PROMOTION: &str = "emulator.federator.dev/slow-promotion";
+/// A duration: every WAL file `restore_command` finds takes this long to arrive (a slow object
+/// store download: barman-cloud-wal-restore took 8–10 s per segment on a loaded lab machine), so
+/// an archive-only replica lags its source by that much per segment.
+pub const SLOW_WAL_RESTORE: &str = "emulator.federator.dev/slow-wal-restore";
+/// `"true"` on a replica: its streaming connection to the source is down (a cut link between
+/// regions, a refused replication user) while the object store stays reachable: it gets WAL
+/// from the source's archive only, so the old primary's shutdown does not wait for it.
+pub const STREAMING_DOWN: &str = "emulator.federator.dev/streaming-down";
 
 /// When [`WIPE_DEMOTION_TOKEN`] empties the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +84,8 @@ pub struct Faults {
     pub skip_demotion: bool,
     pub slow_shutdown: Option<Duration>,
     pub slow_promotion: Option<Duration>,
+    pub slow_wal_restore: Option<Duration>,
+    pub streaming_down: bool,
 }
 
 impl Faults {
@@ -105,6 +115,8 @@ impl Faults {
             skip_demotion: on(SKIP_DEMOTION),
             slow_shutdown: get(SLOW_SHUTDOWN).and_then(parse_duration),
             slow_promotion: get(SLOW_PROMOTION).and_then(parse_duration),
+            slow_wal_restore: get(SLOW_WAL_RESTORE).and_then(parse_duration),
+            streaming_down: on(STREAMING_DOWN),
         }
     }
 }

@@ -50,6 +50,15 @@ impl EmulatorLayout {
         self.lab_dir.join("regions").join(member).join("clusters")
     }
 
+    /// The unix socket on which the member's emulator serves its API server's egress (HTTP
+    /// CONNECT to instance pods: `pods/proxy` to `/pg/status`).
+    pub fn egress_socket(&self, member: &str) -> PathBuf {
+        self.lab_dir
+            .join("regions")
+            .join(member)
+            .join("egress.sock")
+    }
+
     /// While this file exists the member's emulator serves its admission webhook but starts,
     /// stops and changes no PostgreSQL: the region's control plane is back, its data plane not
     /// yet (`lab start REGION --control-plane`).

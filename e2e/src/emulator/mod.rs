@@ -9,12 +9,14 @@ pub mod error;
 pub mod faults;
 pub mod layout;
 pub mod pass;
+pub mod pods;
 pub mod postgres;
 pub mod promotion;
 pub mod reconcile;
 pub mod run;
 pub mod settings;
 pub mod status;
+pub mod status_only;
 pub mod steady;
 pub mod webhook;
 

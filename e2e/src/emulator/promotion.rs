@@ -53,6 +53,12 @@ pub async fn step(pass: &mut Pass<'_>, standby: bool) -> Result<Option<Action>> 
         ensure_running(pass).await?;
         return Ok(Some(Action::requeue(timing.operator())));
     }
+    if standby {
+        // The promote patch made the Cluster primary by spec: from now on its standby restores
+        // from its own backup store and no longer streams from the source (CNPG refreshes the
+        // replica configuration on every instance-manager loop, the promotion wait included).
+        super::steady::apply_settings(pass, true).await?;
+    }
 
     sql::checkpoint(pass.record.port).await?;
     let control = pass.instance.controldata().await?;

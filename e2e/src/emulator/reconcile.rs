@@ -25,6 +25,8 @@ pub struct Context {
     /// Namespaces being deleted. The lab has no namespace controller, so their Clusters are
     /// never deleted; their instances are stopped and removed as if they were.
     pub terminating: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// Instance pods already written by this process.
+    pub pods: super::pods::Written,
 }
 
 impl Context {
@@ -45,6 +47,9 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         // The sweep removes the instance; nothing to run for a namespace on its way out.
         return Ok(Action::await_change());
     }
+    if let Some(system_id) = super::status_only::system_id(&cluster) {
+        return super::status_only::reconcile(&cluster, &ctx.client, system_id).await;
+    }
     if EmulatorLayout::new(&ctx.config.lab_dir)
         .data_plane_hold(&ctx.config.member)
         .exists()
@@ -56,6 +61,10 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     };
     if !pass.instance.is_bootstrapped() {
         return bootstrap::run(&mut pass).await;
+    }
+    if let Err(error) = super::pods::ensure(&pass, &ctx.client, &ctx.pods).await {
+        // Only pods/proxy readers (an archive-only switchover) need the pod: retried next pass.
+        tracing::warn!(cluster = %pass.name, %error, "writing the instance pod");
     }
     let role = pass.cluster.role();
     let standby = pass.instance.is_standby();

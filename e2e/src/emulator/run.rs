@@ -25,10 +25,18 @@ pub async fn run(config: EmulatorConfig, client: kube::Client) {
         watcher::Config::default(),
     )
     .shutdown_on_signal();
+    let layout = EmulatorLayout::new(&config.lab_dir);
+    let socket = layout.egress_socket(&config.member);
+    let egress = tokio::spawn(super::pods::serve_egress(
+        layout,
+        config.member.clone(),
+        socket,
+    ));
     let ctx = Arc::new(Context {
         client,
         config,
         terminating: Default::default(),
+        pods: Default::default(),
     });
     let sweeper = tokio::spawn(sweep(ctx.clone()));
     controller
@@ -40,6 +48,7 @@ pub async fn run(config: EmulatorConfig, client: kube::Client) {
         })
         .await;
     sweeper.abort();
+    egress.abort();
 }
 
 /// Every [`SWEEP_EVERY`], lists the member's Clusters and Namespaces afresh and stops every

@@ -4,12 +4,13 @@
 
 use std::path::PathBuf;
 
-use topology::cnpg::ExternalCluster;
+use topology::cnpg::{ExternalCluster, Role};
 
 use super::error::Result;
 use super::layout::{EmulatorLayout, InstanceRecord};
 use super::pass::Pass;
 use super::postgres::Settings;
+use super::postgres::conf::is_fixed;
 
 /// The external cluster `name` of this Cluster's spec.
 pub fn external<'a>(pass: &'a Pass<'_>, name: &str) -> Option<&'a ExternalCluster> {
@@ -98,23 +99,51 @@ pub fn own_archive(pass: &Pass<'_>) -> PathBuf {
     pass.layout.object_store(&destination)
 }
 
+/// Whether the Cluster has a backup object store of its own (`spec.backup.barmanObjectStore`,
+/// or a WAL-archiver plugin): what CNPG's wal-restore reads once the Cluster is no longer a
+/// replica by spec.
+fn has_own_backup_store(pass: &Pass<'_>) -> bool {
+    let spec = &pass.cluster.spec.other;
+    let backup = spec
+        .get("backup")
+        .and_then(|b| b.get("barmanObjectStore"))
+        .is_some();
+    let plugin = spec
+        .get("plugins")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+        .any(|p| p.get("isWALArchiver").and_then(|w| w.as_bool()) == Some(true));
+    backup || plugin
+}
+
 /// The settings for the instance as it is now: a standby gets the replica configuration
 /// (archive_mode=always, restore and stream from `source`), a primary the primary one.
 pub fn desired(pass: &Pass<'_>, standby: bool) -> Result<Settings> {
     let archive_dir = own_archive(pass);
     super::postgres::run::create_owned_dir(&archive_dir)?;
-    let source = standby
+    // CNPG (1.28 `walrestore.GetRecoverConfiguration`, `RefreshReplicaConfiguration`) restores
+    // from the source's object store and streams from the source only while the Cluster is a
+    // replica by spec. A standby whose spec names it primary — a promotion waiting for its
+    // token's LSN — restores from its own backup store instead and has no upstream: WAL it had
+    // not restored before the promote patch never arrives (the FINDING of docs/lab-real.md).
+    let replica_by_spec = pass.cluster.role() == Role::Replica;
+    let source = (standby && replica_by_spec)
         .then(|| pass.replica_spec().map(|r| r.source.as_str()))
         .flatten()
         .and_then(|name| external(pass, name));
-    let restore_dir = source
-        .and_then(destination)
-        .map(|d| pass.layout.object_store(&d));
+    let restore_dir = match source {
+        Some(entry) => destination(entry).map(|d| pass.layout.object_store(&d)),
+        None if standby && !replica_by_spec && has_own_backup_store(pass) => {
+            Some(archive_dir.clone())
+        }
+        None => None,
+    };
     if let Some(dir) = &restore_dir {
         super::postgres::run::create_owned_dir(dir)?;
     }
     let primary_conninfo = source
-        .filter(|e| e.connection_parameters.is_some())
+        .filter(|e| e.connection_parameters.is_some() && !pass.faults.streaming_down)
         .and_then(|e| resolve(&pass.layout, e, pass.namespace()))
         .filter(|r| r.port != pass.record.port)
         .map(|r| {
@@ -128,8 +157,44 @@ pub fn desired(pass: &Pass<'_>, standby: bool) -> Result<Settings> {
         port: pass.record.port,
         archive_always: standby,
         archive_dir,
+        restore_delay: pass.faults.slow_wal_restore,
         restore_dir,
         primary_conninfo,
         wal_retrieve_retry_interval: pass.config.wal_retrieve_retry_interval,
+        parameters: parameters(pass),
     })
+}
+
+/// `spec.postgresql.parameters`, fixed ones dropped (with a warning: CNPG's webhook would have
+/// refused the Cluster). Values are strings in CNPG's schema; numbers and booleans are taken as
+/// written.
+pub fn parameters(pass: &Pass<'_>) -> Vec<(String, String)> {
+    let Some(map) = pass
+        .cluster
+        .spec
+        .other
+        .get("postgresql")
+        .and_then(|p| p.get("parameters"))
+        .and_then(|p| p.as_object())
+    else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, String)> = map
+        .iter()
+        .filter_map(|(name, value)| {
+            if is_fixed(name) {
+                tracing::warn!(cluster = %pass.name, parameter = %name, "fixed parameter ignored (CNPG controls it)");
+                return None;
+            }
+            let value = match value {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some((name.clone(), value))
+        })
+        .collect();
+    found.sort();
+    found
 }

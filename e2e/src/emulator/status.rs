@@ -18,6 +18,9 @@ pub mod text {
     pub const TRANSITION_COMPLETED: &str = "TransitionCompleted";
     pub const TRANSITION_COMPLETED_MSG: &str =
         "Instance Manager has completed the DesignatedPrimary transition";
+    pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
+    pub const CONTINUOUS_ARCHIVING_SUCCESS: &str = "ContinuousArchivingSuccess";
+    pub const CONTINUOUS_ARCHIVING_FAILING: &str = "ContinuousArchivingFailing";
     pub const INITIALIZED: &str = "Initialized";
     pub const BOOTSTRAP_COMPLETED: &str = "BootstrapCompleted";
     pub const BOOTSTRAP_PENDING: &str = "BootstrapPending";

@@ -9,7 +9,7 @@ use topology::cnpg::{InstanceReportedState, condition, phase};
 
 use super::error::Result;
 use super::pass::Pass;
-use super::postgres::sql;
+use super::postgres::{Settings, sql};
 use super::settings;
 use super::status::{set_condition, set_operator_phase, text};
 
@@ -20,9 +20,10 @@ pub fn timestamp() -> String {
         .to_string()
 }
 
-pub async fn run(pass: &mut Pass<'_>) -> Result<Action> {
-    let timing = pass.config.timing;
-    let standby = pass.instance.is_standby();
+/// Writes the settings the instance's state calls for when they changed, reloading a running
+/// instance (CNPG's instance manager refreshes its configuration on every loop). Returns them
+/// and whether the instance runs.
+pub async fn apply_settings(pass: &Pass<'_>, standby: bool) -> Result<(Settings, bool)> {
     let desired = settings::desired(pass, standby)?;
     let rendered = desired.render()?;
     let running = pass.instance.is_running().await;
@@ -31,6 +32,21 @@ pub async fn run(pass: &mut Pass<'_>) -> Result<Action> {
         if running {
             pass.instance.reload().await?;
         }
+    }
+    Ok((desired, running))
+}
+
+pub async fn run(pass: &mut Pass<'_>) -> Result<Action> {
+    let timing = pass.config.timing;
+    let standby = pass.instance.is_standby();
+    let (desired, running) = apply_settings(pass, standby).await?;
+    // CNPG's fencing (`cnpg.io/fencedInstances`, e.g. set by Federator's agent): PostgreSQL is
+    // shut down (fast) and stays down while the annotation is on; the pods stay, not Ready.
+    if running && pass.is_fenced() {
+        tracing::info!(cluster = %pass.name, "fenced: shutting PostgreSQL down");
+        pass.instance.stop().await?;
+        pass.update_status(|s| s.ready_instances = Some(0)).await?;
+        return Ok(Action::requeue(timing.resync()));
     }
     if !running {
         if pass.is_fenced() {
@@ -77,6 +93,7 @@ async fn refresh(pass: &mut Pass<'_>, probe: sql::Probe, system_id: String) -> R
     let count = pass.instances();
     let names: Vec<String> = (1..=count).map(|i| format!("{}-{i}", pass.name)).collect();
     let pod = pass.primary_pod();
+    let ip = super::pods::pod_ip(pass.record.port).to_string();
     let spec_token_empty = pass.spec_token().is_none();
     let keep_unrecoverable = pass.token_pending().is_some()
         && pass.status.phase.as_deref() == Some(phase::UNRECOVERABLE);
@@ -92,7 +109,7 @@ async fn refresh(pass: &mut Pass<'_>, probe: sql::Probe, system_id: String) -> R
                     let state = InstanceReportedState {
                         is_primary: *n == pod && !probe.in_recovery,
                         timeline_id: Some(probe.timeline),
-                        ip: Some("127.0.0.1".to_owned()),
+                        ip: Some(ip.clone()),
                     };
                     (n.clone(), state)
                 })
@@ -122,6 +139,25 @@ async fn refresh(pass: &mut Pass<'_>, probe: sql::Probe, system_id: String) -> R
             text::UNIQUE,
             "A single, unique system ID was found across reporting instances.",
         );
+        // CNPG's WAL archiver reports each attempt (`webserver/local.go`,
+        // getContinuousArchivingCondition): absent before the first one.
+        match &probe.archiving {
+            Some(sql::Archiving::Working) => set_condition(
+                &mut s.conditions,
+                text::CONTINUOUS_ARCHIVING,
+                true,
+                text::CONTINUOUS_ARCHIVING_SUCCESS,
+                "Continuous archiving is working",
+            ),
+            Some(sql::Archiving::Failing { wal }) => set_condition(
+                &mut s.conditions,
+                text::CONTINUOUS_ARCHIVING,
+                false,
+                text::CONTINUOUS_ARCHIVING_FAILING,
+                &format!("unexpected failure invoking the WAL archiver on {wal}"),
+            ),
+            None => {}
+        }
         set_condition(
             &mut s.conditions,
             text::INITIALIZED,

@@ -56,7 +56,7 @@ pub fn real_lab_dir() -> PathBuf {
 }
 
 /// As [`lab`], for the real-CNPG tier (docs/lab-real.md): real nodes in the three member
-/// regions running the real CloudNativePG operator, in [`real_lab_dir`], on the harness ports
+/// regions running the real CloudNativePG operator and one in the hub region, in [`real_lab_dir`], on the harness ports
 /// plus [`REAL_PORT_OFFSET`]. Needs root and `make deps-real`; panics naming the cause otherwise.
 pub async fn real_lab() -> &'static SharedLab {
     let real = Some(lab::real::RealOptions::all());
@@ -88,6 +88,9 @@ async fn attach(
                     + offset,
             };
             let is_real = real.is_some();
+            if is_real {
+                forget_other_real_tier(&dir, real.as_ref()).await?;
+            }
             let options = lab::UpOptions { dir, ports, real };
             match lab::up(&options).await {
                 Ok(report) => Ok(SharedLab {
@@ -112,4 +115,31 @@ async fn attach(
         })
         .await;
     Ok(lab)
+}
+
+/// The harness's real lab directory made for other nodes (e.g. before the hub got one) is the
+/// harness's own: purged, so `up` starts it afresh instead of refusing.
+async fn forget_other_real_tier(
+    dir: &std::path::Path,
+    real: Option<&lab::real::RealOptions>,
+) -> Result<(), String> {
+    let Ok(layout) = LabLayout::open(dir) else {
+        return Ok(());
+    };
+    let Ok(Some(state)) = lab::state::LabState::load(&layout) else {
+        return Ok(());
+    };
+    if state.bootstrapped_at.is_none() || state.real.as_ref() == real {
+        return Ok(());
+    }
+    eprintln!(
+        "e2e lab {}: made for other nodes ({:?}); purging it to start with {:?}",
+        dir.display(),
+        state.real.map(|r| r.members),
+        real.map(|r| &r.members)
+    );
+    lab::down(dir, true)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }

@@ -10,10 +10,9 @@ use crate::harness::SharedLab;
 use crate::harness::hub_identity::{HubIdentity, RuleRef};
 use crate::harness::testkit::{DEADLINE, Member};
 use crate::lab::health::wait_for;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use topology::api::Outcome;
 use topology::conditions::kind;
@@ -198,6 +197,11 @@ impl Controller {
     pub async fn kill(&mut self) {
         self.child.start_kill().expect("killing the controller");
         let _ = self.child.wait().await;
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// SIGTERM, as Kubernetes stops a pod (the graceful shutdown); waits until it exited.
@@ -390,10 +394,22 @@ pub fn topology(
     primary: &str,
     timeouts: serde_json::Value,
 ) -> DistributedTopology {
+    topology_named("pg", ns, members, shape, primary, timeouts)
+}
+
+/// [`topology`] with a name of its own (several topologies in one namespace).
+pub fn topology_named(
+    name: &str,
+    ns: &str,
+    members: &[Member<'_>],
+    shape: serde_json::Value,
+    primary: &str,
+    timeouts: serde_json::Value,
+) -> DistributedTopology {
     serde_json::from_value(json!({
         "apiVersion": "federator.dev/v1alpha1",
         "kind": "DistributedTopology",
-        "metadata": {"name": "pg", "namespace": ns},
+        "metadata": {"name": name, "namespace": ns},
         "spec": {
             "members": members.iter().map(|m| json!({"name": m.name, "cluster": m.region, "namespace": ns})).collect::<Vec<_>>(),
             "shape": shape,
@@ -406,11 +422,20 @@ pub fn topology(
 
 /// Waits until the topology's condition `type_` is True.
 pub async fn wait_condition(api: &Api<DistributedTopology>, type_: &str) -> DistributedTopology {
+    wait_condition_of(api, "pg", type_).await
+}
+
+/// [`wait_condition`] for the topology `name`.
+pub async fn wait_condition_of(
+    api: &Api<DistributedTopology>,
+    name: &str,
+    type_: &str,
+) -> DistributedTopology {
     wait_for(
-        &format!("{type_}=True on the topology"),
+        &format!("{type_}=True on the topology {name}"),
         DEADLINE,
         || async move {
-            let t = api.get("pg").await.ok()?;
+            let t = api.get(name).await.ok()?;
             let ok = t
                 .status
                 .as_ref()?
@@ -467,6 +492,14 @@ impl Load {
 
     /// Stops both; asserts that no sample saw two primaries; returns the acknowledged rows.
     pub async fn finish(self) -> Vec<i32> {
+        let (acked, violations) = self.finish_with_violations().await;
+        assert!(violations.is_empty(), "two primaries: {violations:#?}");
+        acked
+    }
+
+    /// Stops both; returns the acknowledged rows and the samples that saw two primaries (for a
+    /// test where two are expected for a while: an isolated old primary nothing fences).
+    pub async fn finish_with_violations(self) -> (Vec<i32>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         let acked = match self.writer {
             Some(w) => w.await.expect("writer"),
@@ -477,9 +510,8 @@ impl Load {
             "writer: {} acknowledged rows; sampler: {samples} samples",
             acked.len()
         );
-        assert!(violations.is_empty(), "two primaries: {violations:#?}");
         assert!(samples > 5, "the sampler ran {samples} times");
-        acked
+        (acked, violations)
     }
 }
 
@@ -604,10 +636,16 @@ pub async fn assert_followers_replay(
     followers: &[Member<'static>],
     within: Duration,
 ) {
+    // Two statements: in one simple query they are one transaction, and the switch would come
+    // before the commit record, which an archive-only follower then gets only at the next switch.
     primary
-        .batch_execute("INSERT INTO t VALUES (-1); SELECT pg_switch_wal()")
+        .batch_execute("INSERT INTO t VALUES (-1)")
         .await
         .expect("marker row");
+    primary
+        .batch_execute("SELECT pg_switch_wal()")
+        .await
+        .expect("a WAL switch after the marker row");
     for m in followers {
         let what = format!("{} replaying the marker row in recovery", m.name);
         wait_for(&what, within, || async move {
@@ -671,11 +709,10 @@ pub async fn reach(
     generation: i64,
     step: StepKind,
 ) -> Option<StepKind> {
-    let config = watcher::Config::default().fields("metadata.name=pg");
-    let mut updates = watcher(hub.clone(), config).applied_objects().boxed();
+    let mut updates = crate::harness::watch::updates(hub.clone(), "pg");
     let prefix = format!("{generation}-");
     let watch = async {
-        while let Some(topo) = updates.try_next().await.expect("watching the topology") {
+        while let Some(topo) = updates.next().await {
             let status = topo.status.unwrap_or_default();
             if status.history.iter().any(|op| op.id.starts_with(&prefix)) {
                 return None;
@@ -739,4 +776,162 @@ pub async fn wait_metric(addr: &str, name: &str, labels: &str, value: f64) {
         let last = http_get(addr, "/metrics").await.map(|(_, t)| t);
         panic!("{e}; last scrape:\n{}", last.unwrap_or_default());
     }
+}
+
+/// One switchover of an archive-only pair while its target lags: `rows` are inserted on `from`,
+/// each followed by a WAL switch, just before `federator switchover --wait` to `to`. Asserts that
+/// it succeeds; that while it ran the topology's `SwitchoverInProgress` condition named the
+/// `AwaitReplay` step (Federator waited for the target's replay before the promote patch); that
+/// the step log has it; and that every row is on the new primary. Returns the step timings.
+pub async fn archive_switchover(
+    lab: &'static SharedLab,
+    ns: &str,
+    hub: &Api<DistributedTopology>,
+    (from, to): (Member<'static>, Member<'static>),
+    rows: &[i32],
+) -> String {
+    wait_condition(hub, kind::READY).await;
+    let primary = pg(lab, ns, from, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("connecting to {}", from.name));
+    for x in rows {
+        // Separate statements, so that the row's commit is in the switched segment.
+        primary
+            .batch_execute(&format!("INSERT INTO t VALUES ({x})"))
+            .await
+            .expect("a row on the old primary");
+        primary
+            .batch_execute("SELECT pg_switch_wal()")
+            .await
+            .expect("a WAL switch on the old primary");
+    }
+    drop(primary);
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (hub, done) = (hub.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut messages: Vec<String> = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(t) = hub.get("pg").await {
+                    let message = t.status.and_then(|s| {
+                        s.conditions
+                            .into_iter()
+                            .find(|c| c.type_ == kind::SWITCHOVER_IN_PROGRESS)
+                            .map(|c| c.message)
+                    });
+                    if let Some(m) = message
+                        && messages.last() != Some(&m)
+                    {
+                        messages.push(m);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            messages
+        })
+    };
+    let (code, _, took) = switchover(lab, ns, to.name).await;
+    done.store(true, Ordering::Relaxed);
+    let messages = watcher.await.expect("the condition watcher");
+    assert_eq!(code, 0, "switchover to {} did not succeed", to.name);
+    println!(
+        "archive-only switchover to {}: {:.2}s wall clock (CLI)",
+        to.name,
+        took.as_secs_f64()
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("at step AwaitReplay")),
+        "the condition never showed the wait for {}'s replay: {messages:#?}",
+        to.name
+    );
+    let topo = hub.get("pg").await.expect("the topology");
+    let last = topo
+        .status
+        .and_then(|s| s.history.last().cloned())
+        .expect("the finished switchover in history");
+    assert_eq!(last.outcome, Some(Outcome::Succeeded), "{last:#?}");
+    assert_eq!(last.to, to.name);
+    let steps = last.steps().unwrap_or_else(|e| panic!("{e}"));
+    let replay = steps.iter().position(|s| s.step == StepKind::AwaitReplay);
+    let promote = steps.iter().position(|s| s.step == StepKind::Promote);
+    assert!(
+        matches!((replay, promote), (Some(r), Some(p)) if r < p),
+        "AwaitReplay before Promote: {}",
+        last.step_timings
+    );
+    let client = pg(lab, ns, to, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("connecting to {}", to.name));
+    let present: Vec<i32> = client
+        .query("SELECT x FROM t", &[])
+        .await
+        .expect("rows on the new primary")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing: Vec<i32> = rows
+        .iter()
+        .filter(|x| !present.contains(x))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "rows missing on {}: {missing:?}",
+        to.name
+    );
+    println!("{} → {}: [{}]", last.from, last.to, last.step_timings);
+    last.step_timings
+}
+
+/// Waits up to `within` until `check` finds what it wants in the status of topology `pg`.
+pub async fn status_until<T>(
+    hub: &Api<DistributedTopology>,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&topology::api::DistributedTopologyStatus) -> Option<T>,
+) -> T {
+    let check = &check;
+    wait_for(what, within, || async move {
+        let topo = hub.get("pg").await.ok()?;
+        check(topo.status.as_ref()?)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The status of topology `pg` now.
+pub async fn status_now(
+    hub: &Api<DistributedTopology>,
+) -> topology::api::DistributedTopologyStatus {
+    hub.get("pg")
+        .await
+        .expect("topology")
+        .status
+        .expect("status")
+}
+
+/// `federator failover pg -n NS --to TO [extra…]` against the lab's hub; returns the exit code
+/// and stdout (both streams printed).
+pub async fn failover_cli(lab: &SharedLab, ns: &str, to: &str, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["failover", "pg", "-n", ns, "--to", to];
+    args.extend_from_slice(extra);
+    federator_cli(lab, &args).await
+}
+
+/// `federator ARGS…` against the lab's hub; returns the exit code and stdout (both streams
+/// printed).
+pub async fn federator_cli(lab: &SharedLab, args: &[&str]) -> (i32, String) {
+    let out = tokio::process::Command::new(federator_binary())
+        .args(args)
+        .env("KUBECONFIG", lab.layout.kubeconfig("hub"))
+        .output()
+        .await
+        .expect("running federator");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!(
+        "$ federator {}\n{stdout}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), stdout)
 }

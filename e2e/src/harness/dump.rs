@@ -1,4 +1,6 @@
-//! What a failed test leaves on stderr: the objects of its namespace on every apiserver.
+//! What a failed test leaves on stderr: the objects of its namespace on every apiserver,
+//! after a summary of one line per object (CI logs are often cut in the middle: the summary
+//! says where every switchover and every Cluster stood even when the YAML is lost).
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, DynamicObject, ListParams};
@@ -12,6 +14,19 @@ pub(super) async fn namespace(lab: &SharedLab, namespace: &str, resources: &[Api
         "\n===== e2e failure dump: namespace {namespace} (kept for inspection; lab {}) =====",
         lab.layout.root().display()
     );
+    let mut listed = Vec::new();
+    for region in REGIONS {
+        let client = lab.admin(region).await;
+        for resource in resources {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+            if let Ok(list) = api.list(&ListParams::default()).await {
+                listed.extend(list.items.into_iter().map(|o| (region, o)));
+            }
+        }
+    }
+    for (region, object) in &listed {
+        eprintln!("--- summary {region}: {}", summary(object));
+    }
     for region in REGIONS {
         let client = lab.admin(region).await;
         for resource in resources {
@@ -52,4 +67,44 @@ pub(super) async fn namespace(lab: &SharedLab, namespace: &str, resources: &[Api
         }
     }
     eprintln!("===== end of dump =====\n");
+}
+
+/// One line: the kind and name, then the fields that say where a switchover stands (the
+/// topology's primary and operation step, a Cluster's replica spec, phase and primaries).
+fn summary(object: &DynamicObject) -> String {
+    let data = &object.data;
+    let text = |pointer: &str| match data.pointer(pointer) {
+        None | Some(serde_json::Value::Null) => "-".to_owned(),
+        Some(serde_json::Value::String(s)) if s.len() > 40 => format!("<{} bytes>", s.len()),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    let kind = object.types.as_ref().map_or("?", |t| t.kind.as_str());
+    let name = object.metadata.name.as_deref().unwrap_or("?");
+    let version = object.metadata.resource_version.as_deref().unwrap_or("?");
+    let fields: &[(&str, &str)] = if kind == "Cluster" {
+        &[
+            ("replica.primary", "/spec/replica/primary"),
+            ("replica.source", "/spec/replica/source"),
+            ("promotionToken", "/spec/replica/promotionToken"),
+            ("phase", "/status/phase"),
+            ("currentPrimary", "/status/currentPrimary"),
+            ("targetPrimary", "/status/targetPrimary"),
+            ("demotionToken", "/status/demotionToken"),
+            ("timeline", "/status/timelineID"),
+        ]
+    } else {
+        &[
+            ("primary", "/spec/primary"),
+            ("operation", "/status/operation/id"),
+            ("step", "/status/operation/step"),
+            ("hold", "/status/operation/hold"),
+            ("observedGeneration", "/status/observedGeneration"),
+        ]
+    };
+    let fields: Vec<String> = fields
+        .iter()
+        .map(|(label, pointer)| format!("{label}={}", text(pointer)))
+        .collect();
+    format!("{kind} {name} rv={version} {}", fields.join(" "))
 }

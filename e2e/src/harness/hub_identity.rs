@@ -82,9 +82,8 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The chart's identity objects for a controller of topology namespace `namespace` holding the
-/// Lease `lease`, as release `release` in `federator-system`.
-pub fn render(release: &str, namespace: &str, lease: &str) -> Vec<Value> {
+/// `helm template <release> charts/<chart> --namespace <namespace> <args>`, every document.
+pub fn helm_template(chart: &str, release: &str, namespace: &str, args: &[String]) -> Vec<Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let helm = std::env::var("FEDERATOR_HELM").ok().unwrap_or_else(|| {
         let out = std::process::Command::new("bash")
@@ -100,14 +99,9 @@ pub fn render(release: &str, namespace: &str, lease: &str) -> Vec<Value> {
     });
     let out = std::process::Command::new(helm)
         .args(["template", release])
-        .arg(root.join("charts/federator"))
-        .args(["--namespace", HUB_NAMESPACE])
-        .args(["--set", &format!("topologyNamespace={namespace}")])
-        .args(["--set", &format!("leaderElection.leaseName={lease}")])
-        .args([
-            "--set",
-            &format!("members.hubSecrets.namespace={HUB_NAMESPACE}"),
-        ])
+        .arg(root.join("charts").join(chart))
+        .args(["--namespace", namespace])
+        .args(args)
         .output()
         .expect("running helm template");
     assert!(
@@ -116,7 +110,11 @@ pub fn render(release: &str, namespace: &str, lease: &str) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("helm output is UTF-8");
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("helm output is YAML");
+    serde_saphyr::from_multiple(&text).expect("helm output is YAML")
+}
+
+/// Only the identity objects (ServiceAccounts, Roles and their bindings) of `docs`.
+pub fn identity_objects(docs: Vec<Value>) -> Vec<Value> {
     docs.into_iter()
         .filter(|d| {
             d["kind"]
@@ -126,8 +124,23 @@ pub fn render(release: &str, namespace: &str, lease: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The chart's identity objects for a controller of topology namespace `namespace` holding the
+/// Lease `lease`, as release `release` in `federator-system`.
+pub fn render(release: &str, namespace: &str, lease: &str) -> Vec<Value> {
+    let sets = [
+        format!("topologyNamespace={namespace}"),
+        format!("leaderElection.leaseName={lease}"),
+        format!("members.hubSecrets.namespace={HUB_NAMESPACE}"),
+    ];
+    let args: Vec<String> = sets
+        .into_iter()
+        .flat_map(|s| ["--set".to_owned(), s])
+        .collect();
+    identity_objects(helm_template("federator", release, HUB_NAMESPACE, &args))
+}
+
 /// The release's full name: the chart names its ServiceAccount so, and its Roles after it.
-fn full_name(objects: &[Value]) -> String {
+pub fn full_name(objects: &[Value]) -> String {
     objects
         .iter()
         .find(|o| o["kind"] == "ServiceAccount")
@@ -183,20 +196,13 @@ impl HubIdentity {
         let mut objects = render(release, namespace, lease);
         let service_account = full_name(&objects);
         if let Some(rule) = without {
-            let name = format!("{service_account}{}", rule.role);
-            let role = objects
-                .iter_mut()
-                .find(|o| o["kind"] == rule.kind.as_str() && o["metadata"]["name"] == name.as_str())
-                .unwrap_or_else(|| panic!("no {} {name} in the chart", rule.kind));
-            let rules = role["rules"].as_array_mut().expect("rules");
-            assert_eq!(rules[rule.index], rule.rule, "the chart's rule {rule}");
-            rules.remove(rule.index);
+            remove_rule(&mut objects, rule);
         }
         let hub = lab.admin("hub").await;
         for object in &objects {
             apply(&hub, object).await;
         }
-        let token = token(&hub, &service_account).await;
+        let token = token(&hub, HUB_NAMESPACE, &service_account).await;
         let kubeconfig = lab
             .layout
             .root()
@@ -229,12 +235,29 @@ impl Drop for HubIdentity {
         let (lab, objects) = (self.lab, std::mem::take(&mut self.objects));
         let _ = std::fs::remove_file(&self.kubeconfig);
         super::block_on_detached(async move {
-            let hub = lab.admin("hub").await;
-            for object in objects.iter().rev() {
-                let (api, name) = api_for(&hub, object);
-                let _ = api.delete(&name, &DeleteParams::default()).await;
-            }
+            delete_all(&lab.admin("hub").await, &objects).await;
         });
+    }
+}
+
+/// Removes `rule` from its Role or ClusterRole among `objects` (the release's full name is its
+/// first ServiceAccount's).
+pub fn remove_rule(objects: &mut [Value], rule: &RuleRef) {
+    let name = format!("{}{}", full_name(objects), rule.role);
+    let role = objects
+        .iter_mut()
+        .find(|o| o["kind"] == rule.kind.as_str() && o["metadata"]["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("no {} {name} in the chart", rule.kind));
+    let rules = role["rules"].as_array_mut().expect("rules");
+    assert_eq!(rules[rule.index], rule.rule, "the chart's rule {rule}");
+    rules.remove(rule.index);
+}
+
+/// Deletes `objects` (in reverse order), ignoring errors.
+pub async fn delete_all(client: &Client, objects: &[Value]) {
+    for object in objects.iter().rev() {
+        let (api, name) = api_for(client, object);
+        let _ = api.delete(&name, &DeleteParams::default()).await;
     }
 }
 
@@ -263,7 +286,8 @@ fn api_for(hub: &Client, object: &Value) -> (Api<DynamicObject>, String) {
     (api, name)
 }
 
-async fn apply(hub: &Client, object: &Value) {
+/// Server-side applies `object` as the e2e field manager.
+pub async fn apply(hub: &Client, object: &Value) {
     let (api, name) = api_for(hub, object);
     api.patch(
         &name,
@@ -274,8 +298,9 @@ async fn apply(hub: &Client, object: &Value) {
     .unwrap_or_else(|e| panic!("applying {} {name}: {e}", object["kind"]));
 }
 
-async fn token(hub: &Client, service_account: &str) -> String {
-    let api: Api<ServiceAccount> = Api::namespaced(hub.clone(), HUB_NAMESPACE);
+/// A one-hour token of `service_account` in `namespace`.
+pub async fn token(hub: &Client, namespace: &str, service_account: &str) -> String {
+    let api: Api<ServiceAccount> = Api::namespaced(hub.clone(), namespace);
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: Vec::new(),
@@ -291,8 +316,8 @@ async fn token(hub: &Client, service_account: &str) -> String {
     answer.status.map(|s| s.token).expect("status.token")
 }
 
-/// The admin kubeconfig's hub server and CA, with `token` as the user.
-fn write_kubeconfig(admin: &Path, path: &Path, token: &str) {
+/// The admin kubeconfig's server and CA, with `token` as the user.
+pub fn write_kubeconfig(admin: &Path, path: &Path, token: &str) {
     let config = Kubeconfig::read_from(admin).expect("the lab's hub kubeconfig");
     let cluster = config.clusters[0].cluster.as_ref().expect("a cluster");
     let server = cluster.server.clone().expect("a server");

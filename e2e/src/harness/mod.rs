@@ -20,15 +20,20 @@
 //! `FEDERATOR_LAB_ETCD_PORT` / `FEDERATOR_LAB_APISERVER_PORT` its ports when it has to start
 //! (defaults 23890 / 26543, apart from the `make demo` lab so both can run at once).
 
+pub mod agent;
+pub mod agent_identity;
 mod attach;
 pub mod controller;
+pub mod drill;
 mod dump;
 mod fixture;
 pub mod gc;
 pub mod hub_identity;
 mod namespace;
+pub mod region;
 pub mod setup;
 pub mod testkit;
+pub mod watch;
 
 pub use attach::{REAL_PORT_OFFSET, lab, lab_dir, real_lab, real_lab_dir};
 pub use fixture::{

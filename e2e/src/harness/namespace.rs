@@ -58,7 +58,10 @@ impl TestNamespace {
         Self {
             lab,
             name,
-            dump: vec![super::cnpg_cluster()],
+            dump: vec![
+                super::cnpg_cluster(),
+                ApiResource::erase::<topology::DistributedTopology>(&()),
+            ],
         }
     }
 

@@ -24,7 +24,8 @@ use super::{SharedLab, TestNamespace};
 #[must_use]
 pub struct Setup {
     test: String,
-    faults: Vec<(&'static str, String)>,
+    /// (on A, on B, annotation, value).
+    faults: Vec<(bool, bool, &'static str, String)>,
     timeouts: Value,
     controller_args: Vec<String>,
 }
@@ -55,7 +56,21 @@ impl Setup {
 
     /// An emulator fault annotation (`e2e::emulator::faults`) on both Clusters.
     pub fn fault(mut self, annotation: &'static str, value: &str) -> Self {
-        self.faults.push((annotation, value.to_owned()));
+        self.faults.push((true, true, annotation, value.to_owned()));
+        self
+    }
+
+    /// An emulator fault annotation on A (the first primary) only.
+    pub fn fault_on_a(mut self, annotation: &'static str, value: &str) -> Self {
+        self.faults
+            .push((true, false, annotation, value.to_owned()));
+        self
+    }
+
+    /// An emulator fault annotation on B (the first replica) only.
+    pub fn fault_on_b(mut self, annotation: &'static str, value: &str) -> Self {
+        self.faults
+            .push((false, true, annotation, value.to_owned()));
         self
     }
 
@@ -78,8 +93,12 @@ impl Setup {
         let ns = TestNamespace::create(&self.test).await;
         ns.grant_federator().await;
         let pair = Pair::create(lab, ns.name()).await;
-        for (annotation, value) in &self.faults {
-            for (api, name) in [(&pair.api_a, pair.a.name), (&pair.api_b, pair.b.name)] {
+        for (on_a, on_b, annotation, value) in &self.faults {
+            let sides = [
+                (*on_a, &pair.api_a, pair.a.name),
+                (*on_b, &pair.api_b, pair.b.name),
+            ];
+            for (_, api, name) in sides.into_iter().filter(|(on, _, _)| *on) {
                 testkit::annotate(api, name, annotation, Some(value)).await;
             }
         }

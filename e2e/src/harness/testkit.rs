@@ -259,6 +259,32 @@ pub async fn wait_rows(
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Waits until the instance has replayed WAL past `lsn` (`pg_last_wal_replay_lsn()`): a
+/// standby that replayed a demotion token's shutdown checkpoint.
+pub async fn wait_replayed_past(
+    lab: &SharedLab,
+    region: &str,
+    namespace: &str,
+    name: &str,
+    lsn: topology::token::Lsn,
+) {
+    let client = &connect(lab, region, namespace, name).await;
+    wait_for(
+        &format!("{name} replaying past {lsn}"),
+        DEADLINE,
+        || async move {
+            let row = client
+                .query_one("SELECT COALESCE(pg_last_wal_replay_lsn()::text, '')", &[])
+                .await
+                .ok()?;
+            let replayed: topology::token::Lsn = row.get::<_, String>(0).parse().ok()?;
+            (replayed > lsn).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// `pg_is_in_recovery()` of an instance.
 pub async fn in_recovery(client: &tokio_postgres::Client) -> bool {
     client
@@ -332,6 +358,16 @@ impl Pair {
             name: "pg-b",
             region: "eu-western",
         };
+        Self::create_of(lab, namespace, a, b).await
+    }
+
+    /// As [`Pair::create`], with `a` (the primary) and `b` named and placed by the caller.
+    pub async fn create_of(
+        lab: &'static SharedLab,
+        namespace: &str,
+        a: Member<'static>,
+        b: Member<'static>,
+    ) -> Self {
         let members = [a, b];
         let api_a = clusters(lab, a.region, namespace).await;
         let api_b = clusters(lab, b.region, namespace).await;

@@ -94,3 +94,22 @@ pub fn etcd() -> Result<PathBuf> {
         .find(|p| executable(p))
         .ok_or_else(|| LabError::EtcdBinary("no etcd on PATH".into()))
 }
+
+/// A workspace binary the lab starts: `$<env>` when set, else `file` next to the running binary
+/// (or one level up, for test binaries in `target/<profile>/deps/`). `action` says how to build it.
+pub fn sibling(env: &str, file: &str, action: &'static str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(LabError::io("locating", "the current binary"))?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(file))
+        .find(|p| p.is_file())
+        .ok_or_else(|| LabError::Io {
+            action,
+            path: exe.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
+}

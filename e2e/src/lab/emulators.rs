@@ -52,20 +52,11 @@ pub fn pg_port_base(ports: Ports, member: &str) -> u16 {
 /// `$FEDERATOR_EMULATOR`, else `federator-emulator` next to the running binary (or one level up,
 /// for test binaries in `target/<profile>/deps/`).
 pub fn binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("FEDERATOR_EMULATOR").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().map_err(LabError::io("locating", "the current binary"))?;
-    exe.ancestors()
-        .skip(1)
-        .take(2)
-        .map(|dir| dir.join("federator-emulator"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| LabError::Io {
-            action: "finding federator-emulator (build it: cargo build -p federator-e2e --bin federator-emulator, or set FEDERATOR_EMULATOR)",
-            path: exe.clone(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        })
+    super::binaries::sibling(
+        "FEDERATOR_EMULATOR",
+        "federator-emulator",
+        "finding federator-emulator (build it: cargo build -p federator-e2e --bin federator-emulator, or set FEDERATOR_EMULATOR)",
+    )
 }
 
 fn component(layout: &LabLayout, ports: Ports, member: &str, program: PathBuf) -> Component {
@@ -90,6 +81,33 @@ fn component(layout: &LabLayout, ports: Ports, member: &str, program: PathBuf) -
         pid: None,
         name,
     }
+}
+
+/// An API server egress selector configuration sending `cluster` traffic (pods/proxy, service
+/// webhooks) through the HTTP CONNECT proxy on the unix socket `socket`.
+pub fn egress_selector_yaml(socket: &std::path::Path) -> String {
+    format!(
+        "apiVersion: apiserver.k8s.io/v1beta1\nkind: EgressSelectorConfiguration\n\
+         egressSelections:\n- name: cluster\n  connection:\n    proxyProtocol: HTTPConnect\n    \
+         transport:\n      uds:\n        udsName: {}\n",
+        socket.display()
+    )
+}
+
+/// Writes the egress selector configuration of member `member`'s API server on the emulator
+/// tier: its `cluster` traffic goes to the member's emulator ([`crate::emulator::pods`]), which
+/// answers pods/proxy requests to its instance pods. Returns the file's path.
+pub fn write_egress_config(layout: &LabLayout, member: &str) -> Result<PathBuf> {
+    let emulator = EmulatorLayout::new(layout.root());
+    let socket = emulator.egress_socket(member);
+    let dir = socket
+        .parent()
+        .expect("the socket is inside the lab directory")
+        .to_path_buf();
+    std::fs::create_dir_all(&dir).map_err(LabError::io("creating", &dir))?;
+    let path = dir.join("egress-selector.yaml");
+    std::fs::write(&path, egress_selector_yaml(&socket)).map_err(LabError::io("writing", &path))?;
+    Ok(path)
 }
 
 /// Records the emulators and starts those that are not running, waiting until each serves its

@@ -8,6 +8,18 @@ pub type Result<T, E = LabError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
+    /// A real-tier `up` that failed after it started processes: it stopped them all again.
+    /// (The cause is part of the message, not an error source: callers that print only the
+    /// outermost message, like the e2e harness, still show it.)
+    #[error(
+        "{cause}\n`lab up` stopped what it had started ({stopped}): nothing of the lab is left \
+         running; fix the cause above and run `up` again"
+    )]
+    UpFailed {
+        cause: Box<LabError>,
+        stopped: String,
+    },
+
     #[error(
         "port {port} (for {component}) is already in use on 127.0.0.1; stop whatever listens there \
          or move the lab with --etcd-port / --apiserver-port"
@@ -78,6 +90,21 @@ pub enum LabError {
 
     #[error("no lab region or component named {0:?}; known: {1}")]
     UnknownComponent(String, String),
+
+    #[error(
+        "the lab directory {dir} cannot hold PostgreSQL data: the lab runs as root, so the \
+         emulators run PostgreSQL as the OS user {user:?}, and {user:?} cannot enter {blocked} \
+         (mode {mode:04o}, owner uid {owner}; entering a directory needs its search (x) \
+         permission). Fix: `chmod o+x {blocked}` (`mktemp -d` makes 0700 directories), or \
+         pass a --dir {user:?} can reach (the default .lab/ of the repository is fine)"
+    )]
+    DirNotEnterable {
+        dir: PathBuf,
+        blocked: PathBuf,
+        user: String,
+        mode: u32,
+        owner: u32,
+    },
 
     #[error("lab configuration: {0}")]
     Config(String),

@@ -3,13 +3,8 @@
 //! from the types (not the files) lets `federator-lab up` work outside a checkout.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 
-/// Every CRD Federator serves. Keep in step with `all_crds()` of `federator crds`
-/// (federator/src/cmd/crds.rs), which the `e2e` crate cannot depend on.
+/// Every CRD Federator serves (`topology::crds`, also what `federator crds` prints).
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
-        topology::DistributedTopology::crd(),
-        topology::drill_api::DisasterRecoveryDrill::crd(),
-    ]
+    topology::crds()
 }

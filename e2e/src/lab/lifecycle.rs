@@ -58,6 +58,26 @@ fn now_unix() -> u64 {
         .unwrap_or_default()
 }
 
+/// The emulator tier runs PostgreSQL as the `postgres` OS user when the lab runs as root; its
+/// data directories live inside the lab directory, so that user must be able to enter it.
+pub fn check_postgres_can_enter(layout: &LabLayout) -> Result<()> {
+    use crate::emulator::postgres::run::{OS_USER, first_unenterable};
+    use std::os::unix::fs::MetadataExt;
+    let blocked = first_unenterable(layout.root())
+        .map_err(|e| LabError::Config(format!("checking the lab directory: {e}")))?;
+    let Some(blocked) = blocked else {
+        return Ok(());
+    };
+    let meta = std::fs::metadata(&blocked).map_err(LabError::io("reading", &blocked))?;
+    Err(LabError::DirNotEnterable {
+        dir: layout.root().to_path_buf(),
+        blocked,
+        user: OS_USER.to_owned(),
+        mode: meta.mode() & 0o7777,
+        owner: meta.uid(),
+    })
+}
+
 /// Brings the lab up, or confirms that it is up. Idempotent.
 pub async fn up(options: &UpOptions) -> Result<UpReport> {
     let started = Instant::now();
@@ -72,6 +92,10 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
         None => None,
     };
     let layout = LabLayout::create(&options.dir)?;
+    if options.real.is_none() {
+        // Before anything starts: otherwise every Cluster stays "Setting up primary".
+        check_postgres_can_enter(&layout)?;
+    }
     let _lock = lock(&layout).await?;
     let mut state = LabState::load(&layout)?.unwrap_or_else(|| LabState::new(options.ports));
     let nothing_runs = !state.components.iter().any(|c| is_running(&layout, c));
@@ -85,7 +109,8 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
                 None => "the emulator tier".to_owned(),
             };
             return Err(LabError::Config(format!(
-                "the lab in {dir} was made for {}, not {}; run `federator-lab down --purge --dir                  {dir}` first, or use another --dir",
+                "the lab in {dir} was made for {}, not {}; run `federator-lab down --purge --dir \
+                 {dir}` first, or use another --dir",
                 tier(&state.real),
                 tier(&options.real),
                 dir = layout.root().display()
@@ -135,61 +160,111 @@ pub async fn up(options: &UpOptions) -> Result<UpReport> {
         }
     }
 
+    let run = Startup {
+        layout: &layout,
+        plan: plan.as_ref(),
+        artifacts: artifacts.as_ref(),
+        ca: &ca,
+        admin_token: &admin_token,
+        storage,
+        nothing_runs,
+        started,
+    };
+    match start_lab(&run, &mut state).await {
+        Ok(status) => Ok(UpReport {
+            already_running: false,
+            elapsed: started.elapsed(),
+            status,
+        }),
+        // A real tier started from nothing leaves nothing behind when it fails: its kubelets,
+        // containers, namespaces and sysctls would otherwise outlive the failed `up`.
+        Err(e) if nothing_runs && plan.is_some() => {
+            let stopped = match stop_all(&layout, &mut state).await {
+                Ok(stopped) if stopped.is_empty() => "nothing was running".to_owned(),
+                Ok(stopped) => stopped.join(", "),
+                Err(stop) => format!("stopping failed too: {stop}"),
+            };
+            Err(LabError::UpFailed {
+                cause: Box::new(e),
+                stopped,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What [`start_lab`] needs from `up`.
+struct Startup<'a> {
+    layout: &'a LabLayout,
+    plan: Option<&'a RealPlan>,
+    artifacts: Option<&'a real::artifacts::Artifacts>,
+    ca: &'a str,
+    admin_token: &'a str,
+    storage: etcd_storage::Storage,
+    nothing_runs: bool,
+    started: Instant,
+}
+
+/// Starts what is not running, in order: etcd, the apiservers, the bootstrap, then the nodes or
+/// the emulators.
+async fn start_lab(run: &Startup<'_>, state: &mut LabState) -> Result<LabStatus> {
+    let Startup {
+        layout,
+        plan,
+        artifacts,
+        ca,
+        admin_token,
+        storage,
+        nothing_runs,
+        started,
+    } = *run;
     let etcd_bin = binaries::etcd()?;
     let apiserver_bin = binaries::kube_apiserver()?;
-    for component in core_components(
-        &layout,
-        state.ports,
-        &etcd_bin,
-        &apiserver_bin,
-        plan.as_ref(),
-    )? {
+    for component in core_components(layout, state.ports, &etcd_bin, &apiserver_bin, plan)? {
         state.upsert(component);
     }
     let core: Vec<&str> = std::iter::once(ETCD).chain(REGIONS).collect();
     // Check every port before starting anything, so a clash leaves nothing half-started.
-    check_ports(&layout, &state, &core)?;
-    if let Some(plan) = &plan {
-        // Before etcd: what a lab killed with -9 left is swept, the namespaces made afresh.
-        real::prepare(&layout, &state, plan).await?;
-    }
-    if !state
-        .component(ETCD)
-        .is_some_and(|c| is_running(&layout, c))
-    {
-        let storage = etcd_storage::prepare(&layout, storage, nothing_runs)?;
+    check_ports(layout, state, &core)?;
+    // etcd about to start without data (a new lab, a switched storage, `/dev/shm` emptied by a
+    // reboot or by CI's clean-up): every object the data plane belonged to is gone.
+    let etcd_starts_empty = if state.component(ETCD).is_some_and(|c| is_running(layout, c)) {
+        false
+    } else {
+        let storage = etcd_storage::prepare(layout, storage, nothing_runs)?;
         tracing::info!(%storage, "etcd data directory ready");
-        if etcd_storage::holds_no_data(&layout) {
-            // The Clusters those instances and archives belonged to are gone with etcd's data; a
-            // Cluster created again under the same name would find a stale archive (a `.partial`
-            // that differs) and never finish a demotion.
-            emulators::forget_data_plane(&layout).await?;
-        }
+        etcd_storage::holds_no_data(layout)
+    };
+    if let Some(plan) = plan {
+        // Before etcd: what a lab killed with -9 left is swept, the namespaces made afresh, and
+        // the nodes' state purged if etcd starts empty.
+        real::prepare(layout, state, plan, etcd_starts_empty).await?;
+    }
+    if etcd_starts_empty {
+        // The Clusters those instances and archives belonged to are gone with etcd's data; a
+        // Cluster created again under the same name would find a stale archive (a `.partial`
+        // that differs) and never finish a demotion.
+        emulators::forget_data_plane(layout).await?;
     }
     // Phase timings at info level (RUST_LOG=e2e=info) show where a slow `up` spends its time.
-    ensure_running(&layout, &mut state, &[ETCD], ETCD_READY_WITHIN).await?;
+    ensure_running(layout, state, &[ETCD], ETCD_READY_WITHIN).await?;
     tracing::info!(elapsed = ?started.elapsed(), "etcd healthy");
-    ensure_running(&layout, &mut state, &REGIONS, APISERVER_READY_WITHIN).await?;
+    ensure_running(layout, state, &REGIONS, APISERVER_READY_WITHIN).await?;
     tracing::info!(elapsed = ?started.elapsed(), "apiservers ready");
-    bootstrap_objects(&layout, &mut state, &ca).await?;
+    bootstrap_objects(layout, state, ca).await?;
     tracing::info!(elapsed = ?started.elapsed(), "members and hub bootstrapped");
-    match (&plan, &artifacts) {
+    match (plan, artifacts) {
         (Some(plan), Some(artifacts)) => {
-            real::start_nodes(&layout, &mut state, plan, artifacts, &ca, &admin_token).await?;
+            real::start_nodes(layout, state, plan, artifacts, ca, admin_token).await?;
             tracing::info!(elapsed = ?started.elapsed(), "nodes Ready, operators serving");
         }
         _ => {
             // The CNPG emulators watch their member's Clusters: they start once the CRD is there.
-            emulators::start_all(&layout, &mut state).await?;
+            emulators::start_all(layout, state).await?;
             tracing::info!(elapsed = ?started.elapsed(), "emulators serving");
         }
     }
-    let status = status::of_state(&layout, &state).await;
-    Ok(UpReport {
-        already_running: false,
-        elapsed: started.elapsed(),
-        status,
-    })
+    Ok(status::of_state(layout, state).await)
 }
 
 fn core_components(
@@ -254,7 +329,10 @@ fn core_components(
                 "--authorization-mode=RBAC".into(),
                 format!("--token-auth-file={}", pki(layout.tokens_csv())),
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
-                "--enable-priority-and-fairness=false".into(),
+                // API Priority and Fairness on the hub, as on every real cluster: a test can
+                // squeeze the controller's flow until the hub answers 429 (faults_load). Off on
+                // the members, where nothing needs it: one control loop less per apiserver.
+                format!("--enable-priority-and-fairness={}", region == HUB),
                 "--profiling=false".into(),
             ],
             log: layout.log_file(region),
@@ -269,6 +347,13 @@ fn core_components(
                 node,
                 &mut component.args,
             )?;
+        } else if MEMBERS.contains(&region) {
+            // The emulator tier: pods/proxy to instance pods reaches the member's emulator.
+            let egress = super::emulators::write_egress_config(layout, region)?;
+            component.args.push(format!(
+                "--egress-selector-config-file={}",
+                egress.display()
+            ));
         }
         components.push(component);
     }
@@ -363,32 +448,39 @@ pub async fn down(dir: impl AsRef<Path>, purge: bool) -> Result<Vec<String>> {
     let stopped = {
         let _lock = lock(&layout).await?;
         let mut state = LabState::load(&layout)?.unwrap_or_else(|| LabState::new(Ports::default()));
-        // The real tier first: its kubelets stop before the apiservers they report to, and what
-        // a killed lab left (processes, mounts, namespaces) is swept even without a state file.
-        let mut stopped = Vec::new();
-        if state.real.is_some() || layout.root().join("real").exists() {
-            let members: Vec<String> = match &state.real {
-                Some(real) => real.members.clone(),
-                None => MEMBERS.iter().map(|m| (*m).to_owned()).collect(),
-            };
-            let plan = RealPlan::new(&layout, &members);
-            stopped.extend(real::down(&layout, &mut state, &plan).await?);
-        }
-        let all: Vec<String> = state.components.iter().map(|c| c.name.clone()).collect();
-        let not_etcd: Vec<String> = all.iter().filter(|n| *n != ETCD).cloned().collect();
-        stopped.extend(stop_components(&layout, &mut state, &not_etcd).await?);
-        // PostgreSQL instances are started by the emulators and outlive them: stop them once no
-        // emulator is left to restart one.
-        stopped.extend(emulators::stop_postgres(&layout).await);
-        stopped.extend(stop_components(&layout, &mut state, &[ETCD.to_owned()]).await?);
-        state.held.clear();
-        state.save(&layout)?;
-        stopped
+        stop_all(&layout, &mut state).await?
     };
     if purge {
         etcd_storage::remove_memory(&layout)?;
         std::fs::remove_dir_all(layout.root()).map_err(LabError::io("removing", layout.root()))?;
     }
+    Ok(stopped)
+}
+
+/// Stops every component of the lab (the lock held); returns what it stopped.
+async fn stop_all(layout: &LabLayout, state: &mut LabState) -> Result<Vec<String>> {
+    // The real tier first: its kubelets stop before the apiservers they report to, and what a
+    // killed lab left (processes, mounts, namespaces) is swept even without a state file.
+    let mut stopped = Vec::new();
+    if state.real.is_some() || layout.root().join("real").exists() {
+        let members: Vec<String> = match &state.real {
+            Some(real) => real.members.clone(),
+            None => MEMBERS.iter().map(|m| (*m).to_owned()).collect(),
+        };
+        let plan = RealPlan::new(layout, &members);
+        stopped.extend(real::down(layout, state, &plan).await?);
+    }
+    let all: Vec<String> = state.components.iter().map(|c| c.name.clone()).collect();
+    let not_etcd: Vec<String> = all.iter().filter(|n| *n != ETCD).cloned().collect();
+    stopped.extend(stop_components(layout, state, &not_etcd).await?);
+    // PostgreSQL instances are started by the emulators and outlive them: stop them once no
+    // emulator is left to restart one.
+    stopped.extend(emulators::stop_postgres(layout).await);
+    stopped.extend(stop_components(layout, state, &[ETCD.to_owned()]).await?);
+    // `lab dsn`'s proxies are made on demand, by the next `dsn` after `up`.
+    state.components.retain(|c| c.kind != "dsn");
+    state.held.clear();
+    state.save(layout)?;
     Ok(stopped)
 }
 
@@ -432,6 +524,14 @@ fn select(state: &LabState, target: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// The real tier's plan of a lab made for it.
+fn real_plan(layout: &LabLayout, state: &LabState) -> Option<RealPlan> {
+    state
+        .real
+        .as_ref()
+        .map(|r| RealPlan::new(layout, &r.members))
+}
+
 /// The layout, the held lock and the state of an existing lab.
 async fn open_locked(dir: &Path) -> Result<(LabLayout, std::fs::File, LabState)> {
     let layout = LabLayout::open(dir)?;
@@ -452,6 +552,16 @@ pub async fn stop(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
             state.held.push(name.clone());
         }
     }
+    let plan = real_plan(&layout, &state);
+    if let Some(plan) = plan.as_ref().filter(|p| p.region(target).is_some()) {
+        // A real node: its kubelet first (it would restart what stops), then the rest, then its
+        // containers, which containerd's shims would otherwise keep running.
+        let kubelet = real::node::component_name(target, "kubelet");
+        let mut stopped = stop_components(&layout, &mut state, &[kubelet]).await?;
+        stopped.extend(stop_components(&layout, &mut state, &names).await?);
+        stopped.extend(real::stop_region(plan, target).await?);
+        return Ok(stopped);
+    }
     let mut stopped = stop_components(&layout, &mut state, &names).await?;
     if MEMBERS.contains(&target) {
         let instances = emulators::stop_postgres_of(&layout, target).await;
@@ -462,6 +572,32 @@ pub async fn stop(dir: impl AsRef<Path>, target: &str) -> Result<Vec<String>> {
         );
     }
     Ok(stopped)
+}
+
+/// Stops exactly the component `name`, held down until [`start_component`]: e.g. a region's
+/// API server alone (which [`stop`] of the region's name would take with its node), so the
+/// region is cut off from the hub while its node and databases keep running.
+pub async fn stop_component(dir: impl AsRef<Path>, name: &str) -> Result<Vec<String>> {
+    let (layout, _lock, mut state) = open_locked(dir.as_ref()).await?;
+    if state.component(name).is_none() {
+        let known: Vec<&str> = state.components.iter().map(|c| c.name.as_str()).collect();
+        return Err(LabError::UnknownComponent(
+            name.to_owned(),
+            known.join(", "),
+        ));
+    }
+    if !state.held.iter().any(|h| h == name) {
+        state.held.push(name.to_owned());
+    }
+    stop_components(&layout, &mut state, &[name.to_owned()]).await
+}
+
+/// Starts again the one component [`stop_component`] stopped, and waits until it is healthy.
+pub async fn start_component(dir: impl AsRef<Path>, name: &str) -> Result<Vec<String>> {
+    let (layout, _lock, mut state) = open_locked(dir.as_ref()).await?;
+    state.held.retain(|h| h != name);
+    state.save(&layout)?;
+    ensure_running(&layout, &mut state, &[name], APISERVER_READY_WITHIN).await
 }
 
 /// How [`stop`] lists a PostgreSQL instance it stopped.
@@ -519,6 +655,13 @@ async fn start_selected(dir: &Path, target: &str, control_plane_only: bool) -> R
         }
     }
     let mut started = ensure_running(&layout, &mut state, &core, APISERVER_READY_WITHIN).await?;
+    let plan = real_plan(&layout, &state);
+    if let Some(plan) = plan.as_ref().filter(|p| p.region(target).is_some()) {
+        started.extend(
+            real::start_region(&layout, &mut state, plan, target, control_plane_only).await?,
+        );
+        return Ok(started);
+    }
     started.extend(ensure_running(&layout, &mut state, &rest, APISERVER_READY_WITHIN).await?);
     Ok(started)
 }

@@ -7,6 +7,7 @@
 //! `etcd-data/` (a link to a memory directory by default, see [`etcd_storage`]), `<region>.kubeconfig` (admin), `lab.kubeconfig` (four contexts) and
 //! `<member>.federator.kubeconfig` (least privilege, same as the hub Secret).
 
+pub mod agents;
 pub mod binaries;
 pub mod bootstrap;
 pub mod cnpg_crd;
@@ -29,7 +30,8 @@ pub mod topology;
 pub use error::{LabError, Result};
 pub use layout::LabLayout;
 pub use lifecycle::{
-    POSTGRES_PREFIX, UpOptions, UpReport, down, start, start_control_plane, stop, up,
+    POSTGRES_PREFIX, UpOptions, UpReport, down, start, start_component, start_control_plane, stop,
+    stop_component, up,
 };
 pub use status::{ComponentStatus, LabStatus, status};
 pub use topology::*;

@@ -17,6 +17,14 @@ use topology::{DistributedTopology, DistributedTopologyStatus};
 
 use e2e::harness::controller::{Controller, deploy, wait_condition, wide_timeouts};
 
+/// Held by each test of a binary whose faults hit parts every test shares (the hub apiserver,
+/// etcd, a region's apiserver): run in parallel, one test's freeze would starve another's
+/// controller and watches and fail it for a reason that is not its own.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE_AT_A_TIME.lock().await
+}
+
 /// A pair (A primary in eu-central, B in eu-western), its topology, and a controller routed
 /// through fault proxies.
 pub struct Routed {
@@ -64,6 +72,29 @@ impl Routed {
             hub,
             controller,
         }
+    }
+
+    /// Whether A's Cluster carries its agent's fence marker (read as an admin of A's region).
+    pub async fn a_fenced_by_agent(&self) -> bool {
+        self.pair
+            .api_a
+            .get(self.pair.a.name)
+            .await
+            .ok()
+            .and_then(|c| c.metadata.annotations)
+            .is_some_and(|a| a.contains_key(topology::autofailover::record::FENCED_BY_AGENT))
+    }
+
+    /// Arms automatic failover on the topology with `policy` (`spec.automaticFailover`).
+    pub async fn arm_automatic_failover(&self, policy: serde_json::Value) {
+        self.hub
+            .patch(
+                "pg",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"spec": {"automaticFailover": policy}})),
+            )
+            .await
+            .expect("arming automatic failover");
     }
 
     /// Sets `spec.primary`; returns the new generation.

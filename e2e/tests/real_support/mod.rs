@@ -11,7 +11,7 @@ use e2e::harness::SharedLab;
 use e2e::harness::testkit::Member;
 use e2e::lab::health::wait_for;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::{DynamicObject, ObjectMeta, PostParams};
 use serde_json::json;
@@ -81,9 +81,9 @@ pub fn streaming_cluster(
         })
         .collect();
     let bootstrap = if primary == this.name {
-        json!({"initdb": {"database": "app", "owner": "app"}})
+        json!({"initdb": {"database": "app", "owner": "app", "secret": {"name": APP_SECRET}}})
     } else {
-        json!({"pg_basebackup": {"source": source}})
+        json!({"pg_basebackup": {"source": source, "database": "app", "owner": "app", "secret": {"name": APP_SECRET}}})
     };
     json!({
         "apiVersion": "postgresql.cnpg.io/v1",
@@ -144,6 +144,25 @@ pub async fn create_superuser_secret(lab: &SharedLab, ns: &str, members: &[Membe
         members,
         (REAL_SUPERUSER_SECRET, Some("kubernetes.io/basic-auth")),
         &[("username", "postgres"), ("password", "lab-superuser-e2e")],
+    )
+    .await;
+}
+
+/// The application user's Secret (`app`), identical in every region and named by every
+/// member's bootstrap: CloudNativePG sets the `app` role's password from its Cluster's Secret
+/// when that Cluster becomes primary, and the change replicates to every member — with one
+/// generated Secret per Cluster, the old primary's credentials stop working after a switchover
+/// (docs/lab-real.md, fidelity table).
+pub const APP_SECRET: &str = "pg-app";
+
+/// The application user's Secret in `ns` of every member region.
+pub async fn create_app_secret(lab: &SharedLab, ns: &str, members: &[Member<'_>]) {
+    create_secret_everywhere(
+        lab,
+        ns,
+        members,
+        (APP_SECRET, Some("kubernetes.io/basic-auth")),
+        &[("username", "app"), ("password", "lab-app-e2e")],
     )
     .await;
 }
@@ -269,6 +288,7 @@ pub async fn create_members(
     let all: Vec<Member<'static>> = members.iter().map(|(m, _)| *m).collect();
     let primary = all[0];
     create_superuser_secret(lab, ns, &all).await;
+    create_app_secret(lab, ns, &all).await;
     if channel == Channel::Archive {
         create_s3_secret(lab, ns, &all).await;
     }
@@ -374,9 +394,9 @@ pub fn archive_cluster(
         .map(|m| json!({"name": m.name, "barmanObjectStore": object_store(ns, *m)}))
         .collect();
     let bootstrap = if primary == this.name {
-        json!({"initdb": {"database": "app", "owner": "app"}})
+        json!({"initdb": {"database": "app", "owner": "app", "secret": {"name": APP_SECRET}}})
     } else {
-        json!({"recovery": {"source": source}})
+        json!({"recovery": {"source": source, "database": "app", "owner": "app", "secret": {"name": APP_SECRET}}})
     };
     json!({
         "apiVersion": "postgresql.cnpg.io/v1",
@@ -444,4 +464,136 @@ pub async fn base_backup(lab: &SharedLab, ns: &str, m: Member<'_>) {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The values of `t` on `m` (through its pod), or None while it does not answer.
+pub async fn rows(lab: &'static SharedLab, ns: &str, m: Member<'static>) -> Option<Vec<i32>> {
+    let c = e2e::harness::controller::pg(lab, ns, m, Duration::from_secs(2)).await?;
+    let rows = c.query("SELECT x FROM t", &[]).await.ok()?;
+    Some(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Whether `m` answers and is writable: Some(true) primary, Some(false) in recovery.
+pub async fn writable(lab: &'static SharedLab, ns: &str, m: Member<'static>) -> Option<bool> {
+    let c = e2e::harness::controller::pg(lab, ns, m, Duration::from_secs(1)).await?;
+    let row = c
+        .query_one("SELECT NOT pg_is_in_recovery()", &[])
+        .await
+        .ok()?;
+    Some(row.get(0))
+}
+
+/// The `postgres` container of `m`'s instance pod: (ready, restarts, state in a word).
+pub async fn instance_container(
+    lab: &SharedLab,
+    ns: &str,
+    m: Member<'_>,
+) -> Option<(bool, i32, String)> {
+    let pods: Api<Pod> = Api::namespaced(lab.admin(m.region).await, ns);
+    let pod = pods.get(&format!("{}-1", m.name)).await.ok()?;
+    let status = pod
+        .status?
+        .container_statuses?
+        .into_iter()
+        .find(|c| c.name == "postgres")?;
+    let state = status.state.as_ref().map_or("unknown".to_owned(), |s| {
+        if s.running.is_some() {
+            "running".to_owned()
+        } else if let Some(w) = &s.waiting {
+            format!("waiting ({})", w.reason.clone().unwrap_or_default())
+        } else if let Some(t) = &s.terminated {
+            format!("terminated ({})", t.reason.clone().unwrap_or_default())
+        } else {
+            "unknown".to_owned()
+        }
+    });
+    Some((status.ready, status.restart_count, state))
+}
+
+/// Waits until the hub reports member `m` unreachable.
+pub async fn wait_unreachable(hub: &Api<topology::DistributedTopology>, m: Member<'_>) {
+    e2e::harness::controller::status_until(
+        hub,
+        &format!("{} unreachable on the hub", m.name),
+        CLUSTER_WITHIN,
+        |s| {
+            s.members
+                .iter()
+                .any(|x| x.name == m.name && !x.reachable)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until `m` answers as a writable primary.
+pub async fn wait_writable(lab: &'static SharedLab, ns: &str, m: Member<'static>) {
+    wait_for(&format!("{} writable", m.name), CLUSTER_WITHIN, || async {
+        writable(lab, ns, m).await.filter(|w| *w)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Waits until the hub has fenced `m` (its Cluster patched into a replica) and asserts it is
+/// listed for re-clone; returns the entry.
+pub async fn wait_fenced(
+    hub: &Api<topology::DistributedTopology>,
+    m: Member<'_>,
+) -> topology::api::FencedMember {
+    let fenced = e2e::harness::controller::status_until(
+        hub,
+        &format!("{} fenced on the hub", m.name),
+        CLUSTER_WITHIN,
+        |s| {
+            s.fenced_members
+                .iter()
+                .find(|f| f.name == m.name && f.fenced_at.is_some())
+                .cloned()
+        },
+    )
+    .await;
+    assert!(fenced.needs_reclone, "{fenced:?}");
+    fenced
+}
+
+/// Asserts that `m` is still listed for re-clone.
+pub async fn assert_listed_for_reclone(hub: &Api<topology::DistributedTopology>, m: Member<'_>) {
+    let status = e2e::harness::controller::status_now(hub).await;
+    assert!(
+        status
+            .fenced_members
+            .iter()
+            .any(|f| f.name == m.name && f.needs_reclone),
+        "{} stays listed for re-clone: {:?}",
+        m.name,
+        status.fenced_members
+    );
+}
+
+/// The pair A (primary) / B streaming with `verify-full`, its topology `pg` on the hub Ready
+/// under a controller, and the writer and sampler running with more than 30 rows on A.
+pub async fn pair_under_writes(
+    lab: &'static SharedLab,
+    ns: &str,
+) -> (
+    Api<topology::DistributedTopology>,
+    e2e::harness::controller::Controller,
+    e2e::harness::controller::Load,
+) {
+    use e2e::harness::controller::{Controller, Load, deploy, wait_condition, wide_timeouts};
+    let started = std::time::Instant::now();
+    create_members(lab, ns, &[(A, B), (B, A)], Channel::Streaming).await;
+    let hub = deploy(lab, ns, &[A, B], json!({"star": {}}), wide_timeouts()).await;
+    let controller = Controller::start(lab, ns);
+    wait_condition(&hub, topology::conditions::kind::READY).await;
+    println!("pair Ready after {:.1}s", started.elapsed().as_secs_f64());
+    let load = Load::start(lab, ns, &[A, B], true);
+    wait_for("rows written on A", CLUSTER_WITHIN, || async {
+        let on_a = rows(lab, ns, A).await?;
+        (on_a.iter().filter(|x| **x >= 1000).count() > 30).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    (hub, controller, load)
 }

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use federator::controller::{
     self, Clock, Context, Events, FileClock, Leadership, LeaseOptions, Metrics, SystemClock,
 };
-use federator::members::MemberPool;
+use federator::members::{Liveness, MemberPool};
 use kubeconfigs::{CredentialOptions, CredentialSet};
 
 #[derive(clap::Args)]
@@ -34,6 +34,14 @@ pub struct Args {
     /// clusters only.
     #[arg(long)]
     allow_insecure_member_tls: bool,
+    /// How often each member's API server is asked `GET /version` (the liveness probe that
+    /// notices a partition a watch cannot see; docs/faults.md). Between 1s and 5m.
+    #[arg(long, default_value = "3s", value_name = "DURATION")]
+    member_probe_interval: policies::Duration,
+    /// How long that probe may take before the member counts as unreachable (steps that need
+    /// it hold). At least 1s, less than the member request timeout (15s).
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    member_probe_timeout: policies::Duration,
     /// Namespaces of CNPG Clusters to watch on every member from the start (more are added as
     /// topologies name them).
     #[arg(long = "watch-namespace", default_value = "databases")]
@@ -79,6 +87,12 @@ enum LogFormat {
 }
 
 pub fn run(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<ExitCode> {
+    // Bad timing is refused before anything starts.
+    let liveness = Liveness::new(
+        args.member_probe_interval.as_std(),
+        args.member_probe_timeout.as_std(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_lease_manager=warn"));
     let logs = tracing_subscriber::fmt()
@@ -93,11 +107,11 @@ pub fn run(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<ExitCode> 
             .try_init(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(serve(args, kube))?;
+    runtime.block_on(serve(args, kube, liveness))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
+async fn serve(args: Args, kube: &super::hub::KubeArgs, liveness: Liveness) -> anyhow::Result<()> {
     // --kubeconfig/--context, else KUBECONFIG, ~/.kube/config or the in-cluster ServiceAccount.
     let hub = kube.connect().await?.client;
     let identity = args.identity.clone().unwrap_or_else(|| {
@@ -145,7 +159,7 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
             }
         }
     });
-    let pool = MemberPool::new(args.watch_namespaces.clone());
+    let pool = MemberPool::with_liveness(args.watch_namespaces.clone(), liveness);
     // Subscribe before the pool starts, so that no change is missed between the two.
     let member_changes = pool.events();
     tokio::spawn({
@@ -202,7 +216,7 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
     });
 
     let clock = clock(args.unsafe_test_clock.clone());
-    // One shutdown for both controllers: on SIGTERM a running drill records where it stopped.
+    // One shutdown for every controller: on SIGTERM a running drill records where it stopped.
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
     let drills = tokio::spawn(federator::drill::controller::run(
         hub.clone(),
@@ -211,6 +225,24 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
         identity.clone(),
         clock.clone(),
         metrics.clone(),
+        shutdown.clone(),
+    ));
+    let region_switches = tokio::spawn(federator::region::controller::run(
+        hub.clone(),
+        Arc::new(pool.clone()),
+        args.namespace.clone(),
+        leader.clone(),
+        identity.clone(),
+        clock.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let region_rotations = tokio::spawn(federator::region::rotation::run(
+        hub.clone(),
+        args.namespace.clone(),
+        leader.clone(),
+        identity.clone(),
+        clock.clone(),
         shutdown.clone(),
     ));
 
@@ -223,11 +255,14 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<()> {
         credentials: Some(credentials),
         clock,
         ledger: controller::Ledger::new(monotonic),
+        voters: federator::autofailover::hub::HubVoters::default(),
     });
     tracing::info!(%identity, "federator controller running");
     let leadership = ctx.leader.clone();
     controller::run(ctx, args.namespace.as_deref(), member_changes, shutdown).await;
     let _ = drills.await;
+    let _ = region_switches.await;
+    let _ = region_rotations.await;
     // A graceful stop (a rollout, a drained node) hands the Lease over at once instead of
     // leaving the other replica to wait for it to expire.
     leadership.release().await;
@@ -257,7 +292,7 @@ fn clock(test_file: Option<PathBuf>) -> Arc<dyn Clock> {
 }
 
 /// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let term = async {
         match signal(SignalKind::terminate()) {

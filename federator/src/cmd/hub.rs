@@ -71,16 +71,31 @@ impl Hub {
 
     /// The Federator-format member credential Secrets in `namespace`.
     pub async fn member_secrets(&self, namespace: &str) -> anyhow::Result<Vec<Secret>> {
+        self.labelled_secrets(namespace, MEMBER_SECRET_SELECTOR, "member credential")
+            .await
+    }
+
+    /// Argo CD's cluster Secrets in `namespace` (`argocd.argoproj.io/secret-type=cluster`).
+    pub async fn argocd_cluster_secrets(&self, namespace: &str) -> anyhow::Result<Vec<Secret>> {
+        self.labelled_secrets(
+            namespace,
+            kubeconfigs::ARGOCD_CLUSTER_SELECTOR,
+            "Argo CD cluster",
+        )
+        .await
+    }
+
+    async fn labelled_secrets(
+        &self,
+        namespace: &str,
+        selector: &str,
+        what: &str,
+    ) -> anyhow::Result<Vec<Secret>> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         Ok(secrets
-            .list(&ListParams::default().labels(MEMBER_SECRET_SELECTOR))
+            .list(&ListParams::default().labels(selector))
             .await
-            .with_context(|| {
-                format!(
-                    "listing member credential Secrets in {namespace} on {}",
-                    self.describe
-                )
-            })?
+            .with_context(|| format!("listing {what} Secrets in {namespace} on {}", self.describe))?
             .items)
     }
 }

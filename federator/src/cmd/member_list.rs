@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use comfy_table::Table;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
+use kubeconfigs::SecretFormat;
 use kubeconfigs::Timeouts;
 use kubeconfigs::member_access::{
     NAMESPACES_ANNOTATION, TOKEN_EXPIRES_ANNOTATION, required_access,
 };
-use kubeconfigs::secrets::from_secret;
+use kubeconfigs::secrets::{format_of, from_secret};
 use serde::Serialize;
 
 use super::exit;
@@ -32,6 +33,10 @@ pub struct Args {
         value_name = "NS"
     )]
     namespaces: Vec<String>,
+    /// Hub namespace of Argo CD cluster Secrets to list too (the controller's
+    /// --argocd-namespace: they are member credentials as well).
+    #[arg(long, value_name = "NS")]
+    argocd_namespace: Option<String>,
     /// Check credentials that use exec or auth-provider plugins (runs them, as the controller's
     /// --allow-auth-plugins would).
     #[arg(long)]
@@ -77,6 +82,9 @@ pub async fn check_access(
 struct Row {
     member: String,
     secret: String,
+    /// Where the credential comes from: `federator` (a member Secret) or `argocd` (an Argo CD
+    /// cluster Secret).
+    source: &'static str,
     server: Option<String>,
     reachable: bool,
     version: Option<String>,
@@ -112,7 +120,10 @@ impl Row {
 
 pub async fn list(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
     let hub = kube.connect().await?;
-    let listed = hub.member_secrets(&args.secret_namespace).await?;
+    let mut listed = hub.member_secrets(&args.secret_namespace).await?;
+    if let Some(namespace) = &args.argocd_namespace {
+        listed.extend(hub.argocd_cluster_secrets(namespace).await?);
+    }
     let mut rows = Vec::new();
     for secret in &listed {
         rows.push(row(secret, &args).await);
@@ -141,6 +152,10 @@ async fn row(secret: &Secret, args: &Args) -> Row {
             secret.namespace().unwrap_or_default(),
             secret.name_any()
         ),
+        source: match format_of(secret) {
+            Some(SecretFormat::ArgoCd) => "argocd",
+            _ => "federator",
+        },
         server: None,
         reachable: false,
         version: None,
@@ -202,11 +217,14 @@ async fn row(secret: &Secret, args: &Args) -> Row {
 
 fn render(rows: &[Row]) -> String {
     if rows.is_empty() {
-        return "no member Secrets on the hub (`federator member join` adds one)\n".into();
+        return "no member Secrets on the hub (`federator member join` adds one; \
+                --argocd-namespace lists Argo CD cluster Secrets too)\n"
+            .into();
     }
     let mut table = Table::new();
     table.set_header([
         "MEMBER",
+        "SOURCE",
         "REACHABLE",
         "VERSION",
         "TOKEN EXPIRES",
@@ -223,6 +241,7 @@ fn render(rows: &[Row]) -> String {
         };
         table.add_row([
             row.member.clone(),
+            row.source.into(),
             if row.reachable { "yes" } else { "no" }.into(),
             row.version.clone().unwrap_or_else(|| "-".into()),
             row.token_expires.clone().unwrap_or_else(|| "-".into()),

@@ -115,7 +115,7 @@ pub async fn can(
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
-                group: Some(kubeconfigs::member_access::CNPG_GROUP.into()),
+                group: Some(kubeconfigs::member_access::group_of(resource).into()),
                 resource: Some(resource.into()),
                 subresource,
                 verb: Some(verb.into()),

@@ -3,6 +3,7 @@
 //! kubectl does), [`live`] (topologies with their members' Clusters), [`primary_change`] (request
 //! a primary change and follow the operation: `switchover` and `failover`).
 
+pub mod agent;
 pub mod controller;
 pub mod crds;
 pub mod drill;
@@ -19,6 +20,7 @@ pub mod member_remove;
 pub mod member_token;
 pub mod plan;
 pub mod primary_change;
+pub mod region;
 pub mod status;
 pub mod switchover;
 pub mod validate;

@@ -31,6 +31,17 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Setting `spec.primary`/`spec.failover` for an automatic failover failed; the decision
+    /// stays in status and the next reconcile sets them again.
+    #[error(
+        "starting the automatic failover of {topology} to {to} (setting spec.primary and spec.failover): {source}"
+    )]
+    StartFailover {
+        topology: String,
+        to: String,
+        #[source]
+        source: kube::Error,
+    },
     /// Adding or removing the topology's finalizer failed (a 409: the object changed since it
     /// was read; the reconcile runs again).
     #[error("{action} the finalizer of {topology}: {source}")]
@@ -63,6 +74,7 @@ impl Error {
             Error::PatchOutsideReplica(_) => "patch_outside_replica",
             Error::PatchMember { .. } => "patch_member",
             Error::StartRotation { .. } => "start_rotation",
+            Error::StartFailover { .. } => "start_failover",
             Error::Finalizer { .. } => "finalizer",
         }
     }

@@ -51,6 +51,15 @@ pub const MAX_DELAY: Duration = Duration::from_secs(1);
 /// after the answer while the store still lacks the patch.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
+/// The retry after a first failed reconcile; each further failure in a row doubles it, up to
+/// [`RETRY_MAX`]. A hub that answers 429 (API Priority and Fairness) or is away then sees each
+/// topology back off on its own instead of every topology retrying every 2 s.
+pub const RETRY_FIRST: Duration = Duration::from_secs(2);
+
+/// The longest retry delay: an operation's deadlines are minutes, and a watch event (the hub's
+/// or a member's) reconciles sooner anyway.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// What to do with a decided status ([`View::write`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
@@ -77,6 +86,8 @@ struct State {
 
 #[derive(Default)]
 struct Entry {
+    /// Reconciles in a row that failed (reset by one that did not).
+    failures: u32,
     own: Option<OwnWrite>,
     held: Option<Held>,
     sent: Option<Sent>,
@@ -253,6 +264,33 @@ impl Ledger {
         }
     }
 
+    // --- failed reconciles ----------------------------------------------------------------
+
+    /// A reconcile of `topo` failed: how many failed in a row now, and when to retry.
+    ///
+    /// The delay doubles from [`RETRY_FIRST`] to [`RETRY_MAX`], minus up to a quarter chosen
+    /// from the topology's uid and the count: topologies that failed together (a hub outage)
+    /// spread their retries without a random source, so a test can predict them.
+    pub fn failed(&self, topo: &DistributedTopology) -> (u32, Duration) {
+        let uid = uid_of(topo).unwrap_or_default().to_owned();
+        let failures = {
+            let mut state = self.lock();
+            let entry = state.topologies.entry(uid.clone()).or_default();
+            entry.failures = entry.failures.saturating_add(1);
+            entry.failures
+        };
+        (failures, retry_delay(&uid, failures))
+    }
+
+    /// A reconcile of `topo` did not fail: the next failure starts the backoff again.
+    pub fn reconciled(&self, topo: &DistributedTopology) {
+        if let Some(uid) = uid_of(topo)
+            && let Some(entry) = self.lock().topologies.get_mut(uid)
+        {
+            entry.failures = 0;
+        }
+    }
+
     /// Forgets everything remembered for `topo` (it is gone: its finalizer was removed).
     pub fn forget(&self, topo: &DistributedTopology) {
         if let Some(uid) = uid_of(topo) {
@@ -394,6 +432,19 @@ fn may_wait(
         (Some(before), Some(after)) => before == after,
         _ => false,
     }
+}
+
+/// The retry delay after `failures` failed reconciles in a row of the topology `uid`.
+fn retry_delay(uid: &str, failures: u32) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let doubled = RETRY_FIRST.saturating_mul(1 << failures.clamp(1, 16).saturating_sub(1));
+    let base = doubled.min(RETRY_MAX);
+    // SipHash with fixed keys: the same spread on every run and every replica.
+    let mut hasher = std::hash::DefaultHasher::new();
+    (uid, failures).hash(&mut hasher);
+    let quarter = base / 4;
+    let spread = (hasher.finish() % 1000) as u32;
+    base - quarter * spread / 1000
 }
 
 #[cfg(test)]

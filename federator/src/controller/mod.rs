@@ -5,9 +5,11 @@
 mod decide;
 mod effects;
 mod error;
+mod hooks;
 mod ledger;
 mod observe;
 mod reconcile;
+mod replay;
 mod runtime;
 
 use std::sync::Arc;
@@ -22,7 +24,8 @@ use topology::api::Member;
 
 use crate::members::MemberEvent;
 
-pub use effects::events::Events;
+pub(crate) use decide::rotation::{schedule_step, whole_second};
+pub use effects::events::{Events, publish_best_effort};
 pub use error::Error;
 pub use ledger::Ledger;
 pub use observe::{MemberRead, Members};
@@ -47,6 +50,9 @@ pub struct Context {
     /// What is remembered between reconciles (own writes, held status changes, patches sent,
     /// delivery times), on its own monotonic clock; see `ledger.rs`.
     pub ledger: Ledger,
+    /// The hub voter's memory of the agents' heartbeats (automatic failover), on its own
+    /// monotonic clock.
+    pub voters: crate::autofailover::hub::HubVoters,
 }
 
 /// Runs the controller on the topologies of `namespace` (all namespaces: `None`) until

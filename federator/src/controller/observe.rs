@@ -93,6 +93,34 @@ pub struct Observation {
     /// Members whose watcher has not completed its first list: the observation is incomplete,
     /// and the reconcile waits for the change event that follows the list.
     pub syncing: Vec<String>,
+    /// The automatic-failover vote round of this reconcile (hub ballot, members' ballots, agent
+    /// reports), when `spec.automaticFailover` is armed; collected at the edge.
+    pub votes: Option<crate::autofailover::hub::Votes>,
+    /// This reconcile's look at the switchover's running hook (`spec.hooks`), run at the edge.
+    pub hook: Option<topology::plan::HookLook>,
+}
+
+impl Observation {
+    /// Counts `member` as unreadable, as if the pool's watches had failed with `why`: the hub's
+    /// automatic-failover reach probe found its API server silent before the pool's liveness
+    /// timeout did. What the pool last saw of it becomes stale (the status keeps it as such).
+    pub fn mark_unreachable(&mut self, member: &str, why: &str) {
+        if self.unreachable.iter().any(|(m, _)| m == member) {
+            return;
+        }
+        let Some(seen) = self.observed.members.get_mut(member) else {
+            return;
+        };
+        *seen = ObservedMember::unreachable(&seen.name, &seen.cluster_name);
+        if let Some(line) = self.members.iter_mut().find(|m| m.name == member) {
+            *line = MemberStatus {
+                name: line.name.clone(),
+                cluster: line.cluster.clone(),
+                ..MemberStatus::default()
+            };
+        }
+        self.unreachable.push((member.to_owned(), why.to_owned()));
+    }
 }
 
 /// Reads every member of `members` from the pool, as they are now.
@@ -447,5 +475,29 @@ mod tests {
         refused(&pool, &reversed, "a is not the member being demoted");
         let validate = operation(StepKind::Validate);
         refused(&pool, &validate, "before the Demote step");
+    }
+
+    #[test]
+    fn a_member_the_reach_probe_finds_silent_is_unreadable_like_a_failed_watch() {
+        let pool = pool(kept(at(11)));
+        let mut observation = observe(&pool, &members());
+        assert!(observation.observed.members["a"].reachable);
+        observation.mark_unreachable("a", "did not answer GET /version within 1.00s");
+        let a = &observation.observed.members["a"];
+        assert!(!a.reachable);
+        assert_eq!(a.replica, None, "nothing stale is decided on");
+        assert!(!observation.members[0].reachable);
+        assert_eq!(observation.members[0].timeline_id, None);
+        assert_eq!(
+            observation.unreachable,
+            vec![(
+                "a".into(),
+                "did not answer GET /version within 1.00s".into()
+            )]
+        );
+        // Once is enough: the pool's own reason, when it has one, stays.
+        observation.mark_unreachable("a", "again");
+        assert_eq!(observation.unreachable.len(), 1);
+        assert!(observation.observed.members["b"].reachable);
     }
 }

@@ -14,8 +14,10 @@ use std::sync::Arc;
 use kube::Api;
 use kube::runtime::controller::Action;
 use topology::DistributedTopology;
+use topology::autofailover::arm;
 
 use super::Context;
+use super::decide::autofailover::{probed, term_of};
 use super::decide::{Effect, Input, decide};
 use super::effects::{act, finalizer, rotation, status_writer};
 use super::error::{Error, Result};
@@ -29,6 +31,14 @@ use super::runtime::deadlines;
     fields(topology = %key_of(&topo), operation = tracing::field::Empty)
 )]
 pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Result<Action> {
+    let done = reconcile_once(topo.clone(), &ctx).await;
+    if done.is_ok() {
+        ctx.ledger.reconciled(&topo);
+    }
+    done
+}
+
+async fn reconcile_once(topo: Arc<DistributedTopology>, ctx: &Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled();
     let stored = ctx.ledger.freshest(topo);
     if !ctx.leader.is_leader() {
@@ -44,14 +54,63 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
 
     // 1. observe
     let view = ctx.ledger.view(&stored);
-    let operation = view.status_of(&stored).and_then(|s| s.operation.as_ref());
-    let observation = observe_during(ctx.members.as_ref(), &stored.spec.members, operation);
+    let status = view.status_of(&stored);
+    let operation = status.and_then(|s| s.operation.as_ref());
+    let mut observation = observe_during(ctx.members.as_ref(), &stored.spec.members, operation);
     if !observation.syncing.is_empty() {
         // Deciding on half a picture could misreport (or mis-plan); the end of the first list
         // is announced by the pool and wakes us again.
         tracing::debug!(syncing = ?observation.syncing, "waiting for member watches to sync");
         return Ok(Action::await_change());
     }
+    // The hub's vote round (automatic failover armed only): its own ballot, the members'.
+    if let Some(Ok(armed)) = arm(&stored.spec) {
+        let (term, primary) = term_of(status, &stored.spec);
+        let reached = !observation.unreachable.iter().any(|(m, _)| *m == primary);
+        // The primary's region is probed on the round's own period and bound (the policy's),
+        // not only through the member pool's liveness timeout.
+        let within = armed.timing.reach_probe_timeout();
+        let key = key_of(&stored);
+        let known = probed(status, &stored.spec)
+            .into_iter()
+            .filter_map(|member| {
+                let client = stored
+                    .spec
+                    .members
+                    .iter()
+                    .find(|m| m.name == member)
+                    .map_or_else(
+                        || Err(format!("{member} is not a member of the topology")),
+                        |m| ctx.members.client(&m.cluster),
+                    );
+                ctx.voters.probe(&key, &member, client, within)
+            })
+            .collect();
+        let votes = ctx
+            .voters
+            .round(&ctx.hub, &stored, &armed, (term, &primary), reached, known)
+            .await;
+        ctx.metrics.heartbeats(&key_of(&stored), &votes);
+        for p in &votes.probes {
+            if let Some(failed) = &p.failed {
+                // The fact the pool's liveness probe records once its own timeout passed.
+                observation.mark_unreachable(&p.member, failed);
+            }
+        }
+        observation.votes = Some(votes);
+    }
+    // The target's replay position, only while a switchover waits for it (a pods/proxy read).
+    super::replay::observe(
+        ctx.members.as_ref(),
+        &stored.spec.members,
+        operation,
+        &mut observation.observed,
+    )
+    .await;
+
+    // The topology's own hook, only while the step log on the hub names it (written before it
+    // runs: a restarted controller runs the same hook again, idempotently, never the next).
+    observation.hook = super::hooks::observe(ctx, &stored).await;
 
     // 2. decide (pure)
     let input = Input {
@@ -67,7 +126,7 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
 
     // 3. execute, in order
     let mut run = Run {
-        ctx: &ctx,
+        ctx,
         stored: &stored,
         view: &view,
         written: None,
@@ -122,11 +181,15 @@ impl Run<'_> {
                 }
                 Effect::Finished {
                     steps,
+                    hooks,
                     operation,
                     decided,
                 } => {
                     for (step, took) in steps {
                         ctx.metrics.step_finished(*step, *took);
+                    }
+                    for (phase, ok, took) in hooks {
+                        ctx.metrics.hook_finished(phase, *ok, *took);
                     }
                     if let Some((outcome, took)) = operation {
                         ctx.metrics.operation_finished(*outcome, *took);
@@ -156,6 +219,17 @@ impl Run<'_> {
                     leading(ctx)?;
                     rotation::start(&ctx.hub, written, start).await?;
                     tracing::info!(reason = %start.note.reason, "{}", start.note.message);
+                    ctx.events.publish(stored, &start.note).await;
+                    return Ok(Flow::Stop);
+                }
+                Effect::StartFailover(start) => {
+                    let Some(written) = &self.written else {
+                        continue;
+                    };
+                    leading(ctx)?;
+                    rotation::start_failover(&ctx.hub, written, start).await?;
+                    tracing::warn!(reason = %start.note.reason, "{}", start.note.message);
+                    ctx.metrics.automatic_failover_started();
                     ctx.events.publish(stored, &start.note).await;
                     return Ok(Flow::Stop);
                 }
@@ -274,16 +348,19 @@ fn key_of(topo: &DistributedTopology) -> String {
     )
 }
 
-/// After a failed reconcile: count it, log it, retry soon.
+/// After a failed reconcile: count it, log it, retry after a delay that grows with the
+/// failures in a row (`ledger::RETRY_FIRST` doubling to `ledger::RETRY_MAX`).
 pub fn error_policy(topo: Arc<DistributedTopology>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(error.metric_label());
+    let (failures, retry) = ctx.ledger.failed(&topo);
     tracing::warn!(
         topology = %key_of(&topo),
         error = %error,
-        "reconcile failed; retrying in {}s",
-        deadlines::RETRY.as_secs()
+        failures,
+        "reconcile failed; retrying in {:.1}s",
+        retry.as_secs_f64()
     );
-    Action::requeue(deadlines::RETRY)
+    Action::requeue(retry)
 }
 
 /// The patch as logged: a promotion token is shown by its length only (it is not a credential,

@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use serde_json::json;
 use topology::DistributedTopology;
@@ -17,6 +17,7 @@ use topology::drill_api::{
 };
 
 use super::postgres::{Dsns, Target};
+use crate::controller::publish_best_effort;
 
 /// Why a hub request failed.
 #[derive(Debug, thiserror::Error)]
@@ -256,20 +257,7 @@ impl Hub {
         reason: &str,
         note: &str,
     ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(note.chars().take(1000).collect()),
-            action: "Drill".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, "publishing a drill Event");
-        }
+        publish_best_effort(&self.recorder, object, "Drill", warning, reason, note).await;
     }
 }
 

@@ -15,12 +15,67 @@ use kube::Client;
 use super::Inner;
 use super::watch::AbortOnDrop;
 
-/// Time between the starts of two probes while the member answers.
+/// Default time between the starts of two probes while the member answers.
 pub const INTERVAL: Duration = Duration::from_secs(3);
-/// How long a probe may take before the member counts as unreachable. Longer than a slow but
-/// working API server takes (seconds under APF queueing), shorter than the member request
+/// Default time a probe may take before the member counts as unreachable. Longer than a slow
+/// but working API server takes (seconds under APF queueing), shorter than the member request
 /// timeout (15 s), so that a member is marked unreachable before a patch to it times out.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The probe's timing: the controller's `--member-probe-interval` and `--member-probe-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    pub interval: Duration,
+    pub deadline: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self {
+            interval: INTERVAL,
+            deadline: DEADLINE,
+        }
+    }
+}
+
+/// Bounds of the flags. Probing more often than every second only loads the members' API
+/// servers; less often than every 5 minutes leaves a partition unnoticed for that long.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_INTERVAL: Duration = Duration::from_secs(300);
+/// A deadline under a second counts a busy API server as gone.
+const MIN_DEADLINE: Duration = Duration::from_secs(1);
+
+impl Liveness {
+    /// Checks the flags' values; the error names the flag, the bound and the fix.
+    pub fn new(interval: Duration, deadline: Duration) -> Result<Self, String> {
+        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+        if interval < MIN_INTERVAL || interval > MAX_INTERVAL {
+            return Err(format!(
+                "--member-probe-interval {}: must be between {} and {} (how often each member's \
+                 API server is asked GET /version; default {})",
+                secs(interval),
+                secs(MIN_INTERVAL),
+                secs(MAX_INTERVAL),
+                secs(INTERVAL)
+            ));
+        }
+        let requests = kubeconfigs::Timeouts::REQUESTS
+            .read
+            .expect("member requests have a read timeout");
+        if deadline < MIN_DEADLINE || deadline >= requests {
+            return Err(format!(
+                "--member-probe-timeout {}: must be at least {} and less than the member request \
+                 timeout ({}), so that a silent member is marked unreachable before a patch to it \
+                 times out; default {}",
+                secs(deadline),
+                secs(MIN_DEADLINE),
+                secs(requests),
+                secs(DEADLINE)
+            ));
+        }
+        Ok(Self { interval, deadline })
+    }
+}
 
 /// What one probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +95,12 @@ impl Probe {
     /// Why the member is unreachable, with what to check; `None` when it answered. Stable for
     /// one kind of failure (no timings, no counters), so a lasting outage is one state, not a
     /// stream of changes.
-    pub(crate) fn unreachable_text(&self, member: &str, server: &str) -> Option<String> {
+    pub(crate) fn unreachable_text(
+        &self,
+        member: &str,
+        server: &str,
+        deadline: Duration,
+    ) -> Option<String> {
         let fix = format!(
             "steps that need {member} hold until it answers. Check the network path from the \
              hub to {server} and the API server's health (`kubectl get --raw /readyz` on that \
@@ -52,7 +112,7 @@ impl Probe {
                 "its API server {server} did not answer GET /version within {}s (it accepts \
                  connections and says nothing, or packets are dropped: a network partition, a \
                  firewall, a hung API server)",
-                DEADLINE.as_secs()
+                deadline.as_secs_f64()
             ),
             Probe::Refused => format!(
                 "its API server {server} refused the connection (nothing listens there, or a \
@@ -78,14 +138,15 @@ pub(crate) fn spawn(
     pool: Weak<Inner>,
     target: ProbeTarget,
     client: Client,
+    timing: Liveness,
 ) -> AbortOnDrop {
-    AbortOnDrop::new(runtime.spawn(run(pool, target, client)))
+    AbortOnDrop::new(runtime.spawn(run(pool, target, client, timing)))
 }
 
-async fn run(pool: Weak<Inner>, target: ProbeTarget, client: Client) {
+async fn run(pool: Weak<Inner>, target: ProbeTarget, client: Client, timing: Liveness) {
     loop {
         let started = tokio::time::Instant::now();
-        let found = probe(&client).await;
+        let found = probe(&client, timing.deadline).await;
         {
             let Some(pool) = pool.upgrade() else {
                 return;
@@ -93,12 +154,12 @@ async fn run(pool: Weak<Inner>, target: ProbeTarget, client: Client) {
             Inner::on_probe(&pool, &target, found);
         }
         // A probe that timed out is followed at once: the next answer ends the outage.
-        tokio::time::sleep_until(started + INTERVAL).await;
+        tokio::time::sleep_until(started + timing.interval).await;
     }
 }
 
-async fn probe(client: &Client) -> Probe {
-    match tokio::time::timeout(DEADLINE, client.apiserver_version()).await {
+async fn probe(client: &Client, deadline: Duration) -> Probe {
+    match tokio::time::timeout(deadline, client.apiserver_version()).await {
         Err(_elapsed) => Probe::NoAnswer,
         Ok(Ok(_)) | Ok(Err(kube::Error::Api(_))) => Probe::Answered,
         Ok(Err(error)) => classify(&error),
@@ -133,8 +194,13 @@ mod tests {
     #[test]
     fn the_texts_name_the_server_and_what_to_check_and_do_not_vary_within_an_outage() {
         let server = "https://10.0.0.7:6443/";
-        assert_eq!(Probe::Answered.unreachable_text("eu", server), None);
-        let silent = Probe::NoAnswer.unreachable_text("eu", server).unwrap();
+        assert_eq!(
+            Probe::Answered.unreachable_text("eu", server, DEADLINE),
+            None
+        );
+        let silent = Probe::NoAnswer
+            .unreachable_text("eu", server, DEADLINE)
+            .unwrap();
         for needed in [
             server,
             "did not answer",
@@ -144,11 +210,59 @@ mod tests {
         ] {
             assert!(silent.contains(needed), "{needed}: {silent}");
         }
-        assert_eq!(Probe::NoAnswer.unreachable_text("eu", server), Some(silent));
-        let refused = Probe::Refused.unreachable_text("eu", server).unwrap();
+        assert_eq!(
+            Probe::NoAnswer.unreachable_text("eu", server, DEADLINE),
+            Some(silent)
+        );
+        let refused = Probe::Refused
+            .unreachable_text("eu", server, DEADLINE)
+            .unwrap();
         assert!(refused.contains("refused the connection"), "{refused}");
         // Not mistaken for a refused credential (that is MemberForbidden, a permission to grant).
         assert!(!super::super::refused(&refused));
+    }
+
+    #[test]
+    fn probe_timings_out_of_bounds_are_refused_naming_the_flag_and_the_bound() {
+        let s = Duration::from_secs;
+        assert_eq!(Liveness::new(INTERVAL, DEADLINE), Ok(Liveness::default()));
+        assert_eq!(
+            Liveness::new(s(1), s(14)),
+            Ok(Liveness {
+                interval: s(1),
+                deadline: s(14)
+            })
+        );
+        for (interval, deadline, flag, needed) in [
+            (
+                Duration::ZERO,
+                DEADLINE,
+                "--member-probe-interval 0s",
+                "between 1s and 300s",
+            ),
+            (
+                s(301),
+                DEADLINE,
+                "--member-probe-interval 301s",
+                "between 1s and 300s",
+            ),
+            (
+                INTERVAL,
+                Duration::from_millis(500),
+                "--member-probe-timeout 0.5s",
+                "at least 1s",
+            ),
+            (
+                INTERVAL,
+                s(15),
+                "--member-probe-timeout 15s",
+                "less than the member request timeout (15s)",
+            ),
+        ] {
+            let error = Liveness::new(interval, deadline).unwrap_err();
+            assert!(error.starts_with(flag), "{error}");
+            assert!(error.contains(needed), "{needed}: {error}");
+        }
     }
 
     #[test]
@@ -181,7 +295,7 @@ mod tests {
         config.read_timeout = Some(Duration::from_secs(15));
         let client = Client::try_from(config).unwrap();
         tokio::time::pause();
-        let found = probe(&client).await;
+        let found = probe(&client, DEADLINE).await;
         assert_eq!(found, Probe::NoAnswer);
     }
 }

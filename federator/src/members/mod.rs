@@ -32,7 +32,7 @@ use topology::cnpg::Cluster;
 
 pub use events::MemberEvent;
 pub use key::ClusterKey;
-pub use liveness::{DEADLINE as PROBE_DEADLINE, INTERVAL as PROBE_INTERVAL};
+pub use liveness::{DEADLINE as PROBE_DEADLINE, INTERVAL as PROBE_INTERVAL, Liveness};
 pub use reachability::{MemberHealth, Reachability};
 pub use tokens::RetainedToken;
 
@@ -65,6 +65,7 @@ pub struct MemberPool {
 
 pub(crate) struct Inner {
     runtime: tokio::runtime::Handle,
+    liveness: Liveness,
     state: Mutex<State>,
     events: broadcast::Sender<MemberEvent>,
 }
@@ -120,6 +121,14 @@ impl MemberPool {
     /// [`watch_namespace`](Self::watch_namespace), or implicitly by [`read`](Self::read)).
     /// Must be called within a tokio runtime: watch tasks are spawned on it.
     pub fn new<S: Into<String>>(namespaces: impl IntoIterator<Item = S>) -> Self {
+        Self::with_liveness(namespaces, Liveness::default())
+    }
+
+    /// As [`new`](Self::new), probing each member's API server with `liveness`'s timing.
+    pub fn with_liveness<S: Into<String>>(
+        namespaces: impl IntoIterator<Item = S>,
+        liveness: Liveness,
+    ) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let state = State {
             namespaces: namespaces.into_iter().map(Into::into).collect(),
@@ -128,6 +137,7 @@ impl MemberPool {
         Self {
             inner: Arc::new(Inner {
                 runtime: tokio::runtime::Handle::current(),
+                liveness,
                 state: Mutex::new(state),
                 events,
             }),
@@ -186,6 +196,7 @@ impl MemberPool {
                     Arc::downgrade(&self.inner),
                     target,
                     client.clone(),
+                    self.inner.liveness,
                 )
             });
             let member = Member {
@@ -368,8 +379,8 @@ impl MemberPool {
 impl State {
     fn no_credential_text(&self, member: &str) -> String {
         match self.no_credential.get(member) {
-            Some(problem) => problem.clone(),
-            None => format!("no credential for member cluster {member}"),
+            Some(problem) => format!("{} {problem}", NO_CREDENTIAL_MARKS[0]),
+            None => format!("{} {member}", NO_CREDENTIAL_MARKS[1]),
         }
     }
 }
@@ -423,6 +434,7 @@ impl Inner {
     /// Applies one liveness probe's result: a member that stops answering is unreachable at once
     /// (whatever its watches say); one that answers again gets new watches, which relist.
     fn on_probe(self: &Arc<Self>, target: &ProbeTarget, found: Probe) {
+        let deadline = self.liveness.deadline;
         let mut state = self.lock();
         let member = target.member.as_str();
         let Some(entry) = state
@@ -433,7 +445,7 @@ impl Inner {
             return;
         };
         let silent = found
-            .unreachable_text(member, &entry.credential.server())
+            .unreachable_text(member, &entry.credential.server(), deadline)
             .map(|text| entry.credential.redact(&text));
         if silent == entry.silent {
             return;
@@ -587,6 +599,17 @@ impl Inner {
 /// The marks [`refused_text`] puts in a refused watch's error: how the controller tells a
 /// permission to grant from an outage (`MemberForbidden` instead of `MemberUnreachable`).
 const REFUSED_MARKS: [&str; 2] = ["(403 Forbidden)", "(401 Unauthorized"];
+
+/// How [`Lookup::Unreachable`] texts start when the hub has no usable credential for the member
+/// (its Secret was refused before any request, or no Secret names it): a Secret to fix
+/// (`MemberCredentialRefused`), not an outage.
+const NO_CREDENTIAL_MARKS: [&str; 2] =
+    ["no usable credential:", "no credential for member cluster"];
+
+/// Whether `why` (a [`Lookup::Unreachable`] text) says the hub holds no usable credential.
+pub fn credential_refused(why: &str) -> bool {
+    NO_CREDENTIAL_MARKS.iter().any(|mark| why.starts_with(mark))
+}
 
 /// Whether `why` (a [`Lookup::Unreachable`] text) says the member refused the credential.
 pub fn refused(why: &str) -> bool {

@@ -92,6 +92,11 @@ impl OperationRecord {
             finished_at: op.finished_at.clone(),
             outcome: op.outcome,
             step_timings: timings.join(SEPARATOR),
+            hook_runs: op
+                .hooks
+                .as_ref()
+                .map(|h| h.runs.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -138,6 +143,10 @@ impl OperationRecord {
             steps,
             hold: None,
             outcome: self.outcome,
+            hooks: (!self.hook_runs.is_empty()).then(|| super::status::OperationHooks {
+                runs: self.hook_runs.clone(),
+                ..Default::default()
+            }),
         }
     }
 }
@@ -204,6 +213,7 @@ mod tests {
             ],
             hold: None,
             outcome: Some(Outcome::Succeeded),
+            hooks: None,
         }
     }
 

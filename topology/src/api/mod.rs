@@ -3,6 +3,7 @@
 //! `spec` says which CNPG Clusters form one distributed database, how WAL flows between them
 //! (the shape) and which one should be primary; `status` is written by the controller only.
 
+mod autofailover;
 mod history;
 mod status;
 
@@ -13,11 +14,15 @@ use policies::Policies;
 use policies::rotation::RotationPolicy;
 use serde::{Deserialize, Serialize};
 
+pub use autofailover::AutomaticFailoverPolicy;
 pub use history::StepTiming;
-pub use status::{DataLossWindow, FailoverReport, FencedMember};
 pub use status::{
-    DistributedTopologyStatus, HISTORY_LIMIT, Hold, MemberStatus, Operation, OperationKind,
-    OperationRecord, Outcome, StepRecord,
+    AutomaticFailoverDecision, AutomaticFailoverStatus, DataLossWindow, FailoverReport,
+    FencedMember,
+};
+pub use status::{
+    DistributedTopologyStatus, HISTORY_LIMIT, Hold, MemberStatus, Operation, OperationHooks,
+    OperationKind, OperationRecord, Outcome, StepRecord,
 };
 pub use status::{RotationDecisionRecord, RotationRecord, RotationStatus};
 
@@ -54,6 +59,9 @@ pub use status::{RotationDecisionRecord, RotationRecord, RotationStatus};
 #[x_kube(validation = Rule::new("!has(self.failover) || self.members.exists(m, m.name == self.failover.to)")
     .message("spec.failover.to must name one of spec.members")
     .field_path(".failover.to"))]
+#[x_kube(validation = Rule::new("!has(self.automaticFailover) || !has(self.automaticFailover.promotable) || self.automaticFailover.promotable.all(p, self.members.exists(m, m.name == p))")
+    .message("spec.automaticFailover.promotable must list members of spec.members only")
+    .field_path(".automaticFailover.promotable"))]
 #[serde(rename_all = "camelCase")]
 pub struct DistributedTopologySpec {
     /// The CNPG Clusters that form this distributed database, one per region. Names are unique.
@@ -77,6 +85,21 @@ pub struct DistributedTopologySpec {
     /// current primary's member is unreachable; see docs/failover.md. Set by `federator failover`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverRequest>,
+    /// Automatic region failover (opt-in): an agent per member region holds its member's
+    /// heartbeat with a quorum of voters (the hub and every member region); a primary that loses
+    /// the quorum fences itself, and a region a majority counts lost has its most advanced
+    /// eligible replica promoted without a token. See docs/automatic-failover.md. A policy the
+    /// rules refuse leaves failover manual (condition AutomaticFailover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_failover: Option<AutomaticFailoverPolicy>,
+    /// Hooks around this topology's switchover, run by a RegionSwitch that moves it (as a
+    /// RegionSwitch's `spec.hooks`: `scale`, `patch`, `webhook` or `job`; region `From` is the
+    /// member cluster of the old primary, `To` that of the new one). Before the demotion they
+    /// run after the region switch's own hooks, after the promotion before them; a failure
+    /// before the demotion stops this topology, one after the promotion is a warning
+    /// (docs/region-switch.md, "Hooks declared on a topology").
+    #[serde(default, skip_serializing_if = "crate::region_api::Hooks::is_empty")]
+    pub hooks: crate::region_api::Hooks,
 }
 
 /// A request to promote a member without a demotion token (possible data loss).

@@ -46,6 +46,45 @@ pub struct DistributedTopologyStatus {
     /// Scheduled rotations (`spec.rotation`): what was decided and what comes next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationStatus>,
+    /// Automatic failover (`spec.automaticFailover`): the term the voters count in and its
+    /// primary. Absent until the hub arms it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_failover: Option<AutomaticFailoverStatus>,
+}
+
+/// The hub's record of automatic failover for one topology.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutomaticFailoverStatus {
+    /// The number of the current primary's reign: raised by every change of primary (automatic
+    /// failover, failover, switchover). A voter's "lost" vote is about one term; renewals of
+    /// older terms are refused.
+    pub term: u64,
+    /// The primary of `term`: the member whose heartbeat the voters watch.
+    pub primary: String,
+    /// The last automatic failover the hub decided (the votes, the election, the loss bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<AutomaticFailoverDecision>,
+}
+
+/// One automatic failover as decided: recorded before `spec.primary` and `spec.failover` are set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutomaticFailoverDecision {
+    /// The term whose primary was declared lost (the new primary's term is one more).
+    pub term: u64,
+    /// The lost primary.
+    pub from: String,
+    /// The elected replica.
+    pub to: String,
+    pub decided_at: MicroTime,
+    /// The voters that counted `from` lost.
+    pub voters: Vec<String>,
+    /// Bytes of WAL `from` reported flushed beyond what `to` received; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_bytes: Option<u64>,
+    /// `spec.failover.requestedAt` of the request it set (`automatic-term-<n>`).
+    pub request: String,
 }
 
 /// What Federator did with a failover request, and the possible data loss.
@@ -198,6 +237,26 @@ pub struct Operation {
     /// How the operation ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// A switchover of a topology with `spec.hooks`: the hooks as they were when it started
+    /// (editing the topology mid-switchover does not change what it runs), the one running, and
+    /// every hook run that ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<OperationHooks>,
+}
+
+/// The hooks of one switchover (`status.operation.hooks`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationHooks {
+    /// The topology's `spec.hooks` when the switchover started.
+    #[serde(default, skip_serializing_if = "crate::region_api::Hooks::is_empty")]
+    pub declared: crate::region_api::Hooks,
+    /// The index of the hook running, in the current hook step's list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u32>,
+    /// Every hook run that ended: which, when, how.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<crate::region_api::HookRun>,
 }
 
 /// A finished operation as `status.history` keeps it. Its step timings are one line of text, not
@@ -228,9 +287,13 @@ pub struct OperationRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
     /// Every step in order, `<Step>[ <member>] <milliseconds>ms`, separated by `, `; e.g.
-    /// `Validate 1.2ms, Demote pg-a 41.0ms, AwaitToken pg-a 180.4ms`.
+    /// `Validate 1.2ms, Demote pg-a 41.0ms, AwaitToken pg-a 180.4ms`. A hook step names its
+    /// hook instead of a member: `HooksBeforeDemotion stop-apps 812.0ms`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub step_timings: String,
+    /// The hook runs of the operation (a switchover of a topology with `spec.hooks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hook_runs: Vec<crate::region_api::HookRun>,
 }
 
 /// Timings of one step of an operation.
@@ -239,7 +302,7 @@ pub struct OperationRecord {
 pub struct StepRecord {
     /// The step.
     pub step: StepKind,
-    /// The member the step patches or watches, when there is one.
+    /// The member the step patches or watches, when there is one; for a hook step, the hook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
     /// When the controller entered the step (recorded before its side effect).
@@ -268,6 +331,9 @@ pub enum Outcome {
     RolledBack,
     /// Abandoned by a human (e.g. `spec.primary` set back while holding).
     Abandoned,
+    /// A hook before the demotion failed or timed out: nothing was demoted, the old primary
+    /// stays. Not retried for the same spec.
+    Aborted,
 }
 
 /// What the controller decided about `spec.rotation`. `lastScheduleTime` is written before a

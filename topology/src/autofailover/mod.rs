@@ -9,10 +9,13 @@
 
 pub mod agent;
 pub mod election;
+pub mod policy;
 pub mod quorum;
+pub mod record;
 pub mod timing;
 
 pub use agent::{AgentAction, AgentView, agent_action};
 pub use election::{Candidate, DataLossBudget, Elected, ElectionError, elect};
+pub use policy::{Armed, HUB_VOTER, PolicyError, arm};
 pub use quorum::{Ballot, Reach, Verdict, verdict};
 pub use timing::{Drift, Timing, TimingError, TimingMargins};

@@ -81,6 +81,25 @@ impl VoterMemory {
         }
     }
 
+    /// Withdraws this voter's "lost" ballot once its evidence is gone: it reaches the primary
+    /// again. Only for the voter that counts the ballots (the hub), and only while no `Lost`
+    /// verdict was reached in the term: then no promotion rests on the ballot, and none ever
+    /// will, since the counter's later verdicts see its fresh ballot instead. The voter then
+    /// counts from `now` as after a restart (renewals it refused meanwhile were never
+    /// heartbeats), so a new "lost" ballot again needs a whole lease without an accepted
+    /// renewal: every majority that accepts a renewal after the withdrawal shares a voter with
+    /// any later "lost" majority whose ballot is newer than that renewal by a lease — the
+    /// timing rule holds as before. Member voters never withdraw: the hub may be counting
+    /// their ballots at that moment. Returns whether the ballot was withdrawn.
+    pub fn retract(&mut self, reach: Reach, now: Duration) -> bool {
+        if !self.voted_lost || reach != Reach::Reachable {
+            return false;
+        }
+        self.voted_lost = false;
+        self.heartbeat_at = self.heartbeat_at.max(now);
+        true
+    }
+
     /// A failover promoted a new primary: a new term, counted from now.
     pub fn new_term(&mut self, term: u64, now: Duration) {
         if term > self.term {
@@ -173,6 +192,30 @@ mod tests {
         assert!(!v.renew(1, s(81)));
         assert!(v.renew(2, s(81)));
         assert!(!v.ballot("hub", Reach::Unreachable, s(82), LEASE).lost);
+    }
+
+    #[test]
+    fn a_withdrawn_lost_ballot_needs_reach_and_counts_a_whole_lease_again() {
+        let mut v = VoterMemory::new(1, s(0));
+        assert!(v.ballot("hub", Reach::Unreachable, s(10), LEASE).lost);
+        assert!(
+            !v.retract(Reach::Unreachable, s(11)),
+            "no evidence came back"
+        );
+        assert!(!v.renew(1, s(12)));
+        assert!(v.retract(Reach::Reachable, s(20)));
+        assert!(
+            !v.retract(Reach::Reachable, s(21)),
+            "nothing left to withdraw"
+        );
+        // Renewals count again; and a new "lost" needs a whole lease from the withdrawal.
+        assert!(v.renew(1, s(22)));
+        assert!(!v.ballot("hub", Reach::Unreachable, s(31), LEASE).lost);
+        assert!(v.ballot("hub", Reach::Unreachable, s(32), LEASE).lost);
+        let mut quiet = VoterMemory::new(1, s(0));
+        quiet.ballot("hub", Reach::Unreachable, s(10), LEASE);
+        quiet.retract(Reach::Reachable, s(20));
+        assert!(!quiet.ballot("hub", Reach::Unreachable, s(29), LEASE).lost);
     }
 
     fn ballot(voter: &str, term: u64, lost: bool) -> Ballot {

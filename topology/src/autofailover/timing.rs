@@ -49,7 +49,7 @@ pub struct Timing {
 }
 
 /// Why a [`Timing`] is refused; each names the field of `spec.automaticFailover` and the fix.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TimingError {
     #[error(
         "spec.automaticFailover.renewEvery ({renew_every:?}) must be at most half of fenceAfter \
@@ -135,6 +135,20 @@ impl Timing {
         margin: Duration::from_millis(200),
     };
 
+    /// How long the hub's vote round waits for the primary's region to answer its reach probe
+    /// (`GET /version` on the member's API server) before it counts the region unreachable:
+    /// `fenceAfter` (a region silent for as long as its own agent waits before fencing), but at
+    /// most half of `detectionTime − renewEvery`, so that a probe started just after a cut and
+    /// the one after it both end before the lease does. Reach is not a term of the timing
+    /// inequality (a "lost" ballot needs a whole lease without an accepted renewal whatever the
+    /// probe says), so this bound decides only how soon after the lease the hub can vote.
+    pub fn reach_probe_timeout(&self) -> Duration {
+        let room = self.lease.saturating_sub(self.renew_every) / 2;
+        self.fence_after
+            .min(room)
+            .max(self.renew_every.min(self.fence_after))
+    }
+
     /// Checks the safety inequality and the sanity rules; returns the guaranteed margins.
     pub fn check(&self) -> Result<TimingMargins, TimingError> {
         for (field, d) in [
@@ -194,6 +208,26 @@ mod tests {
         let t = Timing::TIGHT.check().expect("tightest");
         assert!(t.fenced_by < t.earliest_promotion);
         assert!(t.detected_by <= Duration::from_millis(3_004));
+    }
+
+    #[test]
+    fn the_reach_probe_ends_within_the_lease_and_the_fence_wait() {
+        // Default: 4 s (fenceAfter); tightest: 1 s. Two probes and a round fit in the lease.
+        assert_eq!(
+            Timing::DEFAULT.reach_probe_timeout(),
+            Duration::from_secs(4)
+        );
+        assert_eq!(Timing::TIGHT.reach_probe_timeout(), Duration::from_secs(1));
+        for t in [Timing::DEFAULT, Timing::TIGHT] {
+            let probe = t.reach_probe_timeout();
+            assert!(probe * 2 + t.renew_every <= t.lease, "{t:?}");
+        }
+        // A long lease does not stretch it past fenceAfter.
+        let long = Timing {
+            lease: Duration::from_secs(60),
+            ..Timing::DEFAULT
+        };
+        assert_eq!(long.reach_probe_timeout(), Duration::from_secs(4));
     }
 
     #[test]

@@ -11,21 +11,70 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
 use crate::api::Outcome;
-use crate::cnpg::{Role, phase, phase_reason};
+use crate::cnpg::{Role, SourceChannel, phase, phase_reason};
 use crate::conditions::reason;
 use crate::model::Topology;
-use crate::observed::{Observed, ObservedMember};
+use crate::observed::{Observed, ObservedMember, Replay};
 use crate::step::{OperationKind, StepKind};
 use crate::token::PromotionToken;
 use crate::validate::validate_live;
 
+use super::progress::hooks_of;
 use super::{Progress, patch};
+use crate::region_api::Hooks;
 
 /// What the state machine needs besides progress and observation.
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
     pub topology: &'a Topology,
     pub now: Timestamp,
+    /// The hooks the operation runs (`status.operation.hooks.declared`, copied from the
+    /// topology's `spec.hooks` when the switchover started); [`NO_HOOKS`] for none.
+    pub hooks: &'a Hooks,
+    /// This reconcile's look at the running hook (the controller runs it only once the step log
+    /// on the hub shows that hook's step).
+    pub hook: Option<&'a HookLook>,
+}
+
+/// No hooks.
+pub static NO_HOOKS: Hooks = Hooks {
+    before_demotion: Vec::new(),
+    after_promotion: Vec::new(),
+};
+
+/// A hook's timeout when it names none.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+/// While a hook runs: look at it again this often (applications have no watch here).
+pub const HOOK_RECHECK: Duration = Duration::from_secs(1);
+
+/// How a hook stands after one look.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookState {
+    /// Done; what was done.
+    Done(String),
+    /// Not yet; what is awaited.
+    Waiting(String),
+    /// It cannot succeed (e.g. the credential may not do it): why, and the fix.
+    Failed(String),
+}
+
+/// One look at the hook `index` of `step` (a hook step).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookLook {
+    pub step: StepKind,
+    pub index: usize,
+    pub state: HookState,
+}
+
+/// The running hook ended: record its run, then move to `next`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookEnd {
+    pub ok: bool,
+    /// What it did, or why it failed.
+    pub detail: String,
+    /// The same hook step (the next hook), the step after the hooks, or `Done` (a hook before
+    /// the demotion failed: the operation ends `Aborted`).
+    pub next: StepKind,
 }
 
 /// One decision.
@@ -45,6 +94,8 @@ pub enum Decision {
     },
     /// The operation is over.
     Done(Outcome),
+    /// The running hook ended: record its run durably, then the transition to `next`.
+    HookEnded(HookEnd),
 }
 
 /// A patch to send.
@@ -94,7 +145,15 @@ pub fn next_step(observed: &Observed, progress: &Progress, ctx: &Context<'_>) ->
     let step = progress.step;
     let next = |p: &Progress| {
         let old_reachable = observed.get(&p.from).is_some_and(|m| m.reachable);
-        advance(step.next(p.kind, old_reachable))
+        let next = step.next(p.kind, old_reachable);
+        // A switchover of a topology with hooks before the demotion runs them first.
+        if next == StepKind::Demote
+            && p.kind == OperationKind::Switchover
+            && !ctx.hooks.before_demotion.is_empty()
+        {
+            return advance(StepKind::HooksBeforeDemotion);
+        }
+        advance(next)
     };
     match step {
         StepKind::Validate => validate(observed, progress, ctx).unwrap_or_else(|| next(progress)),
@@ -110,6 +169,7 @@ pub fn next_step(observed: &Observed, progress: &Progress, ctx: &Context<'_>) ->
         StepKind::AwaitDemotionStarted => await_demotion_started(observed, progress, ctx),
         StepKind::AwaitToken => await_token(observed, progress, ctx),
         StepKind::CheckToken => check_token(observed, progress),
+        StepKind::AwaitReplay => await_replay(observed, progress, ctx),
         StepKind::Promote => promote(observed, progress, ctx).unwrap_or_else(|| next(progress)),
         StepKind::AwaitPromotion => await_promotion(observed, progress, ctx),
         StepKind::Bookkeeping => {
@@ -134,6 +194,7 @@ pub fn next_step(observed: &Observed, progress: &Progress, ctx: &Context<'_>) ->
             }
         }
         StepKind::ClearToken => clear_token(observed, progress, ctx),
+        StepKind::HooksBeforeDemotion | StepKind::HooksAfterPromotion => run_hooks(progress, ctx),
         StepKind::RollbackTarget => act_until_applied(
             observed,
             progress,
@@ -145,6 +206,8 @@ pub fn next_step(observed: &Observed, progress: &Progress, ctx: &Context<'_>) ->
         .unwrap_or_else(|| next(progress)),
         StepKind::Done => Decision::Done(if progress.rolled_back {
             Outcome::RolledBack
+        } else if progress.aborted {
+            Outcome::Aborted
         } else {
             Outcome::Succeeded
         }),
@@ -255,9 +318,12 @@ fn validate(observed: &Observed, progress: &Progress, ctx: &Context<'_>) -> Opti
         return Some(Decision::Done(Outcome::Succeeded));
     }
     let failover = progress.kind == OperationKind::Failover;
-    let old_reachable = reachable(observed, &progress.from).is_some();
-    if failover && !old_reachable {
-        // An explicit failover from an unreachable primary: only the target must be usable.
+    // A failover from a primary that cannot be read, or that can be read but is fenced (every
+    // instance stopped: it takes no write, whether its spec still says primary or a demotion
+    // already made it a replica): only the target must be usable. The next step demotes a
+    // readable old primary by spec before the target is promoted, so the specs never name two.
+    let old_stopped = reachable(observed, &progress.from).is_none_or(|m| m.status.fenced);
+    if failover && old_stopped {
         return match reachable(observed, &progress.to) {
             Some(_) => None,
             None => Some(hold(
@@ -435,6 +501,12 @@ fn check_token(observed: &Observed, progress: &Progress) -> Decision {
                 ),
             );
         }
+        // An object store in the target's channel: it must have replayed the token's LSN before
+        // the promote patch takes that store away (with streaming too: a standby that was not
+        // streaming when the old primary shut down has the last WAL only in the archive).
+        if target.source.has_archive() && !progress.rolled_back {
+            return advance(StepKind::AwaitReplay);
+        }
     } else {
         return Decision::Wait(WaitFor {
             reason: format!(
@@ -445,6 +517,71 @@ fn check_token(observed: &Observed, progress: &Progress) -> Decision {
         });
     }
     advance(StepKind::Promote)
+}
+
+/// How often the target's replay position is read again while [`StepKind::AwaitReplay`] waits
+/// on an archive-only channel: CNPG's instance status has no watch. One `pods/proxy` request
+/// per interval.
+pub const REPLAY_RECHECK: Duration = Duration::from_secs(1);
+
+/// The same with streaming beside the archive: the WAL is usually replayed already, or a few
+/// milliseconds later; a short first wait keeps a switchover near the physical floor.
+pub const REPLAY_RECHECK_STREAMING: Duration = Duration::from_millis(100);
+
+/// A channel with an object store: the target must have replayed the old primary's shutdown
+/// checkpoint (the token's REDO location) while it still restores from the old primary's
+/// object store. Its replay position past that LSN is the only proof; until then, wait
+/// (deadline: promotion's). The controller reads the position in the reconcile that enters this
+/// step, so a target that replayed already goes on to Promote without a second reconcile.
+fn await_replay(observed: &Observed, progress: &Progress, ctx: &Context<'_>) -> Decision {
+    let target = progress.target();
+    let limit = ctx.topology.policies().timeouts.promotion_wait.as_std();
+    let Some(m) = reachable(observed, target) else {
+        return wait_unreadable(progress, ctx, limit, target);
+    };
+    let Some(wanted) = progress
+        .token
+        .as_deref()
+        .and_then(|t| PromotionToken::parse(t).ok())
+        .and_then(|t| t.redo_lsn())
+    else {
+        return hold(
+            reason::TOKEN_INVALID,
+            "the persisted token has no usable REDO location to wait for",
+        );
+    };
+    let seen = match &m.status.replay {
+        // The checkpoint record starts at the REDO location; replayed, the position is past it.
+        Some(Replay::At(lsn)) if *lsn > wanted => return advance(StepKind::Promote),
+        Some(Replay::At(lsn)) => format!("it replayed up to {lsn}"),
+        Some(Replay::Unknown(why)) => format!("its instance status cannot be read: {why}"),
+        None => "its instance status has not been read yet".to_owned(),
+    };
+    let (channel, recheck) = match m.source {
+        SourceChannel::StreamingAndArchive => (
+            "streaming and archive; it was not streaming when the old primary shut down, or has not replayed yet",
+            REPLAY_RECHECK_STREAMING,
+        ),
+        _ => ("archive-only channel", REPLAY_RECHECK),
+    };
+    let waiting = format!(
+        "waiting for {target} to replay the demotion token's LSN {wanted} from {}'s object store before promoting it ({channel}; once promoted CNPG restores from {target}'s own store); {seen}",
+        progress.from
+    );
+    match deadline(progress, ctx, limit) {
+        Ok(left) => Decision::Wait(WaitFor {
+            reason: waiting,
+            recheck_after: Some(left.min(recheck)),
+        }),
+        Err(elapsed) => hold(
+            reason::REPLAY_TIMEOUT,
+            format!(
+                "{target} has not replayed the demotion token's LSN {wanted} after {}s; {seen}. Check its WAL restore from {}'s object store (instance-manager log, barman-cloud-wal-restore) and, if the status cannot be read, that Federator may get pods and pods/proxy in its namespace. Federator does not promote it before: CNPG would then restore from {target}'s own store and wait for the LSN forever.",
+                elapsed.as_secs(),
+                progress.from
+            ),
+        ),
+    }
 }
 
 /// `None` when the promotion patch is applied.
@@ -539,7 +676,13 @@ fn clear_token(observed: &Observed, progress: &Progress, ctx: &Context<'_>) -> D
         return wait_unreadable(progress, ctx, limit, target);
     };
     if m.promotion_token().is_none() {
-        return advance(StepKind::Done);
+        // The new primary accepts writes: its applications may start (not after a rollback).
+        let hooks = !progress.rolled_back && !ctx.hooks.after_promotion.is_empty();
+        return advance(if hooks {
+            StepKind::HooksAfterPromotion
+        } else {
+            StepKind::Done
+        });
     }
     // #9273: clearing earlier would let a pending promotion skip the LSN check.
     if m.status.last_promotion_token.as_deref() != m.promotion_token() {
@@ -553,4 +696,52 @@ fn clear_token(observed: &Observed, progress: &Progress, ctx: &Context<'_>) -> D
         member: target.to_owned(),
         patch: patch::clear_token(),
     })
+}
+
+/// A hook step: waits for the running hook (the controller runs it and reports a [`HookLook`])
+/// until its timeout, then records how it ended. A hook before the demotion that fails ends the
+/// operation (nothing was demoted); one after the promotion is recorded and the next runs.
+fn run_hooks(progress: &Progress, ctx: &Context<'_>) -> Decision {
+    let step = progress.step;
+    let list = hooks_of(ctx.hooks, step);
+    let after_all = step.next(progress.kind, true);
+    let Some(hook) = list.get(progress.hook) else {
+        return advance(after_all);
+    };
+    let phase = step.hook_phase().unwrap_or_default();
+    let limit = hook.timeout.map_or(HOOK_TIMEOUT, |d| d.as_std());
+    let look = ctx
+        .hook
+        .filter(|l| l.step == step && l.index == progress.hook)
+        .map(|l| &l.state);
+    let (ok, detail) = match look {
+        Some(HookState::Done(done)) => (true, done.clone()),
+        Some(HookState::Failed(why)) => (false, why.clone()),
+        waiting => {
+            let why = match waiting {
+                Some(HookState::Waiting(why)) => why.clone(),
+                _ => "not run yet".to_owned(),
+            };
+            match deadline(progress, ctx, limit) {
+                Ok(left) => {
+                    return Decision::Wait(WaitFor {
+                        reason: format!("hook {phase}/{}: {why}", hook.name),
+                        recheck_after: Some(left.min(HOOK_RECHECK)),
+                    });
+                }
+                Err(_) => (
+                    false,
+                    format!("timed out after {}s: {why}", limit.as_secs()),
+                ),
+            }
+        }
+    };
+    let next = if !ok && step == StepKind::HooksBeforeDemotion {
+        StepKind::Done
+    } else if progress.hook + 1 < list.len() {
+        step
+    } else {
+        after_all
+    };
+    Decision::HookEnded(HookEnd { ok, detail, next })
 }

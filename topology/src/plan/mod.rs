@@ -19,8 +19,11 @@ use crate::observed::{Observed, ObservedMember};
 use crate::step::{OperationKind, StepKind};
 use crate::validate::{ValidationError, validate_live_members};
 
-pub use machine::{Action, Context, Decision, Transition, WaitFor, next_step};
-pub use progress::Progress;
+pub use machine::{
+    Action, Context, Decision, HOOK_RECHECK, HOOK_TIMEOUT, HookEnd, HookLook, HookState, NO_HOOKS,
+    REPLAY_RECHECK, REPLAY_RECHECK_STREAMING, Transition, WaitFor, next_step,
+};
+pub use progress::{Progress, hooks_of};
 
 /// What the planner is asked to reach.
 #[derive(Clone, Copy, Debug)]
@@ -87,8 +90,14 @@ pub fn plan(observed: &Observed, desired: &Desired<'_>) -> Result<Plan, PlanErro
     };
     let failover_unreachable = desired.kind == OperationKind::Failover
         && !observed.get(&from).is_some_and(|m| m.reachable);
+    // A readable but fenced old primary takes no write: validated like an unreachable one (only
+    // the target must be usable), and still demoted first.
+    let failover_fenced = desired.kind == OperationKind::Failover
+        && observed
+            .get(&from)
+            .is_some_and(|m| m.reachable && m.status.fenced);
     let members = observed.by_member(topology);
-    if !failover_unreachable {
+    if !failover_unreachable && !failover_fenced {
         validate_live_members(topology, observed, &members, Some(to))
             .map_err(PlanError::Invalid)?;
     }
@@ -162,10 +171,31 @@ fn planned(
             None,
             format!("{from}'s status.demotionToken is non-empty; it is persisted at once"),
         ),
-        StepKind::CheckToken => one(
+        StepKind::CheckToken => {
+            let mut steps = one(
+                to,
+                None,
+                format!("the token decodes and its system id and timeline match {to}"),
+            );
+            // Entered from CheckToken only when the target's channel has an object store.
+            if observed.get(to).is_some_and(|m| m.source.has_archive()) && token.is_some() {
+                steps.extend(planned(
+                    StepKind::AwaitReplay,
+                    topology,
+                    observed,
+                    members,
+                    progress,
+                    token,
+                ));
+            }
+            steps
+        }
+        StepKind::AwaitReplay => one(
             to,
             None,
-            format!("the token decodes and its system id and timeline match {to}"),
+            format!(
+                "{to}'s designated primary reports a replayLsn past the token's REDO location (object-store channel; read through pods/proxy)"
+            ),
         ),
         StepKind::Promote => one(
             to,
@@ -213,7 +243,10 @@ fn planned(
             Some(patch::clear_token()),
             format!("{to}'s spec.replica.promotionToken is gone"),
         ),
-        StepKind::RollbackTarget | StepKind::Done => Vec::new(),
+        StepKind::RollbackTarget
+        | StepKind::HooksBeforeDemotion
+        | StepKind::HooksAfterPromotion
+        | StepKind::Done => Vec::new(),
     }
 }
 

@@ -3,7 +3,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{Operation, StepRecord};
+use crate::api::{Operation, OperationHooks, StepRecord};
+use crate::region_api::{Hook, HookRun, Hooks};
 use crate::step::{OperationKind, StepKind};
 
 use super::Transition;
@@ -27,6 +28,10 @@ pub struct Progress {
     /// When the Demote step was entered: a `ReplicaClusterSwitch` transition after this instant
     /// belongs to this demotion.
     pub demote_started_at: Option<Timestamp>,
+    /// At a hook step: the index of the running hook in that step's list.
+    pub hook: usize,
+    /// A hook before the demotion failed: the operation ends `Aborted`.
+    pub aborted: bool,
 }
 
 impl Progress {
@@ -41,6 +46,8 @@ impl Progress {
             rolled_back: false,
             step_started_at: now,
             demote_started_at: None,
+            hook: 0,
+            aborted: false,
         }
     }
 
@@ -74,6 +81,26 @@ impl Progress {
         if transition.next == StepKind::Demote {
             next.demote_started_at = Some(now);
         }
+        next.hook = if transition.next == self.step && self.step.is_hooks() {
+            self.hook + 1
+        } else {
+            0
+        };
+        next
+    }
+
+    /// The progress after the running hook ended as `end` said, at `now` (as the controller
+    /// records it: the run, then the transition to `end.next`).
+    pub fn end_hook(&self, end: &super::HookEnd, now: Timestamp) -> Progress {
+        let mut next = self.advance(
+            &Transition {
+                next: end.next,
+                token: None,
+                rollback: false,
+            },
+            now,
+        );
+        next.aborted |= !end.ok && self.step == StepKind::HooksBeforeDemotion;
         next
     }
 
@@ -95,7 +122,22 @@ impl Progress {
             rolled_back: op.rolled_back,
             step_started_at: entered(op.step).unwrap_or(op.started_at.0),
             demote_started_at: entered(StepKind::Demote),
+            hook: op.hooks.as_ref().and_then(|h| h.running).unwrap_or(0) as usize,
+            aborted: op.hooks.as_ref().is_some_and(|h| {
+                h.runs
+                    .iter()
+                    .any(|r| !r.ok && r.hook.starts_with("beforeDemotion/"))
+            }),
         }
+    }
+}
+
+/// The hooks a hook step runs, in order (none for any other step).
+pub fn hooks_of(hooks: &Hooks, step: StepKind) -> &[Hook] {
+    match step {
+        StepKind::HooksBeforeDemotion => &hooks.before_demotion,
+        StepKind::HooksAfterPromotion => &hooks.after_promotion,
+        _ => &[],
     }
 }
 
@@ -120,12 +162,57 @@ impl Operation {
             }],
             hold: None,
             outcome: None,
+            hooks: None,
+        }
+    }
+
+    /// The running hook: its step's phase, its index and its definition.
+    pub fn running_hook(&self) -> Option<(&'static str, usize, &Hook)> {
+        let hooks = self.hooks.as_ref()?;
+        let index = hooks.running? as usize;
+        let hook = hooks_of(&hooks.declared, self.step).get(index)?;
+        Some((self.step.hook_phase()?, index, hook))
+    }
+
+    /// Records the end of the running hook (`ok`, what it did or why it failed) at `now`; the
+    /// transition that follows is recorded by [`Operation::record`].
+    pub fn end_hook(&mut self, ok: bool, detail: String, now: Timestamp) {
+        let Some((phase, _, hook)) = self.running_hook() else {
+            return;
+        };
+        let name = format!("{phase}/{}", hook.name);
+        let started_at = self
+            .steps
+            .last()
+            .map_or(self.started_at.clone(), |s| s.started_at.clone());
+        if let Some(hooks) = self.hooks.as_mut() {
+            hooks.runs.push(HookRun {
+                hook: name,
+                started_at,
+                finished_at: MicroTime(now),
+                ok,
+                detail,
+            });
         }
     }
 
     /// Records `transition` in the log: closes the current step and opens the next one. The
     /// controller writes the result (with a resourceVersion precondition) before acting on it.
     pub fn record(&mut self, transition: &Transition, member: Option<String>, now: Timestamp) {
+        let index = (transition.next == self.step)
+            .then(|| self.hooks.as_ref().and_then(|h| h.running))
+            .flatten()
+            .map_or(0, |i| i + 1);
+        let mut member = member;
+        if transition.next.is_hooks() {
+            let hooks = self.hooks.get_or_insert_with(OperationHooks::default);
+            hooks.running = Some(index);
+            member = hooks_of(&hooks.declared, transition.next)
+                .get(index as usize)
+                .map(|h| h.name.clone());
+        } else if let Some(hooks) = self.hooks.as_mut() {
+            hooks.running = None;
+        }
         if let Some(current) = self.steps.last_mut()
             && current.finished_at.is_none()
         {

@@ -63,6 +63,10 @@ pub struct Entry {
     pub state: EntryState,
     /// Hooks after the promotion that failed (reported, not fatal).
     pub warnings: Vec<String>,
+    /// How many hooks run before its demotion and after its promotion (the region switch's and
+    /// the topology's own).
+    pub hooks_before: usize,
+    pub hooks_after: usize,
 }
 
 /// What to do when a topology's switchover holds.
@@ -82,8 +86,6 @@ pub struct Progress {
     pub on_hold: OnHold,
     pub paused: bool,
     pub abort: bool,
-    pub hooks_before: usize,
-    pub hooks_after: usize,
 }
 
 /// What happened to one topology since the last decision.
@@ -163,7 +165,7 @@ pub fn next_actions(
                 break;
             }
             if e.state == EntryState::Pending {
-                start(e, next.hooks_before, &mut actions);
+                start(e, &mut actions);
                 running += 1;
             }
         }
@@ -204,8 +206,8 @@ pub fn resume_actions(progress: &Progress) -> Vec<Action> {
         .collect()
 }
 
-fn start(e: &mut Entry, hooks_before: usize, actions: &mut Vec<Action>) {
-    if hooks_before > 0 {
+fn start(e: &mut Entry, actions: &mut Vec<Action>) {
+    if e.hooks_before > 0 {
         e.state = EntryState::BeforeDemotion { index: 0 };
         actions.push(Action::RunHookBeforeDemotion {
             key: e.key.clone(),
@@ -224,8 +226,8 @@ fn set_primary(e: &mut Entry, actions: &mut Vec<Action>) {
     });
 }
 
-fn after_promotion(e: &mut Entry, index: usize, hooks_after: usize, actions: &mut Vec<Action>) {
-    if index < hooks_after {
+fn after_promotion(e: &mut Entry, index: usize, actions: &mut Vec<Action>) {
+    if index < e.hooks_after {
         e.state = EntryState::AfterPromotion { index };
         actions.push(Action::RunHookAfterPromotion {
             key: e.key.clone(),
@@ -246,7 +248,7 @@ fn advance(e: &mut Entry, o: &Observation, p: &Progress, actions: &mut Vec<Actio
                 ));
             } else if p.abort {
                 e.state = EntryState::Aborted;
-            } else if index + 1 < p.hooks_before {
+            } else if index + 1 < e.hooks_before {
                 e.state = EntryState::BeforeDemotion { index: index + 1 };
                 actions.push(Action::RunHookBeforeDemotion {
                     key: e.key.clone(),
@@ -257,7 +259,7 @@ fn advance(e: &mut Entry, o: &Observation, p: &Progress, actions: &mut Vec<Actio
             }
         }
         (EntryState::Switching | EntryState::Held(_), Observation::SwitchoverSucceeded) => {
-            after_promotion(e, 0, p.hooks_after, actions);
+            after_promotion(e, 0, actions);
         }
         (EntryState::Switching, Observation::SwitchoverHeld(why)) => {
             e.state = EntryState::Held(why.clone());
@@ -271,7 +273,7 @@ fn advance(e: &mut Entry, o: &Observation, p: &Progress, actions: &mut Vec<Actio
                 e.warnings
                     .push(format!("hook {index} after the promotion failed: {detail}"));
             }
-            after_promotion(e, index + 1, p.hooks_after, actions);
+            after_promotion(e, index + 1, actions);
         }
         // Anything else is stale news (e.g. observed twice after a restart): ignore it.
         _ => {}

@@ -81,6 +81,8 @@ pub fn topology(
         policies: policies::Policies::default(),
         rotation: None,
         failover: None,
+        automatic_failover: None,
+        hooks: Default::default(),
     };
     Topology::from_spec(&spec).expect("generated topologies are valid")
 }
@@ -177,6 +179,16 @@ impl World {
         self.now += SignedDuration::from_secs(seconds);
         let names: Vec<String> = self.truth.keys().cloned().collect();
         for name in names {
+            if self.truth[&name].status.fenced {
+                // CNPG's fencing: every instance stays stopped, whatever the spec says.
+                self.running_primary.remove(&name);
+                self.truth
+                    .get_mut(&name)
+                    .expect("known")
+                    .status
+                    .instance_is_primary = false;
+                continue;
+            }
             let role = self.role(&name);
             let running = self.running_primary.contains(&name);
             self.truth

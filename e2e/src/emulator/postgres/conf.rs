@@ -19,11 +19,100 @@ pub struct Settings {
     pub archive_always: bool,
     /// This cluster's own object store folder.
     pub archive_dir: PathBuf,
-    /// The source's object store folder, on a replica cluster whose source has one.
+    /// Where `restore_command` reads WAL: on a replica cluster the source's object store
+    /// folder (when it has one); on a standby whose Cluster is primary by spec (a promotion
+    /// waiting for its token) its own backup store, as CNPG's wal-restore does.
     pub restore_dir: Option<PathBuf>,
+    /// Fault [`SLOW_WAL_RESTORE`](crate::emulator::faults::SLOW_WAL_RESTORE): each file found
+    /// arrives this much later.
+    pub restore_delay: Option<Duration>,
     /// Streaming from the source, when its connection parameters resolve to a lab instance.
     pub primary_conninfo: Option<String>,
     pub wal_retrieve_retry_interval: Duration,
+    /// `spec.postgresql.parameters` without the ones CNPG fixes ([`is_fixed`]), in name order.
+    pub parameters: Vec<(String, String)>,
+}
+
+/// CNPG's default parameters that matter here, written before the user's (who may override
+/// them): `archive_timeout` is what makes an archive-only replica catch up when no segment fills.
+pub const CNPG_DEFAULTS: &[(&str, &str)] = &[("archive_timeout", "5min")];
+
+/// Parameters CNPG controls itself ("fixed parameters" of its PostgreSQL configuration docs):
+/// its webhook refuses them in `spec.postgresql.parameters`, and its instance manager writes its
+/// own values after the user's. The emulator, which does not model that refusal, drops them.
+pub fn is_fixed(name: &str) -> bool {
+    // CNPG 1.28.1 `FixedConfigurationParameters` (pkg/postgres/configuration.go), plus
+    // `wal_level` and `full_page_writes`, which its webhook constrains (a replica cluster
+    // needs WAL archiving) and the emulator keeps at its own values.
+    const FIXED: &[&str] = &[
+        "allow_system_table_mods",
+        "archive_cleanup_command",
+        "archive_command",
+        "archive_mode",
+        "bonjour",
+        "bonjour_name",
+        "cluster_name",
+        "config_file",
+        "data_directory",
+        "data_sync_retry",
+        "event_source",
+        "external_pid_file",
+        "full_page_writes",
+        "hba_file",
+        "hot_standby",
+        "ident_file",
+        "jit_provider",
+        "listen_addresses",
+        "log_destination",
+        "log_directory",
+        "log_file_mode",
+        "log_filename",
+        "log_rotation_age",
+        "log_rotation_size",
+        "log_truncate_on_rotation",
+        "logging_collector",
+        "port",
+        "primary_conninfo",
+        "primary_slot_name",
+        "promote_trigger_file",
+        "recovery_end_command",
+        "recovery_min_apply_delay",
+        "recovery_target",
+        "recovery_target_action",
+        "recovery_target_inclusive",
+        "recovery_target_lsn",
+        "recovery_target_name",
+        "recovery_target_time",
+        "recovery_target_timeline",
+        "recovery_target_xid",
+        "restart_after_crash",
+        "restore_command",
+        "shared_preload_libraries",
+        "ssl",
+        "ssl_ca_file",
+        "ssl_cert_file",
+        "ssl_crl_file",
+        "ssl_dh_params_file",
+        "ssl_ecdh_curve",
+        "ssl_key_file",
+        "ssl_passphrase_command",
+        "ssl_passphrase_command_supports_reload",
+        "ssl_prefer_server_ciphers",
+        "stats_temp_directory",
+        "synchronized_standby_slots",
+        "synchronous_standby_names",
+        "syslog_facility",
+        "syslog_ident",
+        "syslog_sequence_numbers",
+        "syslog_split_messages",
+        "temp_tablespaces",
+        "unix_socket_directories",
+        "unix_socket_group",
+        "unix_socket_permissions",
+        "wal_level",
+    ];
+    let name = name.to_ascii_lowercase();
+    FIXED.contains(&name.as_str()) || name.starts_with("recovery_") || name.starts_with("ssl")
 }
 
 /// Characters that would break out of the double-quoted shell words or be expanded by
@@ -50,10 +139,13 @@ pub fn archive_command(dir: &Path) -> Result<String> {
 
 /// Exact name, else `<name>.partial` (what barman-cloud's `download_wal` does), else exit 1 —
 /// never 126/127, which make a standby FATAL (contract §10).
-pub fn restore_command(dir: &Path) -> Result<String> {
+pub fn restore_command(dir: &Path, delay: Option<Duration>) -> Result<String> {
     let dir = check_shell_safe(dir)?;
+    let wait = delay
+        .map(|d| format!("sleep {:.3}; ", d.as_secs_f64()))
+        .unwrap_or_default();
     Ok(format!(
-        r#"f="{dir}/%f"; if [ -f "$f" ]; then cp "$f" "%p"; elif [ -f "$f.partial" ]; then cp "$f.partial" "%p"; else exit 1; fi"#
+        r#"f="{dir}/%f"; if [ -f "$f" ]; then {wait}cp "$f" "%p"; elif [ -f "$f.partial" ]; then {wait}cp "$f.partial" "%p"; else exit 1; fi"#
     ))
 }
 
@@ -62,16 +154,40 @@ fn quote(value: &str) -> String {
 }
 
 impl Settings {
+    /// CNPG's order: defaults, then the user's parameters, then the fixed ones (last wins).
     pub fn render(&self) -> Result<String> {
-        let mut lines = vec![
-            "# Written by federator-emulator; rewritten on every role change.".to_owned(),
+        let mut lines =
+            vec!["# Written by federator-emulator; rewritten on every role change.".to_owned()];
+        lines.extend(
+            CNPG_DEFAULTS
+                .iter()
+                .map(|(name, value)| format!("{name} = {}", quote(value))),
+        );
+        // The lab's own default (CNPG leaves PostgreSQL's 5 s): a replica retries its restore
+        // at the lab's pace.
+        lines.push(format!(
+            "wal_retrieve_retry_interval = '{}ms'",
+            self.wal_retrieve_retry_interval.as_millis().max(1)
+        ));
+        lines.push("max_wal_senders = 10".to_owned());
+        for (name, value) in &self.parameters {
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
+                return Err(EmulatorError::Config(format!(
+                    "parameter name {name:?} is not a PostgreSQL setting name"
+                )));
+            }
+            lines.push(format!("{name} = {}", quote(value)));
+        }
+        lines.extend([
             "listen_addresses = '127.0.0.1'".to_owned(),
             format!("port = {}", self.port),
             // No Unix socket: lab paths can exceed the 107-byte socket path limit.
             "unix_socket_directories = ''".to_owned(),
             "wal_level = replica".to_owned(),
             "hot_standby = on".to_owned(),
-            "max_wal_senders = 10".to_owned(),
             format!(
                 "archive_mode = {}",
                 if self.archive_always { "always" } else { "on" }
@@ -81,15 +197,11 @@ impl Settings {
                 quote(&archive_command(&self.archive_dir)?)
             ),
             "recovery_target_timeline = 'latest'".to_owned(),
-            format!(
-                "wal_retrieve_retry_interval = '{}ms'",
-                self.wal_retrieve_retry_interval.as_millis().max(1)
-            ),
-        ];
+        ]);
         match &self.restore_dir {
             Some(dir) => lines.push(format!(
                 "restore_command = {}",
-                quote(&restore_command(dir)?)
+                quote(&restore_command(dir, self.restore_delay)?)
             )),
             None => lines.push("restore_command = ''".to_owned()),
         }
@@ -108,7 +220,8 @@ mod tests {
 
     #[test]
     fn commands_quote_paths_and_refuse_unsafe_ones() {
-        let cmd = restore_command(Path::new("/lab/object-stores/pg16-eu-south")).expect("safe");
+        let cmd =
+            restore_command(Path::new("/lab/object-stores/pg16-eu-south"), None).expect("safe");
         assert!(cmd.contains(r#"f="/lab/object-stores/pg16-eu-south/%f""#));
         assert!(cmd.ends_with("else exit 1; fi"));
         assert!(archive_command(Path::new("/tmp/it's")).is_err());
@@ -121,10 +234,19 @@ mod tests {
             archive_always: true,
             archive_dir: "/lab/a".into(),
             restore_dir: None,
+            restore_delay: None,
             primary_conninfo: Some("host=127.0.0.1 port=25643".into()),
             wal_retrieve_retry_interval: Duration::from_millis(100),
+            parameters: vec![("archive_timeout".into(), "1s".into())],
         };
         let text = settings.render().expect("renders");
+        let default = text
+            .find("archive_timeout = '5min'")
+            .expect("CNPG's default");
+        let user = text
+            .find("archive_timeout = '1s'")
+            .expect("the user's value");
+        assert!(default < user, "the user's value must come last:\n{text}");
         assert!(text.contains("archive_mode = always"));
         assert!(text.contains("wal_retrieve_retry_interval = '100ms'"));
         assert!(text.contains("primary_conninfo = 'host=127.0.0.1 port=25643'"));

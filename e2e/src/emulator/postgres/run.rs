@@ -48,6 +48,47 @@ pub fn hand_over(path: &Path) -> Result<()> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(EmulatorError::io("chown", path))
 }
 
+/// The first directory on the way to `dir` (itself included) that the PostgreSQL user cannot
+/// enter (search permission), when the emulator runs PostgreSQL as that user (running as root);
+/// `None` when it can, or when PostgreSQL runs as the current user. Asked of the kernel by
+/// running `test -x` as that user, so ACLs and supplementary groups count as they will for
+/// PostgreSQL.
+pub fn first_unenterable(dir: &Path) -> Result<Option<PathBuf>> {
+    if !running_as_root() {
+        return Ok(None);
+    }
+    os_user_ids()?;
+    let can_enter = |d: &Path| -> Result<bool> {
+        std::process::Command::new("setpriv")
+            .args([
+                &format!("--reuid={OS_USER}"),
+                &format!("--regid={OS_USER}"),
+                "--init-groups",
+                "--",
+                "test",
+                "-x",
+            ])
+            .arg(d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .map_err(EmulatorError::io("starting setpriv for", d))
+    };
+    if can_enter(dir)? {
+        return Ok(None);
+    }
+    let mut ancestors: Vec<&Path> = dir.ancestors().collect();
+    ancestors.reverse();
+    for d in ancestors {
+        if !can_enter(d)? {
+            return Ok(Some(d.to_path_buf()));
+        }
+    }
+    Ok(Some(dir.to_path_buf()))
+}
+
 /// PostgreSQL's programs in one directory.
 #[derive(Clone, Debug)]
 pub struct PgBin {

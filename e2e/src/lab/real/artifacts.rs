@@ -66,6 +66,19 @@ pub struct Artifacts {
     pub moto_python: PathBuf,
 }
 
+impl Artifacts {
+    /// The images a region's node needs: all of them in a member region; only the sandbox image
+    /// on the hub, which runs no CloudNativePG (Federator's image is imported by whoever installs
+    /// it, docs/install.md).
+    pub fn images_for(&self, region: &super::plan::RegionPlan) -> Vec<Image> {
+        self.images
+            .iter()
+            .filter(|i| !region.is_hub() || i.reference == self.pause_image)
+            .cloned()
+            .collect()
+    }
+}
+
 /// An OCI archive and the reference it is imported as.
 #[derive(Debug, Clone)]
 pub struct Image {

@@ -106,15 +106,15 @@ pub(super) fn sigkill(pids: &[u32]) -> usize {
         .count()
 }
 
-/// SIGKILLs every process in the cgroups `/<prefix>*` until none is left, then removes those
-/// cgroups. Returns how many processes it killed.
-pub async fn kill_and_remove(prefix: &str, within: Duration) -> Result<usize> {
+/// SIGKILLs every process in the cgroups `/<prefix>*` until none is left (the cgroups stay).
+/// Returns how many processes it killed.
+pub async fn kill(prefix: &str, within: Duration) -> Result<usize> {
     let deadline = Instant::now() + within;
     let mut killed = 0;
     loop {
         let pids = pids_under(prefix);
         if pids.is_empty() {
-            break;
+            return Ok(killed);
         }
         killed += sigkill(&pids);
         if Instant::now() >= deadline {
@@ -125,6 +125,13 @@ pub async fn kill_and_remove(prefix: &str, within: Duration) -> Result<usize> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// SIGKILLs every process in the cgroups `/<prefix>*` until none is left, then removes those
+/// cgroups. Returns how many processes it killed.
+pub async fn kill_and_remove(prefix: &str, within: Duration) -> Result<usize> {
+    let deadline = Instant::now() + within;
+    let killed = kill(prefix, within).await?;
     loop {
         let mut left = Vec::new();
         for hierarchy in hierarchies() {

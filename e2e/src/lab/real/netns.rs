@@ -1,5 +1,5 @@
-//! The lab's network namespaces: one holding the lab bridge, one per member region holding its
-//! node. Created with `ip`; deleting a namespace removes its interfaces, routes and iptables
+//! The lab's network namespaces: one holding the lab bridge, one per region (member or hub)
+//! holding its node. Created with `ip`; deleting a namespace removes its interfaces, routes and iptables
 //! rules with it.
 
 use std::path::Path;
@@ -82,9 +82,30 @@ fn create_region(plan: &RealPlan, region: &RegionPlan) -> Result<()> {
     let address = format!("{}/{NODE_PREFIX_LEN}", region.node_ip());
     run("ip", &["-n", &ns, "addr", "add", &address, "dev", "eth0"])?;
     run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+    // The region's own Services from the node itself (kube-proxy's OUTPUT rules rewrite them to
+    // a pod; a locally sent packet needs a route before they run): `federator-lab dsn`'s proxy
+    // dials a Cluster's `-rw` Service from here.
+    run(
+        "ip",
+        &[
+            "-n",
+            &ns,
+            "route",
+            "replace",
+            &region.service_cidr(),
+            "dev",
+            "eth0",
+        ],
+    )?;
     // The other members' pods and Services, through their nodes. Routes to every member the lab
     // knows (not only the running ones), so a region added later is reachable without a change.
-    for other in 0..crate::lab::topology::MEMBERS.len() {
+    // The hub gets none: its pods talk to the member apiservers only, through its own node.
+    let others = if region.is_hub() {
+        0
+    } else {
+        crate::lab::topology::MEMBERS.len()
+    };
+    for other in 0..others {
         if other == region.index {
             continue;
         }

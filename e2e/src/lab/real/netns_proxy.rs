@@ -5,6 +5,8 @@
 //! - **Forwards** listen inside the namespace and dial the host: pods and node components reach
 //!   their apiserver at `<node ip>:<port>` (the `kubernetes` Service endpoint), which is the
 //!   apiserver on `127.0.0.1:<port>`.
+//! - **Exposes** listen on the host and dial inside the namespace (`federator-lab dsn` on the
+//!   real tier: a Cluster's `-rw` Service on the host's loopback, for psql).
 //! - **An HTTP CONNECT proxy on a unix socket** dials inside the namespace: the apiserver's
 //!   egress selector (`cluster`) sends admission webhooks (CNPG's) and kubelet connections through
 //!   it to pod and node IPs. A unix socket is reachable from every network namespace.
@@ -115,6 +117,28 @@ pub async fn forward(listener: tokio::net::TcpListener, target: SocketAddr) -> s
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 }
                 Err(e) => tracing::warn!(%listen, %target, "cannot reach the host side: {e}"),
+            }
+        });
+    }
+}
+
+/// Accepts on `listener` (on the host) and connects each client to `target` inside the
+/// namespace: how `federator-lab dsn` exposes a Cluster's `-rw` Service on the host's loopback.
+pub async fn expose(
+    listener: tokio::net::TcpListener,
+    namespace: Namespace,
+    target: SocketAddr,
+) -> std::io::Result<()> {
+    let listen = listener.local_addr()?;
+    loop {
+        let (mut client, _) = listener.accept().await?;
+        let namespace = namespace.clone();
+        tokio::spawn(async move {
+            match namespace.dial(target).await {
+                Ok(mut upstream) => {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+                Err(e) => tracing::warn!(%listen, %target, "cannot reach the namespace side: {e}"),
             }
         });
     }

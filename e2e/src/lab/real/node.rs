@@ -1,4 +1,4 @@
-//! One member region's node: its files (containerd, kubelet, CNI, CoreDNS configuration and a
+//! One region's node (a member's or the hub's): its files (containerd, kubelet, CNI, CoreDNS configuration and a
 //! kubeconfig) and its components, each a lab [`Component`] started inside the region's network
 //! namespace with `nsenter --net=` (the netns proxy, which enters the namespace itself, runs on
 //! the host).
@@ -219,12 +219,14 @@ fn corefile(plan: &RealPlan, region: &RegionPlan) -> String {
     text
 }
 
-/// The region's components in start order.
+/// The region's components in start order. `member_ports`: other apiservers the region's pods
+/// reach on its node IP (the hub's: every member's).
 pub fn components(
     layout: &LabLayout,
     region: &RegionPlan,
     artifacts: &Artifacts,
     apiserver_port: u16,
+    member_ports: &[u16],
 ) -> Vec<Component> {
     let dir = region.dir();
     let netns = region.netns_path();
@@ -246,22 +248,23 @@ pub fn components(
             pid: None,
         }
     };
+    let forwards = std::iter::once(apiserver_port)
+        .chain(member_ports.iter().copied())
+        .map(|port| format!("--forward={}:{port}=127.0.0.1:{port}", region.node_ip()));
     let proxy = Component {
         name: component_name(&member, "netns-proxy"),
         kind: "netns-proxy".into(),
         region: Some(member.clone()),
         ports: Vec::new(),
         program: artifacts.netns_proxy.clone(),
-        args: vec![
-            format!("--netns={}", d(&netns)),
-            format!(
-                "--forward={}:{apiserver_port}=127.0.0.1:{apiserver_port}",
-                region.node_ip()
-            ),
-            format!("--connect-proxy={}", d(&region.egress_socket())),
-            // Marks the process as this lab's (its other arguments name no lab path).
-            format!("--label={}", d(&dir)),
-        ],
+        args: std::iter::once(format!("--netns={}", d(&netns)))
+            .chain(forwards)
+            .chain([
+                format!("--connect-proxy={}", d(&region.egress_socket())),
+                // Marks the process as this lab's (its other arguments name no lab path).
+                format!("--label={}", d(&dir)),
+            ])
+            .collect(),
         log: layout.log_file(&component_name(&member, "netns-proxy")),
         health: HealthCheck::UnixSocket {
             path: region.egress_socket(),

@@ -8,12 +8,17 @@
 //!   `10.250.0.<11 + i>/24`, the pod bridge `cni0` (pods in `10.24<i>.0.0/16`), the Service
 //!   range `10.23<i>.0.0/16`, and static routes to the other members' pod and Service ranges.
 //!   There is no default route.
+//! - `<lab id>-hub` (when the hub gets a node) is laid out the same with `i = 3`
+//!   (`10.250.0.14`, pods `10.243.0.0/16`, Services `10.233.0.0/16`) but has no route to the
+//!   members' pods or Services: its pods reach the member apiservers only, each on the hub node's
+//!   own IP at the member apiserver's port (the hub's netns proxy forwards those ports to the
+//!   apiservers on the host's loopback), as a real hub reaches its members' API endpoints.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use crate::lab::layout::LabLayout;
-use crate::lab::topology::MEMBERS;
+use crate::lab::topology::{HUB, MEMBERS};
 
 /// The lab's short id: `fedlab-` and 8 hex digits of a stable hash (FNV-1a) of the lab
 /// directory, so two labs (CI's and a developer's) never share a namespace, cgroup or socket.
@@ -43,6 +48,18 @@ pub const STORAGE_CLASS: &str = "lab-local";
 /// hostPath PersistentVolumes kept available per member region.
 pub const PERSISTENT_VOLUMES: usize = 8;
 
+/// Where a region's addresses come from: a member's position in [`MEMBERS`], and the next one
+/// for the hub, so member addresses stay the same whether the hub has a node or not.
+pub fn region_index(region: &str) -> Option<usize> {
+    if region == HUB {
+        return Some(MEMBERS.len());
+    }
+    MEMBERS.iter().position(|m| *m == region)
+}
+
+/// How many regions can get a node (the members and the hub).
+pub const NODE_REGIONS: usize = MEMBERS.len() + 1;
+
 /// The whole real tier of one lab.
 #[derive(Debug, Clone)]
 pub struct RealPlan {
@@ -52,16 +69,17 @@ pub struct RealPlan {
 }
 
 impl RealPlan {
-    /// `members` must be lab members (checked by the caller); order does not matter.
+    /// `members` (the regions that get a node) must be lab members or the hub (checked by the
+    /// caller); order does not matter. The member regions come first, the hub last.
     pub fn new(layout: &LabLayout, members: &[String]) -> Self {
         let id = lab_id(layout.root());
         let regions = MEMBERS
             .iter()
-            .enumerate()
-            .filter(|(_, m)| members.iter().any(|x| x == *m))
-            .map(|(index, member)| RegionPlan {
+            .chain(std::iter::once(&HUB))
+            .filter(|m| members.iter().any(|x| x == *m))
+            .map(|member| RegionPlan {
                 member: (*member).to_owned(),
-                index,
+                index: region_index(member).expect("a lab region"),
                 id: id.clone(),
                 root: layout.root().to_path_buf(),
             })
@@ -75,6 +93,16 @@ impl RealPlan {
 
     pub fn region(&self, member: &str) -> Option<&RegionPlan> {
         self.regions.iter().find(|r| r.member == member)
+    }
+
+    /// The member regions' nodes (not the hub's).
+    pub fn member_regions(&self) -> impl Iterator<Item = &RegionPlan> {
+        self.regions.iter().filter(|r| !r.is_hub())
+    }
+
+    /// The hub's node, if it has one.
+    pub fn hub(&self) -> Option<&RegionPlan> {
+        self.region(HUB)
     }
 
     /// The namespace holding the lab bridge.
@@ -119,17 +147,21 @@ pub fn run_dir(id: &str) -> PathBuf {
     Path::new("/run").join(id)
 }
 
-/// One member region's node.
+/// One region's node: a member's or the hub's.
 #[derive(Debug, Clone)]
 pub struct RegionPlan {
+    /// The region: a member, or [`HUB`].
     pub member: String,
-    /// Position in [`MEMBERS`]: fixes addresses whatever subset runs.
+    /// [`region_index`]: fixes addresses whatever subset runs.
     pub index: usize,
     id: String,
     root: PathBuf,
 }
 
 impl RegionPlan {
+    pub fn is_hub(&self) -> bool {
+        self.member == HUB
+    }
     pub fn node_ip(&self) -> Ipv4Addr {
         node_ip(self.index)
     }
@@ -199,10 +231,10 @@ pub fn service_cidr(index: usize) -> String {
 }
 
 /// Every address the apiservers' serving certificate must name for the real tier: node IPs
-/// (node components and the `kubernetes` Service endpoints) and each member's `kubernetes`
-/// ClusterIP (pods).
+/// (node components, the `kubernetes` Service endpoints, and the hub's pods reaching member
+/// apiservers on the hub node's IP) and each region's `kubernetes` ClusterIP (pods).
 pub fn apiserver_addresses() -> Vec<String> {
-    (0..MEMBERS.len())
+    (0..NODE_REGIONS)
         .flat_map(|i| {
             [
                 node_ip(i).to_string(),
@@ -234,8 +266,8 @@ mod tests {
     }
 
     #[test]
-    fn ranges_do_not_overlap_across_members() {
-        let all: Vec<String> = (0..MEMBERS.len())
+    fn ranges_do_not_overlap_across_regions() {
+        let all: Vec<String> = (0..NODE_REGIONS)
             .flat_map(|i| [pod_cidr(i), service_cidr(i)])
             .collect();
         let mut unique = all.clone();
@@ -243,5 +275,12 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), all.len());
         assert!(!all.contains(&"10.96.0.0/16".to_owned()));
+        // The hub takes the index after the members: member addresses do not move with it.
+        assert_eq!(region_index(HUB), Some(MEMBERS.len()));
+        assert_eq!(
+            node_ip(region_index(HUB).unwrap()),
+            Ipv4Addr::new(10, 250, 0, 14)
+        );
+        assert!(apiserver_addresses().contains(&"10.233.0.1".to_owned()));
     }
 }

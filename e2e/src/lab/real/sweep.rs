@@ -58,8 +58,7 @@ fn markers(root: &Path, id: &str) -> [Vec<u8>; 2] {
     [real.into_bytes(), run.into_bytes()]
 }
 
-fn matching_pids(root: &Path, id: &str) -> Vec<u32> {
-    let markers = markers(root, id);
+fn matching_pids(markers: &[Vec<u8>]) -> Vec<u32> {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -77,12 +76,13 @@ fn matching_pids(root: &Path, id: &str) -> Vec<u32> {
         .collect()
 }
 
-/// SIGKILLs every process of the tier (by command line) and waits until they are gone.
-async fn kill_processes(root: &Path, id: &str) -> Result<usize> {
+/// SIGKILLs every process whose command line holds one of `markers` and waits until they are
+/// gone.
+async fn kill_processes(markers: &[Vec<u8>]) -> Result<usize> {
     let deadline = Instant::now() + WITHIN;
     let mut killed = 0;
     loop {
-        let pids = matching_pids(root, id);
+        let pids = matching_pids(markers);
         if pids.is_empty() {
             return Ok(killed);
         }
@@ -166,10 +166,25 @@ fn remove_stale_shim_sockets() -> usize {
         .count()
 }
 
+/// A region lost at once (`lab stop REGION`): SIGKILLs what is left of its node once its
+/// components are stopped — containerd's shims (their command line names the region's socket)
+/// and every container process (in the region's cgroup root), as a power cut would. Mounts,
+/// cgroups, the namespace and the node's state stay: `lab start REGION` brings the node back, and
+/// its kubelet restarts the pods. Returns how many processes it killed.
+pub async fn kill_region(region: &super::plan::RegionPlan) -> Result<usize> {
+    let markers = [
+        format!("{}/", region.dir().display()).into_bytes(),
+        format!("{}/", region.run_dir().display()).into_bytes(),
+    ];
+    let processes = kill_processes(&markers).await?;
+    let containers = cgroups::kill(&region.cgroup_root(), WITHIN).await?;
+    Ok(processes + containers)
+}
+
 /// Everything of the real tier of the lab at `root` (id `id`), in order: processes, containers,
 /// mounts, namespaces, runtime files, sysctls. `record` is the sysctl record.
 pub async fn sweep(root: &Path, id: &str, record: &Path) -> Result<Swept> {
-    let processes = kill_processes(root, id).await?;
+    let processes = kill_processes(&markers(root, id)).await?;
     let container_processes = cgroups::kill_and_remove(&format!("{id}-"), WITHIN).await?;
     let run = super::plan::run_dir(id);
     let mounts = unmount_all(&[root.join("real"), run.clone()])?;

@@ -150,6 +150,11 @@ pub fn wanted(status: &DistributedTopologyStatus, facts: &Facts) -> Vec<Wanted> 
         .unreachable
         .iter()
         .any(|(_, why)| crate::members::refused(why));
+    // No usable credential on the hub: a Secret to fix, also not an outage.
+    let no_credential = facts
+        .unreachable
+        .iter()
+        .any(|(_, why)| crate::members::credential_refused(why));
     let degraded = if !facts.unreachable.is_empty() {
         let list: Vec<String> = facts
             .unreachable
@@ -161,6 +166,8 @@ pub fn wanted(status: &DistributedTopologyStatus, facts: &Facts) -> Vec<Wanted> 
             true,
             if refused {
                 reason::MEMBER_FORBIDDEN
+            } else if no_credential {
+                reason::MEMBER_CREDENTIAL_REFUSED
             } else {
                 reason::MEMBER_UNREACHABLE
             },
@@ -221,7 +228,7 @@ pub fn wanted(status: &DistributedTopologyStatus, facts: &Facts) -> Vec<Wanted> 
         Wanted::new(
             kind::READY,
             false,
-            reason::MEMBER_UNREACHABLE,
+            degraded.reason,
             degraded.message.clone(),
         )
     } else if !facts.not_ready.is_empty() {
@@ -356,5 +363,35 @@ mod tests {
         let ready = get(&w, kind::READY);
         assert!(!ready.status);
         assert_eq!(ready.reason, reason::MEMBER_FORBIDDEN);
+    }
+
+    #[test]
+    fn a_member_without_a_usable_credential_is_a_secret_to_fix_not_an_outage() {
+        for why in [
+            "no usable credential: member b (Secret db/b): users[0].user.exec is an \
+             authentication plugin …; refused. Fix: give the member a ServiceAccount token",
+            "no credential for member cluster nowhere",
+        ] {
+            let w = idle_with(vec![("b".into(), why.into())]);
+            let degraded = get(&w, kind::DEGRADED);
+            assert!(degraded.status);
+            assert_eq!(degraded.reason, reason::MEMBER_CREDENTIAL_REFUSED, "{why}");
+            assert!(degraded.message.contains(why), "{}", degraded.message);
+            let ready = get(&w, kind::READY);
+            assert!(!ready.status);
+            assert_eq!(ready.reason, reason::MEMBER_CREDENTIAL_REFUSED);
+        }
+        // An outage next to it does not hide it, and is still told apart when alone.
+        let w = idle_with(vec![
+            (
+                "b".into(),
+                "no credential for member cluster nowhere".into(),
+            ),
+            ("c".into(), "connection refused".into()),
+        ]);
+        assert_eq!(
+            get(&w, kind::DEGRADED).reason,
+            reason::MEMBER_CREDENTIAL_REFUSED
+        );
     }
 }

@@ -7,11 +7,16 @@
 //! - the old primary is the member every readable member names in `spec.replica.primary`; it
 //!   must be **unreachable** for the member pool (every watch on its API server fails). A primary
 //!   that can be read is never failed over: a switchover loses nothing;
-//! - the target must be readable.
+//! - the target must be readable;
+//! - one exception, for the failover an automatic-failover decision requested (`automatic`):
+//!   its lost primary may be readable again (a link healed between the verdict and now) once its
+//!   Cluster shows CNPG's fencing of every instance (its agent fences it: a majority refuses its
+//!   renewals for the rest of the term). Until then the failover waits (the request stays); the
+//!   planner demotes the fenced primary by spec before it promotes the target.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use topology::api::{DataLossWindow, FailoverReport, MemberStatus};
+use topology::api::{AutomaticFailoverDecision, DataLossWindow, FailoverReport, MemberStatus};
 use topology::{DistributedTopologySpec, Observed};
 
 use crate::controller::observe::Observation;
@@ -66,10 +71,10 @@ pub fn named_primary(observed: &Observed) -> Option<String> {
 
 /// The failover decision for `spec`, given the previous `last` report and what is observed.
 /// `previous` are the member lines of the last written status (stale values of members that
-/// cannot be read now).
+/// cannot be read now); `automatic`: the last automatic-failover decision, if any.
 pub fn gate(
     spec: &DistributedTopologySpec,
-    last: Option<&FailoverReport>,
+    (last, automatic): (Option<&FailoverReport>, Option<&AutomaticFailoverDecision>),
     observation: &Observation,
     previous: &[MemberStatus],
     now: Timestamp,
@@ -114,7 +119,27 @@ pub fn gate(
             ..report(from)
         }),
     };
-    if let Some(from) = observed.primary() {
+    // The automatic decision's lost primary, readable again: fenced, it goes ahead; else wait.
+    let lost_again = automatic
+        .filter(|d| d.to == to && request.requested_at.as_deref() == Some(d.request.as_str()))
+        .filter(|d| observed.get(&d.from).is_some_and(|m| m.reachable))
+        .filter(|d| observed.primary().is_none_or(|p| p == d.from));
+    if let Some(d) = lost_again
+        && !observed.get(&d.from).is_some_and(|m| m.status.fenced)
+    {
+        return blocked(
+            reason::BLOCKED,
+            format!(
+                "automatic failover to {to} waits for {from}'s fence: {from} can be read again, but {voters} counted it lost in term {term}, so its agent fences it (cnpg.io/fencedInstances) and no majority accepts its heartbeat; promoting {to} before the fence shows could leave two writable primaries; nothing was changed",
+                from = d.from,
+                voters = d.voters.join(", "),
+                term = d.term
+            ),
+        );
+    }
+    if let Some(from) = observed.primary()
+        && lost_again.is_none()
+    {
         return refuse(
             from,
             format!(
@@ -122,7 +147,10 @@ pub fn gate(
             ),
         );
     }
-    let Some(from) = named_primary(observed) else {
+    let named = lost_again
+        .map(|d| d.from.clone())
+        .or_else(|| named_primary(observed));
+    let Some(from) = named else {
         return blocked(
             reason::BLOCKED,
             format!(
@@ -138,7 +166,7 @@ pub fn gate(
             ),
         );
     }
-    if observed.get(&from).is_some_and(|m| m.reachable) {
+    if observed.get(&from).is_some_and(|m| m.reachable) && lost_again.is_none() {
         return refuse(
             &from,
             format!(

@@ -9,11 +9,13 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use topology::api::{
-    FailoverReport, HISTORY_LIMIT, Hold, MemberStatus, Operation, OperationRecord, Outcome,
+    FailoverReport, HISTORY_LIMIT, Hold, MemberStatus, Operation, OperationHooks, OperationRecord,
+    Outcome,
 };
 use topology::cnpg::Role;
 use topology::conditions::{kind, reason};
-use topology::plan::{Action, Context};
+use topology::plan::{Action, Context, HookEnd, NO_HOOKS, Transition};
+use topology::region_api::Hooks;
 use topology::validate::validate_live;
 use topology::{
     Decision, DistributedTopology, DistributedTopologyStatus, OperationKind, Progress, StepKind,
@@ -23,6 +25,7 @@ use topology::{
 use crate::controller::observe::Observation;
 use conditions::{Facts, Wanted};
 
+pub(super) mod autofailover;
 pub(super) mod conditions;
 mod failover;
 mod fence;
@@ -51,8 +54,12 @@ pub struct Decided {
     pub finished_steps: Vec<(StepKind, Duration)>,
     /// The operation that ended in this reconcile, with its total duration.
     pub finished_operation: Option<(Outcome, Duration)>,
+    /// Hooks that ended in this reconcile: phase, ok, duration.
+    pub finished_hooks: Vec<(&'static str, bool, Duration)>,
     /// A timer: re-check after this long even if nothing changes (a deadline or a retry).
     pub requeue_after: Option<Duration>,
+    /// An automatic failover to start once `status` (which records it) is written.
+    pub auto_start: Option<autofailover::AutoStart>,
     /// What the conditions were computed from, to recompute them after [`refuse`].
     facts: Facts,
 }
@@ -133,7 +140,13 @@ fn decide_status(topo: &DistributedTopology, observation: &Observation, now: Tim
                 let gate = match status.operation {
                     None if !deleting => failover::gate(
                         spec,
-                        status.last_failover.as_ref(),
+                        (
+                            status.last_failover.as_ref(),
+                            status
+                                .automatic_failover
+                                .as_ref()
+                                .and_then(|a| a.last_decision.as_ref()),
+                        ),
                         observation,
                         &previous.members,
                         now,
@@ -161,14 +174,9 @@ fn decide_status(topo: &DistributedTopology, observation: &Observation, now: Tim
                 if start.is_none()
                     && blocked.is_none()
                     && status.operation.is_none()
-                    && let Some(message) = rolled_back_already(&status, generation, &spec.primary)
+                    && let Some((why, message)) = not_retried(&status, generation, &spec.primary)
                 {
-                    blocked = Some(Wanted::new(
-                        kind::READY,
-                        false,
-                        reason::ROLLED_BACK,
-                        message,
-                    ));
+                    blocked = Some(Wanted::new(kind::READY, false, why, message));
                 }
                 let start = match start {
                     Some(report) => Start::Failover(Box::new(report)),
@@ -178,6 +186,7 @@ fn decide_status(topo: &DistributedTopology, observation: &Observation, now: Tim
                 if blocked.is_none() {
                     drive(
                         &topology,
+                        &spec.hooks,
                         generation,
                         &mut status,
                         observation,
@@ -195,6 +204,25 @@ fn decide_status(topo: &DistributedTopology, observation: &Observation, now: Tim
         }
     }
     let mut wanted = conditions::wanted(&status, &facts);
+    if !deleting {
+        let automatic = autofailover::evaluate(
+            spec,
+            &mut status,
+            &previous.conditions,
+            observation.votes.as_ref(),
+            topo.metadata.namespace.as_deref().unwrap_or_default(),
+            topo.metadata.name.as_deref().unwrap_or_default(),
+            now,
+        );
+        if let Some(condition) = automatic.condition {
+            out.events
+                .extend(autofailover::announce(&condition, &previous.conditions));
+            wanted.push(condition);
+        }
+        out.events.extend(automatic.notes);
+        out.requeue_after = rotation::sooner(out.requeue_after, automatic.requeue_after);
+        out.auto_start = automatic.start;
+    }
     // One Warning Event when a member starts refusing the credential (not one per reconcile).
     if let Some(degraded) = wanted
         .iter()
@@ -363,32 +391,58 @@ fn reason_for(kind: OperationKind, what: &str) -> String {
 }
 
 /// When the last operation was a switchover to `desired` for this `generation` that rolled
-/// back and the primary is still elsewhere: why nothing starts, and how to retry.
-fn rolled_back_already(
+/// back, or that a hook before the demotion aborted, and the primary is still elsewhere: the
+/// condition reason, why nothing starts, and how to retry.
+fn not_retried(
     status: &DistributedTopologyStatus,
     generation: Option<i64>,
     desired: &str,
-) -> Option<String> {
+) -> Option<(&'static str, String)> {
     let last = status.history.last()?;
     let this_spec = last
         .id
         .starts_with(&format!("{}-", generation.unwrap_or_default()));
-    (this_spec
-        && last.outcome == Some(Outcome::RolledBack)
-        && last.to == desired
-        && status.observed_primary.as_deref() != Some(desired))
-    .then(|| {
-        format!(
-            "switchover {} rolled back to {}; it is not retried for the same spec. Once the \
-                 cause is fixed, set spec.primary to {} and then to {} again to retry",
-            last.id, last.from, last.from, desired
-        )
-    })
+    if !this_spec || last.to != desired || status.observed_primary.as_deref() == Some(desired) {
+        return None;
+    }
+    let retry = format!(
+        "it is not retried for the same spec. Once the cause is fixed, set spec.primary to {} \
+         and then to {} again to retry",
+        last.from, desired
+    );
+    match last.outcome? {
+        Outcome::RolledBack => Some((
+            reason::ROLLED_BACK,
+            format!(
+                "switchover {} rolled back to {}; {retry}",
+                last.id, last.from
+            ),
+        )),
+        Outcome::Aborted => {
+            let failed = last
+                .hook_runs
+                .iter()
+                .rfind(|r| !r.ok)
+                .map(|r| format!("hook {} failed: {}", r.hook, r.detail))
+                .unwrap_or_else(|| "a hook before the demotion failed".into());
+            Some((
+                reason::HOOK_FAILED,
+                format!(
+                    "switchover {} was aborted before the demotion ({failed}); {} is still \
+                     primary; {retry}",
+                    last.id, last.from
+                ),
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// Starts, advances, holds or finishes the operation in `status`.
+#[allow(clippy::too_many_arguments)]
 fn drive(
     topology: &Topology,
+    hooks: &Hooks,
     generation: Option<i64>,
     status: &mut DistributedTopologyStatus,
     observation: &Observation,
@@ -404,12 +458,17 @@ fn drive(
         (None, Start::Failover(mut report)) => {
             let (from, to) = (report.from.clone(), report.to.clone());
             let id = format!("{}-{from}-to-{to}", generation.unwrap_or_default());
+            let old = if observation.observed.get(&from).is_some_and(|m| m.reachable) {
+                "is fenced (it takes no write) and is made a replica first"
+            } else {
+                "cannot be read"
+            };
             out.note(
                 true,
                 "FailoverStarted",
                 "Start",
                 format!(
-                    "failover {id}: {from} cannot be read; promoting {to} WITHOUT a demotion token (spec.failover.acceptDataLoss). {}",
+                    "failover {id}: {from} {old}; promoting {to} WITHOUT a demotion token (spec.failover.acceptDataLoss). {}",
                     report
                         .data_loss
                         .as_ref()
@@ -436,14 +495,20 @@ fn drive(
                 "Start",
                 format!("switchover {id}: {from} → {to}"),
             );
-            Operation::new(id, OperationKind::Switchover, from, to, now)
+            let mut op = Operation::new(id, OperationKind::Switchover, from, to, now);
+            // The hooks as they are now: an edit mid-switchover does not change what it runs.
+            op.hooks = (!hooks.is_empty()).then(|| OperationHooks {
+                declared: hooks.clone(),
+                ..OperationHooks::default()
+            });
+            op
         }
     };
     let kind = op.kind;
 
-    // spec.primary moved on before this operation touched any member: drop it; the next
-    // reconcile starts the one now asked for.
-    if op.to != to && op.step == StepKind::Validate {
+    // spec.primary moved on before this operation touched any member (its hooks before the
+    // demotion may have run): drop it; the next reconcile starts the one now asked for.
+    if op.to != to && matches!(op.step, StepKind::Validate | StepKind::HooksBeforeDemotion) {
         out.note(
             false,
             reason_for(kind, "Abandoned"),
@@ -457,10 +522,24 @@ fn drive(
         return;
     }
 
-    let ctx = Context { topology, now };
+    let declared = op.hooks.as_ref().map(|h| h.declared.clone());
+    let ctx = Context {
+        topology,
+        now,
+        hooks: declared.as_ref().unwrap_or(&NO_HOOKS),
+        hook: observation.hook.as_ref(),
+    };
     for _ in 0..MAX_TRANSITIONS {
         let progress = Progress::from_operation(&op);
         let mut decision = next_step(observed, &progress, &ctx);
+        if let Decision::HookEnded(end) = decision {
+            hook_ended(&mut op, &end, now, out);
+            decision = Decision::Advance(Transition {
+                next: end.next,
+                token: None,
+                rollback: false,
+            });
+        }
         if matches!(decision, Decision::Wait(_))
             && failover_left_only_the_old_primary(&op, observation)
         {
@@ -516,6 +595,8 @@ fn drive(
                 );
                 op.record(&transition, member, now);
             }
+            // Turned into the transition it names above.
+            Decision::HookEnded(_) => break,
             Decision::Act(action) => {
                 if let Some(current) = op.steps.last_mut() {
                     current.member = Some(action.member.clone());
@@ -547,8 +628,10 @@ fn drive(
                     Outcome::Succeeded => (reason_for(kind, "Succeeded"), false),
                     Outcome::RolledBack => (reason_for(kind, "RolledBack"), true),
                     Outcome::Abandoned => (reason_for(kind, "Abandoned"), false),
+                    Outcome::Aborted => (reason_for(kind, "Aborted"), true),
                 };
-                let primary = if op.rolled_back { &op.from } else { &op.to };
+                let stayed = op.rolled_back || outcome == Outcome::Aborted;
+                let primary = if stayed { &op.from } else { &op.to };
                 let aftermath = match kind {
                     OperationKind::Failover => format!(
                         "; {} is fenced as soon as it can be read and must be re-cloned. {}",
@@ -578,6 +661,45 @@ fn drive(
         }
     }
     status.operation = Some(op);
+}
+
+/// The running hook of `op` ended: its run recorded, a metric and an Event (a Warning when it
+/// failed, saying what follows).
+fn hook_ended(op: &mut Operation, end: &HookEnd, now: Timestamp, out: &mut Decided) {
+    if let Some((phase, _, hook)) = op.running_hook() {
+        let took = op
+            .steps
+            .last()
+            .map(|s| elapsed(&s.started_at, now))
+            .unwrap_or_default();
+        let follows = match (end.ok, op.step) {
+            (true, _) => "",
+            (false, StepKind::HooksBeforeDemotion) => {
+                "; nothing was demoted: the switchover ends Aborted and the primary stays"
+            }
+            (false, _) => "; the switchover goes on with the next hook",
+        };
+        out.note(
+            !end.ok,
+            if end.ok {
+                "HookSucceeded"
+            } else {
+                "HookFailed"
+            },
+            "Hook",
+            format!(
+                "{} {}: hook {phase}/{} {} after {:.1}s: {}{follows}",
+                op.kind,
+                op.id,
+                hook.name,
+                if end.ok { "done" } else { "failed" },
+                took.as_secs_f64(),
+                end.detail
+            ),
+        );
+        out.finished_hooks.push((phase, end.ok, took));
+    }
+    op.end_hook(end.ok, end.detail.clone(), now);
 }
 
 /// Holds `op` with `hold`; announced once per distinct hold.
@@ -611,11 +733,17 @@ fn member_of(step: StepKind, progress: &Progress) -> Option<String> {
             Some(progress.loser().to_owned())
         }
         StepKind::CheckToken
+        | StepKind::AwaitReplay
         | StepKind::Promote
         | StepKind::AwaitPromotion
         | StepKind::ClearToken => Some(progress.target().to_owned()),
         StepKind::RollbackTarget => Some(progress.to.clone()),
-        StepKind::Validate | StepKind::Bookkeeping | StepKind::Done => None,
+        // A hook step's record names its hook (`Operation::record`).
+        StepKind::Validate
+        | StepKind::HooksBeforeDemotion
+        | StepKind::HooksAfterPromotion
+        | StepKind::Bookkeeping
+        | StepKind::Done => None,
     }
 }
 

@@ -13,6 +13,7 @@ use topology::{
     DistributedTopology, DistributedTopologyStatus, Observed, OperationKind, StepKind, Topology,
 };
 
+use super::autofailover::AutoStart;
 use super::rotation::{self, Start, sooner};
 use super::{Note, decide_status, refuse, stop_for_deletion};
 use crate::controller::ledger::{SETTLE, View, Write};
@@ -49,6 +50,8 @@ pub enum Effect {
     /// decided status (its rotations are counted): metrics.
     Finished {
         steps: Vec<(StepKind, Duration)>,
+        /// Hooks that ended: phase, ok, duration.
+        hooks: Vec<(&'static str, bool, Duration)>,
         operation: Option<(Outcome, Duration)>,
         decided: Box<DistributedTopologyStatus>,
     },
@@ -64,6 +67,9 @@ pub enum Effect {
     /// `spec.primary` set for a due rotation, on the version the status write just returned;
     /// the reconcile ends there (the spec change comes back through the watch).
     StartRotation(Start),
+    /// `spec.primary` and `spec.failover` set for an automatic failover the status write just
+    /// recorded (the explicit failover path takes it from there); the reconcile ends there.
+    StartFailover(AutoStart),
     /// The patch decided again is the one the member accepted, and its watch has not shown it
     /// yet: not sent (the reconcile comes back after `SETTLE` at the latest).
     Withheld(Action),
@@ -209,13 +215,20 @@ pub fn decide(input: &Input<'_>, refused: Option<&str>) -> Plan {
     // The status is written before any side effect (also when unchanged, if a patch follows:
     // the precondition proves the step log we act on is current). Inside a running operation a
     // change with no patch after it may be held (`ledger.rs`).
-    let patch_follows = decided.effect.is_some() || rotation.start.is_some();
+    let auto_start = decided.auto_start.take();
+    let patch_follows =
+        decided.effect.is_some() || rotation.start.is_some() || auto_start.is_some();
+    // A hook runs only once the step log on the hub names it: entering one is written at once.
+    let hook_follows = running_hook(&decided.status).is_some()
+        && running_hook(&decided.status) != stored.status.as_ref().and_then(running_hook);
     let write = if release && decided.finished_operation.is_none() {
         // The object goes with this reconcile: only an operation it ended is worth recording
         // (the Events are what remains); a member's news would be one more hub write for nothing.
         Write::Nothing
     } else {
-        input.ledger.write(stored, &decided.status, patch_follows)
+        input
+            .ledger
+            .write(stored, &decided.status, patch_follows || hook_follows)
     };
     if let Write::Later(held) = &write {
         requeue_after = sooner(requeue_after, Some(held.after));
@@ -223,6 +236,7 @@ pub fn decide(input: &Input<'_>, refused: Option<&str>) -> Plan {
     effects.push(Effect::Status(write));
     effects.push(Effect::Finished {
         steps: decided.finished_steps,
+        hooks: decided.finished_hooks,
         operation: decided.finished_operation,
         decided: Box::new(decided.status.clone()),
     });
@@ -239,6 +253,9 @@ pub fn decide(input: &Input<'_>, refused: Option<&str>) -> Plan {
 
     if release {
         effects.push(Effect::Release);
+        requeue_after = None;
+    } else if let Some(start) = auto_start.filter(|_| decided.effect.is_none()) {
+        effects.push(Effect::StartFailover(start));
         requeue_after = None;
     } else if let Some(start) = rotation.start {
         effects.push(Effect::StartRotation(start));
@@ -291,6 +308,13 @@ fn trials(topology: &Topology, observed: &Observed) -> Result<Vec<Action>, Strin
             })
         })
         .collect())
+}
+
+/// The running operation's hook step and hook index, while it runs a hook.
+fn running_hook(status: &DistributedTopologyStatus) -> Option<(StepKind, u32)> {
+    let op = status.operation.as_ref()?;
+    let index = op.hooks.as_ref()?.running?;
+    op.step.is_hooks().then_some((op.step, index))
 }
 
 /// The Cluster that topology member `name` stands for.

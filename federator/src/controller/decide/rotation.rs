@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use policies::rotation::{
     MemberFacts, RotationDecision, RotationErrors, RotationFacts, RotationHistory, RotationInput,
-    ValidatedRotation,
+    RotationPolicy, ValidatedRotation,
 };
 use topology::DistributedTopologyStatus;
 use topology::api::{
@@ -96,8 +96,73 @@ pub fn evaluate(
     };
     let now = whole_second(now);
     let policy = spec.rotation.as_ref().expect("validated above");
+    let order = member_order(spec);
+    let order: Vec<&str> = order.iter().map(String::as_str).collect();
+    let facts = facts(spec, observation, status);
+    let step = schedule_step(
+        policy,
+        &rotation,
+        status.rotation.take(),
+        &spec.primary,
+        &order,
+        &facts,
+        now,
+    );
+    match &step.decision {
+        RotationDecision::Rotate { target, .. } => {
+            out.start = Some(Start {
+                from: spec.primary.clone(),
+                to: target.clone(),
+                note: Note {
+                    warning: false,
+                    reason: "RotationStarted".into(),
+                    action: "Rotate",
+                    message: step.decided.message.clone(),
+                },
+            });
+        }
+        RotationDecision::Skip { .. } => {
+            out.events.push(note("RotationSkipped", &step.decided));
+        }
+        RotationDecision::Hold { .. } if step.changed => {
+            out.events.push(note("RotationHeld", &step.decided));
+        }
+        RotationDecision::Hold { .. } | RotationDecision::Wait { .. } => {}
+    }
+    out.requeue_after = step.requeue_after;
+    status.rotation = Some(step.record);
+    out
+}
+
+/// One evaluation of a schedule and its bookkeeping, shared by a topology's `spec.rotation` and
+/// a `RegionRotation` (whose "members" are regions).
+pub(crate) struct ScheduleStep {
+    /// The bookkeeping to write: the scheduled time handled, the last rotation or skip, the
+    /// latest decision, the next rotation time.
+    pub record: RotationStatus,
+    pub decision: RotationDecision,
+    /// The decision as recorded (its message names a topology's `spec.primary`; a region
+    /// rotation words its own).
+    pub decided: RotationDecisionRecord,
+    /// The decision differs from the last one recorded (announce it).
+    pub changed: bool,
+    /// Evaluate again after this long, if time alone can change the decision.
+    pub requeue_after: Option<Duration>,
+}
+
+/// Evaluates `rotation` at `now` (whole seconds) for `primary` among `order`, on top of the
+/// bookkeeping `previous` (started over when the schedule or time zone changed). Pure.
+pub(crate) fn schedule_step(
+    policy: &RotationPolicy,
+    rotation: &ValidatedRotation,
+    previous: Option<RotationStatus>,
+    primary: &str,
+    order: &[&str],
+    facts: &RotationFacts,
+    now: Timestamp,
+) -> ScheduleStep {
     let digest = digest(&policy.schedule, &policy.time_zone);
-    let mut record = match status.rotation.take() {
+    let mut record = match previous {
         Some(previous) if previous.schedule_digest == digest => previous,
         previous => RotationStatus {
             schedule_digest: digest,
@@ -109,21 +174,16 @@ pub fn evaluate(
             last_rotation: previous.and_then(|p| p.last_rotation),
         },
     };
-
-    let order = member_order(spec);
-    let order: Vec<&str> = order.iter().map(String::as_str).collect();
-    let facts = facts(spec, observation, status);
     let decision = rotation.decide(&RotationInput {
         now,
         history: RotationHistory {
             last_handled: record.last_schedule_time.as_ref().map(|t| t.0),
             active_since: record.active_since.0,
         },
-        primary: &spec.primary,
-        members: &order,
-        facts: &facts,
+        primary,
+        members: order,
+        facts,
     });
-
     let decided = decision_record(&decision, now);
     let changed = record
         .last_decision
@@ -138,39 +198,30 @@ pub fn evaluate(
             record.last_rotation = Some(RotationRecord {
                 scheduled_for: Time(*scheduled_for),
                 started_at: Time(now),
-                from: spec.primary.clone(),
+                from: primary.to_owned(),
                 to: target.clone(),
-            });
-            out.start = Some(Start {
-                from: spec.primary.clone(),
-                to: target.clone(),
-                note: Note {
-                    warning: false,
-                    reason: "RotationStarted".into(),
-                    action: "Rotate",
-                    message: decided.message.clone(),
-                },
             });
         }
         RotationDecision::Skip { scheduled_for, .. } => {
             record.last_schedule_time = Some(Time(*scheduled_for));
             record.last_skip = Some(decided.clone());
-            out.events.push(note("RotationSkipped", &decided));
-        }
-        RotationDecision::Hold { .. } if changed => {
-            out.events.push(note("RotationHeld", &decided));
         }
         RotationDecision::Hold { .. } | RotationDecision::Wait { .. } => {}
     }
     if changed {
-        record.last_decision = Some(decided);
+        record.last_decision = Some(decided.clone());
     }
     record.next_rotation_time = rotation.next_rotation_after(now).map(Time);
-    out.requeue_after = rotation
+    let requeue_after = rotation
         .recheck_at(&decision, now)
         .map(|at| now.duration_until(at).unsigned_abs().min(MAX_RECHECK));
-    status.rotation = Some(record);
-    out
+    ScheduleStep {
+        record,
+        decision,
+        decided,
+        changed,
+        requeue_after,
+    }
 }
 
 /// The earlier of two optional timers.
@@ -307,7 +358,7 @@ fn note(reason: &str, record: &RotationDecisionRecord) -> Note {
 
 /// `metav1.Time` holds whole seconds on the wire; recording the same in memory keeps the status
 /// we compare against the one we read back.
-fn whole_second(t: Timestamp) -> Timestamp {
+pub(crate) fn whole_second(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 

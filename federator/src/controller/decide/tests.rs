@@ -41,6 +41,8 @@ pub(crate) struct Sim {
     patches: Vec<(StepKind, String)>,
     /// Members whose API server cannot be read.
     down: BTreeSet<String>,
+    /// The automatic-failover vote round each reconcile sees.
+    votes: Option<super::autofailover::Votes>,
 }
 
 fn member(name: &str) -> Member {
@@ -98,6 +100,8 @@ impl Sim {
             policies: policies::load_defaults().unwrap(),
             rotation: None,
             failover: None,
+            automatic_failover: None,
+            hooks: Default::default(),
         };
         let mut topo = DistributedTopology::new("pg", spec);
         topo.metadata = ObjectMeta {
@@ -121,6 +125,7 @@ impl Sim {
             faults: Faults::default(),
             patches: Vec::new(),
             down: BTreeSet::new(),
+            votes: None,
         }
     }
 
@@ -147,7 +152,8 @@ impl Sim {
     }
 
     fn decide(&mut self) -> Decided {
-        let observation = observe(&self.pool(), &self.topo.spec.members);
+        let mut observation = observe(&self.pool(), &self.topo.spec.members);
+        observation.votes.clone_from(&self.votes);
         let decided = decide_status(&self.topo, &observation, self.now);
         // As if the status write succeeded.
         self.topo.status = Some(decided.status.clone());
@@ -760,4 +766,266 @@ fn a_target_that_cannot_be_read_holds_the_switchover_with_the_cause_then_it_resu
         Some(Outcome::Succeeded)
     );
     assert_eq!(sim.condition(kind::READY).status, "True");
+}
+
+#[test]
+fn a_refused_automatic_failover_policy_says_why_and_failover_stays_manual() {
+    let mut sim = Sim::ring(&["a", "b"]);
+    // Two members in one Kubernetes cluster and a detection time the timing rule refuses.
+    sim.topo.spec.members[1].cluster = "k8s-a".into();
+    sim.topo.spec.automatic_failover = Some(
+        serde_json::from_value(json!({"dataLossBudget": "16Mi", "detectionTime": "5s"})).unwrap(),
+    );
+    let decided = sim.run(3);
+    assert!(decided.effect.is_none() && sim.patches.is_empty());
+    let auto = sim.condition(kind::AUTOMATIC_FAILOVER);
+    assert_eq!(
+        (auto.status.as_str(), auto.reason.as_str()),
+        ("False", reason::POLICY_REFUSED)
+    );
+    assert_eq!(auto.observed_generation, Some(1));
+    for want in [
+        "failover stays manual",
+        "at least 3 failure domains",
+        "spec.automaticFailover.detectionTime (5s) is too short",
+        "raise detectionTime to at least",
+    ] {
+        assert!(
+            auto.message.contains(want),
+            "{want:?} not in {}",
+            auto.message
+        );
+    }
+    // (The shared cluster also breaks this simulation's member reads; with the members in their
+    // own clusters again, only the detection time is refused.) The topology itself keeps
+    // running: Valid and Ready as before.
+    sim.topo.spec.members[1].cluster = "k8s-b".into();
+    sim.run(3);
+    let auto = sim.condition(kind::AUTOMATIC_FAILOVER);
+    assert_eq!(auto.reason, reason::POLICY_REFUSED);
+    assert!(
+        !auto.message.contains("failure domains"),
+        "{}",
+        auto.message
+    );
+    assert_eq!(sim.condition(kind::VALID).status, "True");
+    assert_eq!(sim.condition(kind::READY).status, "True");
+
+    // Fixed: armed, with the margins it guarantees; removed: Disabled.
+    sim.topo.spec.automatic_failover = Some(
+        serde_json::from_value(json!({"dataLossBudget": "16Mi", "detectionTime": "10s"})).unwrap(),
+    );
+    sim.run(2);
+    let auto = sim.condition(kind::AUTOMATIC_FAILOVER);
+    assert_eq!(
+        (auto.status.as_str(), auto.reason.as_str()),
+        ("True", reason::ARMED)
+    );
+    assert!(
+        auto.message.contains("fences itself within 9.0s"),
+        "{}",
+        auto.message
+    );
+    sim.topo.spec.automatic_failover = None;
+    let decided = sim.run(2);
+    let auto = sim.condition(kind::AUTOMATIC_FAILOVER);
+    assert_eq!(
+        (auto.status.as_str(), auto.reason.as_str()),
+        ("False", reason::DISABLED)
+    );
+    assert!(
+        decided
+            .events
+            .iter()
+            .any(|e| !e.warning && e.reason == reason::DISABLED),
+        "{:?}",
+        decided.events
+    );
+}
+
+/// Agents that renewed `age` ago, with their reports; ballots of `lost` voters about `a`.
+fn votes(lost: &[&str], received_b: &str) -> super::autofailover::Votes {
+    use std::time::Duration;
+
+    use topology::autofailover::quorum::Ballot;
+    use topology::autofailover::record::Report;
+    let fresh = |report: Report| crate::autofailover::hub::AgentSeen {
+        report: Some(report),
+        present: true,
+        age: Duration::from_millis(900),
+    };
+    super::autofailover::Votes {
+        ballots: lost
+            .iter()
+            .map(|v| Ballot {
+                voter: (*v).to_owned(),
+                term: 1,
+                lost: true,
+                heartbeat_age: Duration::from_secs(11),
+            })
+            .collect(),
+        agents: [
+            (
+                "a".to_owned(),
+                fresh(Report {
+                    primary: true,
+                    timeline: Some(1),
+                    flushed: Some("0/3000100".into()),
+                    ..Report::default()
+                }),
+            ),
+            (
+                "b".to_owned(),
+                fresh(Report {
+                    received: Some(received_b.into()),
+                    replayed: Some(received_b.into()),
+                    ..Report::default()
+                }),
+            ),
+        ]
+        .into(),
+        store_unreadable: false,
+        probes: Vec::new(),
+    }
+}
+
+#[test]
+fn a_majority_counting_the_primary_lost_promotes_the_replica_through_the_failover_path() {
+    let mut sim = Sim::ring(&["a", "b"]);
+    sim.topo.spec.automatic_failover =
+        Some(serde_json::from_value(json!({"dataLossBudget": "1Ki"})).unwrap());
+    sim.votes = Some(votes(&[], "0/3000100"));
+    let decided = sim.run(3);
+    assert!(decided.effect.is_none() && decided.auto_start.is_none());
+    let auto = sim
+        .topo
+        .status
+        .as_ref()
+        .unwrap()
+        .automatic_failover
+        .clone()
+        .unwrap();
+    assert_eq!((auto.term, auto.primary.as_str()), (1, "a"));
+    assert_eq!(
+        sim.condition(kind::AUTOMATIC_FAILOVER).reason,
+        reason::ARMED
+    );
+
+    // a's region is cut off. The hub alone counts it lost: no majority, nothing happens.
+    sim.down.insert("a".into());
+    sim.votes = Some(votes(&["hub:"], "0/3000000"));
+    let decided = sim.run(3);
+    assert!(decided.auto_start.is_none() && sim.patches.is_empty());
+
+    // b too, but b is further behind than the budget: refused, with the reason, nothing done.
+    sim.votes = Some(votes(&["hub:", "b"], "0/2000000"));
+    let decided = sim.run(3);
+    assert!(decided.auto_start.is_none() && sim.patches.is_empty());
+    let auto = sim.condition(kind::AUTOMATIC_FAILOVER);
+    assert_eq!(
+        (auto.status.as_str(), auto.reason.as_str()),
+        ("False", "NoEligibleReplica")
+    );
+    assert!(
+        auto.message.contains("more than the budget of 1024"),
+        "{}",
+        auto.message
+    );
+
+    // Within the budget: decided, recorded (term 2, primary b) before spec is set.
+    sim.votes = Some(votes(&["hub:", "b"], "0/3000000"));
+    let decided = sim.decide();
+    let start = decided.auto_start.clone().expect("an automatic failover");
+    assert_eq!(
+        (start.to.as_str(), start.requested_at.as_str()),
+        ("b", "automatic-term-1")
+    );
+    assert!(
+        start.note.message.contains("256 bytes of WAL behind"),
+        "{}",
+        start.note.message
+    );
+    let auto = decided.status.automatic_failover.clone().unwrap();
+    assert_eq!((auto.term, auto.primary.as_str()), (2, "b"));
+    assert_eq!(auto.last_decision.as_ref().unwrap().voters, ["hub:", "b"]);
+    // Until the spec change lands, every reconcile asks for it again; never for a.
+    let again = sim.decide();
+    assert_eq!(again.auto_start.map(|s| s.to), Some("b".to_owned()));
+
+    // The controller's spec patch: the explicit failover path promotes b without a token.
+    sim.request_failover("b", true, "automatic-term-1");
+    sim.votes = None;
+    sim.run(20);
+    assert_eq!(sim.clusters["b"].role(), Role::Primary);
+    assert_eq!(sim.patches, [(StepKind::Promote, "b".to_owned())]);
+    let status = sim.topo.status.clone().unwrap();
+    assert_eq!(
+        status
+            .last_failover
+            .unwrap()
+            .request
+            .requested_at
+            .as_deref(),
+        Some("automatic-term-1")
+    );
+    assert_eq!(status.fenced_members[0].name, "a");
+    // The term stays b's; a coming back is fenced (the very next patch) and never becomes the
+    // term's primary again.
+    sim.down.clear();
+    let fence = sim.decide().effect.expect("a fence patch");
+    assert_eq!(fence.member, "a");
+    sim.patch(fence.step, "a", &fence.patch);
+    assert_eq!(sim.primaries_by_spec(), 1);
+    sim.run(5);
+    let auto = sim.topo.status.clone().unwrap().automatic_failover.unwrap();
+    assert_eq!((auto.term, auto.primary.as_str()), (2, "b"));
+}
+
+#[test]
+fn an_automatic_failovers_lost_primary_readable_again_is_failed_over_once_fenced() {
+    let mut sim = Sim::ring(&["a", "b"]);
+    sim.topo.spec.automatic_failover =
+        Some(serde_json::from_value(json!({"dataLossBudget": "Any"})).unwrap());
+    sim.votes = Some(votes(&[], "0/3000100"));
+    sim.run(3);
+    // a's region is cut off; a majority counts it lost: decided, and the spec change lands.
+    sim.down.insert("a".into());
+    sim.votes = Some(votes(&["hub:", "b"], "0/3000100"));
+    let start = sim.decide().auto_start.expect("an automatic failover");
+    sim.request_failover(&start.to, true, &start.requested_at);
+    sim.votes = None;
+    // ... but a's link heals before the gate: a can be read, still primary by spec, not fenced
+    // yet. Nothing is promoted and the request stays (it is not refused).
+    sim.down.clear();
+    let decided = sim.run(3);
+    assert!(decided.effect.is_none() && sim.patches.is_empty());
+    let ready = sim.ready();
+    assert_eq!(ready.reason, super::failover::reason::BLOCKED, "{ready:?}");
+    assert!(ready.message.contains("waits for a's fence"), "{ready:?}");
+    assert!(sim.topo.status.as_ref().unwrap().last_failover.is_none());
+    // Its agent fences it (CNPG's fencing of every instance): a is made a replica of b by spec
+    // first, then b is promoted without a token. Never two primaries by spec (Sim::run).
+    sim.cluster_mut("a").metadata.annotations = Some(BTreeMap::from([(
+        "cnpg.io/fencedInstances".to_owned(),
+        r#"["*"]"#.to_owned(),
+    )]));
+    sim.run(20);
+    assert_eq!(
+        sim.patches,
+        [
+            (StepKind::Demote, "a".to_owned()),
+            (StepKind::Promote, "b".to_owned())
+        ]
+    );
+    assert_eq!(sim.clusters["b"].role(), Role::Primary);
+    assert_eq!(sim.clusters["a"].role(), Role::Replica);
+    let status = sim.topo.status.clone().unwrap();
+    assert_eq!(status.observed_primary.as_deref(), Some("b"));
+    assert_eq!(status.last_failover.unwrap().refused, None);
+
+    // The explicit gate is unchanged: a manual request while the primary (b) can be read is
+    // refused, fenced or not.
+    sim.request_failover("a", true, "by-hand");
+    sim.run(3);
+    assert_eq!(sim.ready().reason, super::failover::reason::REFUSED);
 }

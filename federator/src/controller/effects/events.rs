@@ -40,6 +40,32 @@ struct Batch {
     during_operation: bool,
 }
 
+/// One Event on `object`, best effort (for the drill and region switch controllers): one that
+/// cannot be written is logged and never fails the caller. The note is cut to 1000 characters.
+pub async fn publish_best_effort<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    object: &K,
+    action: &str,
+    warning: bool,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, action, "publishing an Event");
+    }
+}
+
 /// Publishes Events as `federator` (with the controller's identity as instance).
 #[derive(Clone)]
 pub struct Events {

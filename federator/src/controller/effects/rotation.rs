@@ -5,6 +5,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use topology::DistributedTopology;
 
+use crate::controller::decide::autofailover::AutoStart;
 use crate::controller::decide::rotation::Start;
 use crate::controller::error::{Error, Result};
 
@@ -16,6 +17,55 @@ pub const FIELD_MANAGER: &str = "federator-rotation";
 /// resourceVersion of the status write that recorded it: if anyone changed the topology in
 /// between, nothing is patched (and the scheduled time stays handled: never started twice).
 pub async fn start(hub: &Client, written: &DistributedTopology, start: &Start) -> Result<()> {
+    let spec = serde_json::json!({"primary": start.to});
+    patch_spec(hub, written, FIELD_MANAGER, spec)
+        .await
+        .map_err(|source| Error::StartRotation {
+            topology: key(written),
+            to: start.to.clone(),
+            source,
+        })
+}
+
+/// The field manager of the `spec.primary` + `spec.failover` patch of an automatic failover.
+pub const FAILOVER_FIELD_MANAGER: &str = "federator-autofailover";
+
+/// Sets `spec.primary` and `spec.failover` (`acceptDataLoss: true`) for an automatic failover,
+/// on the version of the status write that recorded the decision (a 409 leaves the decision in
+/// status: the next reconcile sets it again).
+pub async fn start_failover(
+    hub: &Client,
+    written: &DistributedTopology,
+    start: &AutoStart,
+) -> Result<()> {
+    let spec = serde_json::json!({
+        "primary": start.to,
+        "failover": {"to": start.to, "acceptDataLoss": true, "requestedAt": start.requested_at},
+    });
+    patch_spec(hub, written, FAILOVER_FIELD_MANAGER, spec)
+        .await
+        .map_err(|source| Error::StartFailover {
+            topology: key(written),
+            to: start.to.clone(),
+            source,
+        })
+}
+
+fn key(written: &DistributedTopology) -> String {
+    format!(
+        "{}/{}",
+        written.metadata.namespace.as_deref().unwrap_or_default(),
+        written.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// A merge patch of the topology's own `spec`, preconditioned on `written`'s resourceVersion.
+async fn patch_spec(
+    hub: &Client,
+    written: &DistributedTopology,
+    manager: &str,
+    spec: serde_json::Value,
+) -> Result<(), kube::Error> {
     let name = written.metadata.name.clone().unwrap_or_default();
     let api: Api<DistributedTopology> = Api::namespaced(
         hub.clone(),
@@ -23,21 +73,13 @@ pub async fn start(hub: &Client, written: &DistributedTopology, start: &Start) -
     );
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": written.metadata.resource_version},
-        "spec": {"primary": start.to},
+        "spec": spec,
     });
     let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
+        field_manager: Some(manager.into()),
         ..PatchParams::default()
     };
     api.patch(&name, &params, &Patch::Merge(&patch))
         .await
         .map(|_| ())
-        .map_err(|source| Error::StartRotation {
-            topology: format!(
-                "{}/{name}",
-                written.metadata.namespace.as_deref().unwrap_or_default()
-            ),
-            to: start.to.clone(),
-            source,
-        })
 }

@@ -373,3 +373,50 @@ fn a_held_change_survives_our_own_write_racing_the_watch_but_not_a_foreign_write
     assert_eq!(version(&seen), "12");
     assert!(on_top(&l, &seen).is_none());
 }
+
+#[test]
+fn failed_reconciles_back_off_per_topology_and_a_success_starts_over() {
+    let (_, l) = ledger();
+    let a = plain("1", "a");
+    let mut b = plain("1", "a");
+    b.metadata.uid = Some("uid-2".into());
+    let delays: Vec<Duration> = (1..=8)
+        .map(|n| {
+            let (failures, delay) = l.failed(&a);
+            assert_eq!(failures, n);
+            delay
+        })
+        .collect();
+    for (n, delay) in delays.iter().enumerate() {
+        // RETRY_FIRST doubled per failure, capped, minus at most a quarter.
+        let base = (RETRY_FIRST * (1 << n)).min(RETRY_MAX);
+        assert!(
+            *delay <= base && *delay >= base - base / 4,
+            "failure {}: {delay:?}",
+            n + 1
+        );
+    }
+    assert!(delays[7] > RETRY_MAX / 2, "{delays:?}");
+    // Another topology is not slowed by this one's failures.
+    let (failures, delay) = l.failed(&b);
+    assert_eq!(failures, 1);
+    assert!(delay <= RETRY_FIRST, "{delay:?}");
+    // One reconcile that did not fail: the next failure is a first one again.
+    l.reconciled(&a);
+    assert_eq!(l.failed(&a).0, 1);
+}
+
+#[test]
+fn topologies_failing_together_spread_their_retries() {
+    let (_, l) = ledger();
+    let mut delays: Vec<Duration> = (0..50)
+        .map(|i| {
+            let mut t = plain("1", "a");
+            t.metadata.uid = Some(format!("uid-{i}"));
+            l.failed(&t).1
+        })
+        .collect();
+    delays.sort();
+    delays.dedup();
+    assert!(delays.len() > 25, "{delays:?}");
+}

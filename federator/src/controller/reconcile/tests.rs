@@ -139,6 +139,7 @@ impl World {
             credentials: None,
             clock: Arc::new(At(now)),
             ledger: Ledger::new(clock.clone()),
+            voters: crate::autofailover::hub::HubVoters::default(),
         });
         World {
             sim,

@@ -10,9 +10,6 @@ use kube::runtime::controller::Action;
 /// than a hair before it (which would just schedule another wake-up).
 const MARGIN: Duration = Duration::from_millis(20);
 
-/// Retry delay after a failed reconcile (a member patch or a status write that failed).
-pub const RETRY: Duration = Duration::from_secs(2);
-
 /// The kube-runtime action for a reconcile that wants to be re-run after `after` (or only on change).
 pub fn action(after: Option<Duration>) -> Action {
     match after {

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use kube::runtime::reflector::Store;
@@ -12,6 +13,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use topology::api::{DistributedTopologyStatus, Outcome, RotationStatus};
@@ -33,6 +35,14 @@ struct StepLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabel {
+    /// `beforeDemotion` or `afterPromotion`.
+    phase: String,
+    /// `ok` or `failed` (timed out included).
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ThenLabel {
     then: String,
 }
@@ -40,6 +50,17 @@ struct ThenLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabel {
     error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabel {
+    topology: String,
+    member: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopologyLabel {
+    topology: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +76,7 @@ pub struct Metrics {
     registry: Registry,
     switchover_duration: Family<OutcomeLabel, Histogram>,
     step_duration: Family<StepLabel, Histogram>,
+    hook_duration: Family<HookLabel, Histogram>,
     reaction: Family<StepLabel, Histogram>,
     reaction_pickup: Family<StepLabel, Histogram>,
     status_write: Family<ThenLabel, Histogram>,
@@ -63,6 +85,12 @@ pub struct Metrics {
     rotations: Family<RotationLabel, Counter>,
     drill_runs: Family<OutcomeLabel, Counter>,
     drill_duration: Family<OutcomeLabel, Histogram>,
+    heartbeat_age: Family<MemberLabel, Gauge<f64, AtomicU64>>,
+    fence_time: Family<MemberLabel, Gauge<f64, AtomicU64>>,
+    lost_votes: Family<TopologyLabel, Gauge>,
+    reach_probe: Family<MemberLabel, Gauge<f64, AtomicU64>>,
+    reach_probe_failures: Family<MemberLabel, Counter>,
+    automatic_failovers: Counter,
     /// What the scrape-time metrics read.
     state: StateMetrics,
 }
@@ -95,6 +123,10 @@ impl Metrics {
         let step_duration = Family::<StepLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.05, 2.0, 14))
         });
+        // 50 ms .. ~7 min, as steps: a patch hook is quick, a Job or a scale-up takes minutes.
+        let hook_duration = Family::<HookLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.05, 2.0, 14))
+        });
         // 0.5 ms .. ~3 s in steps of 25%: fine enough for a p99 of a few milliseconds. Plus
         // the target itself as a bound, so that "within the target" is a count, not an
         // interpolation inside a 43–54 ms bucket.
@@ -115,7 +147,48 @@ impl Metrics {
         let drill_duration = Family::<OutcomeLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(30.0, 2.0, 10))
         });
+        let heartbeat_age = Family::<MemberLabel, Gauge<f64, AtomicU64>>::default();
+        let fence_time = Family::<MemberLabel, Gauge<f64, AtomicU64>>::default();
+        let lost_votes = Family::<TopologyLabel, Gauge>::default();
+        let reach_probe = Family::<MemberLabel, Gauge<f64, AtomicU64>>::default();
+        let reach_probe_failures = Family::<MemberLabel, Counter>::default();
+        let automatic_failovers = Counter::default();
         let state = StateMetrics::default();
+        registry.register(
+            "autofailover_heartbeat_age_seconds",
+            "Automatic failover: since the hub last saw each member's agent renew its heartbeat \
+             (topology = namespace/name)",
+            heartbeat_age.clone(),
+        );
+        registry.register(
+            "autofailover_fence_seconds",
+            "Automatic failover: how long the agent's last fence of its own primary took to stop \
+             writes, as the agent reported it",
+            fence_time.clone(),
+        );
+        registry.register(
+            "autofailover_lost_votes",
+            "Automatic failover: voters counting the term's primary lost in the last vote round",
+            lost_votes.clone(),
+        );
+        registry.register(
+            "autofailover_reach_probe_seconds",
+            "Automatic failover: how long the last vote round's probe of the member's region \
+             (GET /version; the term's primary, and a lost primary while its failover runs) \
+             took; its bound when it did not answer",
+            reach_probe.clone(),
+        );
+        registry.register(
+            "autofailover_reach_probe_failures",
+            "Automatic failover: vote rounds whose probe of the member's region got no answer \
+             within its bound (the hub then counts the region unreadable for that round)",
+            reach_probe_failures.clone(),
+        );
+        registry.register(
+            "automatic_failovers",
+            "Automatic failovers this leader started (spec.primary and spec.failover set)",
+            automatic_failovers.clone(),
+        );
         registry.register(
             "switchover_duration_seconds",
             "Duration of finished switchovers, from the start of Validate to Done",
@@ -125,6 +198,12 @@ impl Metrics {
             "switchover_step_duration_seconds",
             "Duration of each finished switchover step",
             step_duration.clone(),
+        );
+        registry.register(
+            "switchover_hook_duration_seconds",
+            "Duration of each hook a switchover ran (a topology's spec.hooks), by phase and \
+             outcome (ok, failed); _count is the number of hook runs",
+            hook_duration.clone(),
         );
         registry.register(
             "reaction_seconds",
@@ -172,6 +251,7 @@ impl Metrics {
             registry,
             switchover_duration,
             step_duration,
+            hook_duration,
             reaction,
             reaction_pickup,
             status_write,
@@ -180,8 +260,55 @@ impl Metrics {
             rotations,
             drill_runs,
             drill_duration,
+            heartbeat_age,
+            fence_time,
+            lost_votes,
+            reach_probe,
+            reach_probe_failures,
+            automatic_failovers,
             state,
         }
+    }
+
+    /// The vote round of `topology` (`namespace/name`): heartbeat ages, fence times, lost votes.
+    pub fn heartbeats(&self, topology: &str, votes: &crate::autofailover::hub::Votes) {
+        for (member, seen) in &votes.agents {
+            let label = MemberLabel {
+                topology: topology.to_owned(),
+                member: member.clone(),
+            };
+            self.heartbeat_age
+                .get_or_create(&label)
+                .set(seen.age.as_secs_f64());
+            if let Some(ms) = seen.report.as_ref().and_then(|r| r.last_fence_ms) {
+                #[allow(clippy::cast_precision_loss)]
+                self.fence_time
+                    .get_or_create(&label)
+                    .set(ms as f64 / 1000.0);
+            }
+        }
+        let lost = votes.ballots.iter().filter(|b| b.lost).count();
+        self.lost_votes
+            .get_or_create(&TopologyLabel {
+                topology: topology.to_owned(),
+            })
+            .set(i64::try_from(lost).unwrap_or(i64::MAX));
+        for probe in &votes.probes {
+            let label = MemberLabel {
+                topology: topology.to_owned(),
+                member: probe.member.clone(),
+            };
+            self.reach_probe
+                .get_or_create(&label)
+                .set(probe.took.as_secs_f64());
+            if probe.failed.is_some() {
+                self.reach_probe_failures.get_or_create(&label).inc();
+            }
+        }
+    }
+
+    pub fn automatic_failover_started(&self) {
+        self.automatic_failovers.inc();
     }
 
     pub fn reconciled(&self) {
@@ -194,6 +321,16 @@ impl Metrics {
                 error: label.to_owned(),
             })
             .inc();
+    }
+
+    /// A hook of a switchover ended (`phase`: `beforeDemotion` or `afterPromotion`).
+    pub fn hook_finished(&self, phase: &str, ok: bool, took: Duration) {
+        self.hook_duration
+            .get_or_create(&HookLabel {
+                phase: phase.to_owned(),
+                outcome: if ok { "ok" } else { "failed" }.to_owned(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     pub fn step_finished(&self, step: StepKind, took: Duration) {
@@ -260,6 +397,11 @@ impl Metrics {
     }
 
     /// Drill state, from the drill controller's watch store.
+    /// Region switch progress, from the region switch controller's store at each scrape.
+    pub fn attach_region_switches(&self, store: Store<topology::region_api::RegionSwitch>) {
+        self.attach(|s| s.region_switches = Some(store));
+    }
+
     pub fn attach_drills(&self, store: Store<DisasterRecoveryDrill>) {
         self.attach(|s| s.drills = Some(store));
     }

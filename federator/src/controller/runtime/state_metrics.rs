@@ -19,6 +19,7 @@ use topology::DistributedTopology;
 use topology::cnpg::Role;
 use topology::conditions::{kind, reason};
 use topology::drill_api::{DisasterRecoveryDrill, DrillPhase};
+use topology::region_api::{RegionSwitch, RegionSwitchPhase, TopologyState};
 
 use crate::controller::Leadership;
 use crate::members::{MemberPool, Reachability};
@@ -30,6 +31,7 @@ pub(super) struct Sources {
     pub members: Option<MemberPool>,
     pub topologies: Option<Store<DistributedTopology>>,
     pub drills: Option<Store<DisasterRecoveryDrill>>,
+    pub region_switches: Option<Store<RegionSwitch>>,
 }
 
 /// The collector registered in the registry; shares [`Sources`] with `Metrics`.
@@ -79,6 +81,19 @@ struct Drill {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SwitchLabel {
+    namespace: String,
+    region_switch: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SwitchState {
+    namespace: String,
+    region_switch: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildInfo {
     version: String,
 }
@@ -86,13 +101,14 @@ struct BuildInfo {
 /// Hold and condition reasons are a fixed set; anything else (a status written by another
 /// version) is reported as `Other`, so a label never takes arbitrary values.
 fn bounded(text: &str) -> String {
-    const CONDITIONS: [&str; 15] = [
+    const CONDITIONS: [&str; 16] = [
         reason::AS_DESIRED,
         reason::VALIDATION_PASSED,
         reason::IDLE,
         reason::IN_PROGRESS,
         reason::MEMBER_UNREACHABLE,
         reason::MEMBER_FORBIDDEN,
+        reason::MEMBER_CREDENTIAL_REFUSED,
         reason::MEMBER_NOT_READY,
         reason::ALL_MEMBERS_HEALTHY,
         reason::SUCCEEDED,
@@ -161,8 +177,74 @@ impl Collector for StateMetrics {
             (Some(store), true) => store.state(),
             _ => Vec::new(),
         };
-        encode_drills(&mut encoder, &drills)
+        encode_drills(&mut encoder, &drills)?;
+        let switches = match (&sources.region_switches, leader) {
+            (Some(store), true) => store.state(),
+            _ => Vec::new(),
+        };
+        encode_region_switches(&mut encoder, &switches)
     }
+}
+
+/// Every state a region switch's topology can be in, as `status.topologies[].state` spells it.
+const TOPOLOGY_STATES: [TopologyState; 9] = [
+    TopologyState::Pending,
+    TopologyState::BeforeDemotion,
+    TopologyState::Switching,
+    TopologyState::AfterPromotion,
+    TopologyState::Moved,
+    TopologyState::Skipped,
+    TopologyState::Held,
+    TopologyState::Failed,
+    TopologyState::Aborted,
+];
+
+fn encode_region_switches(
+    encoder: &mut DescriptorEncoder,
+    switches: &[Arc<RegionSwitch>],
+) -> std::fmt::Result {
+    let label = |rs: &RegionSwitch| SwitchLabel {
+        namespace: rs.namespace().unwrap_or_default(),
+        region_switch: rs.name_any(),
+    };
+    let phase = |rs: &RegionSwitch| rs.status.as_ref().and_then(|s| s.phase);
+    gauges(
+        encoder,
+        "region_switch_running",
+        "1 while the region switch is unfinished (Running, Paused or Holding), 0 once it ended \
+         (Succeeded, Failed, Refused); absent before its first status",
+        switches.iter().filter_map(|rs| {
+            let running = matches!(
+                phase(rs)?,
+                RegionSwitchPhase::Running | RegionSwitchPhase::Paused | RegionSwitchPhase::Holding
+            );
+            Some((label(rs), i64::from(running)))
+        }),
+    )?;
+    gauges(
+        encoder,
+        "region_switch_topologies",
+        "Topologies of the region switch in each state (status.topologies[].state): its \
+         progress, e.g. Moved out of all but Skipped",
+        switches.iter().flat_map(|rs| {
+            let topologies = rs
+                .status
+                .as_ref()
+                .map(|s| s.topologies.clone())
+                .unwrap_or_default();
+            TOPOLOGY_STATES.iter().map(move |state| {
+                let count = topologies.iter().filter(|t| t.state == *state).count();
+                (
+                    SwitchState {
+                        namespace: rs.namespace().unwrap_or_default(),
+                        region_switch: rs.name_any(),
+                        state: format!("{state:?}"),
+                    },
+                    count as i64,
+                )
+            })
+        }),
+    )
 }
 
 fn encode_members(encoder: &mut DescriptorEncoder, pool: &MemberPool) -> std::fmt::Result {

@@ -10,14 +10,14 @@ fn progress(n: usize, concurrency: u32, before: usize, after: usize) -> Progress
                 member: "b".into(),
                 state: EntryState::Pending,
                 warnings: Vec::new(),
+                hooks_before: before,
+                hooks_after: after,
             })
             .collect(),
         concurrency,
         on_hold: OnHold::Stop,
         paused: false,
         abort: false,
-        hooks_before: before,
-        hooks_after: after,
     }
 }
 

@@ -1,0 +1,1544 @@
+#![forbid(unsafe_code)]
+//! Region switches on the lab: every topology whose primary is in eu-central moves to its member
+//! in eu-western through the ordinary switchover, at most `concurrency` at a time, under writers
+//! and two-primaries samplers; a kill -9 of the controller mid-switch and a new one finishes it;
+//! bad requests are refused with the field and the fix, and nothing moves.
+
+use std::time::Duration;
+
+use e2e::harness::controller::{
+    Controller, Load, assert_rows_kept, federator_binary, topology_named, wait_condition_of,
+    wide_timeouts,
+};
+use e2e::harness::testkit::{self, DEADLINE, Member, Pair};
+use e2e::harness::{SharedLab, TestNamespace};
+use e2e::lab::health::wait_for;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+use topology::DistributedTopology;
+use topology::api::Outcome;
+use topology::conditions::kind;
+use topology::region_api::{RegionSwitch, RegionSwitchPhase, TopologyState};
+
+const CENTRAL: &str = "eu-central";
+const WESTERN: &str = "eu-western";
+/// A short Lease, so a replacement controller takes over within seconds of a kill.
+const LEASE: [&str; 2] = ["--lease-seconds", "3"];
+
+fn member(name: String, region: &'static str) -> Member<'static> {
+    Member {
+        name: Box::leak(name.into_boxed_str()),
+        region,
+    }
+}
+
+/// A pair of Clusters, `primary` healthy with `t = {1, 2}` and `replica` following it, and the
+/// topology `name` over them (`primary` primary). Returns `[primary, replica]`.
+async fn pair(
+    lab: &'static SharedLab,
+    ns: &str,
+    hub: &Api<DistributedTopology>,
+    name: &str,
+    primary_region: &'static str,
+    replica_region: &'static str,
+) -> [Member<'static>; 2] {
+    let p = member(format!("{name}-{}", &primary_region[3..4]), primary_region);
+    let r = member(format!("{name}-{}", &replica_region[3..4]), replica_region);
+    let members = [p, r];
+    Pair::create_of(lab, ns, p, r).await;
+    hub.create(
+        &PostParams::default(),
+        &topology_named(
+            name,
+            ns,
+            &members,
+            json!({"star": {}}),
+            p.name,
+            wide_timeouts(),
+        ),
+    )
+    .await
+    .expect("creating the topology");
+    members
+}
+
+/// The lab, a namespace of the test's own (the members' federator Role granted in it), and the
+/// hub's topologies there.
+async fn namespace(test: &str) -> (&'static SharedLab, TestNamespace, Api<DistributedTopology>) {
+    let lab = testkit::lab_with_emulators().await;
+    let ns = TestNamespace::create(test).await;
+    ns.grant_federator().await;
+    let hub = Api::namespaced(lab.admin("hub").await, ns.name());
+    (lab, ns, hub)
+}
+
+async fn region_switch(ns: &str, name: &str) -> Option<RegionSwitch> {
+    let lab = testkit::lab_with_emulators().await;
+    let api: Api<RegionSwitch> = Api::namespaced(lab.admin("hub").await, ns);
+    api.get_opt(name).await.expect("reading the region switch")
+}
+
+/// Waits until the region switch `name` is in one of `phases`; returns it.
+async fn wait_phase(
+    ns: &str,
+    name: &str,
+    phases: &[RegionSwitchPhase],
+    within: Duration,
+) -> RegionSwitch {
+    wait_for(
+        &format!("region switch {name} in {phases:?}"),
+        within,
+        || async move {
+            let rs = region_switch(ns, name).await?;
+            let phase = rs.status.as_ref()?.phase?;
+            phases.contains(&phase).then_some(rs)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits until the region switch `name` ended (or holds); returns it.
+async fn wait_ended(ns: &str, name: &str, within: Duration) -> RegionSwitch {
+    let ended = [
+        RegionSwitchPhase::Succeeded,
+        RegionSwitchPhase::Failed,
+        RegionSwitchPhase::Holding,
+    ];
+    wait_phase(ns, name, &ended, within).await
+}
+
+/// Waits until the region switch `name` ended (or holds), asserts it succeeded; returns it and
+/// its status.
+async fn wait_succeeded(
+    ns: &str,
+    name: &str,
+    within: Duration,
+) -> (RegionSwitch, topology::region_api::RegionSwitchStatus) {
+    let rs = wait_ended(ns, name, within).await;
+    let status = rs.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(RegionSwitchPhase::Succeeded),
+        "{status:#?}"
+    );
+    (rs, status)
+}
+
+/// Creates the region switch `name` with `spec`, waits until it is refused and asserts that its
+/// message says each of `expect` and that nothing was selected (nothing moved); returns it.
+async fn refused_with(
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+    expect: &[&str],
+) -> RegionSwitch {
+    create_switch(ns, name, spec).await;
+    let rs = wait_phase(ns, name, &[RegionSwitchPhase::Refused], DEADLINE).await;
+    let status = rs.status.clone().unwrap_or_default();
+    let message = status.message.clone().unwrap_or_default();
+    for e in expect {
+        assert!(message.contains(e), "{name}: {e:?} not in {message:?}");
+    }
+    assert!(status.topologies.is_empty(), "{name}: {status:#?}");
+    rs
+}
+
+async fn create_switch(ns: &str, name: &str, spec: serde_json::Value) {
+    let lab = testkit::lab_with_emulators().await;
+    let api: Api<RegionSwitch> = Api::namespaced(lab.admin("hub").await, ns);
+    let rs: RegionSwitch = serde_json::from_value(json!({
+        "apiVersion": "federator.dev/v1alpha1",
+        "kind": "RegionSwitch",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))
+    .expect("a valid RegionSwitch");
+    api.create(&PostParams::default(), &rs)
+        .await
+        .expect("creating the region switch");
+}
+
+/// The most topologies that were switching over at the same instant, from the requested and
+/// finished times the region switch recorded.
+fn most_at_once(rs: &RegionSwitch) -> usize {
+    let spans: Vec<(i128, i128)> = rs
+        .status
+        .as_ref()
+        .map(|s| s.topologies.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| {
+            let start = t.requested_at.as_ref()?.0.as_nanosecond();
+            let end = t.finished_at.as_ref()?.0.as_nanosecond();
+            Some((start, end))
+        })
+        .collect();
+    spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_switch_moves_every_primary_in_the_region_and_skips_the_rest() {
+    let (lab, ns, hub) = namespace("region-switch").await;
+    let mut moving = Vec::new();
+    for name in ["db1", "db2", "db3"] {
+        moving.push((
+            name,
+            pair(lab, ns.name(), &hub, name, CENTRAL, WESTERN).await,
+        ));
+    }
+    // Its primary is already in eu-western: skipped, and reported.
+    let other = pair(lab, ns.name(), &hub, "db4", WESTERN, CENTRAL).await;
+    let _controller = Controller::start(lab, ns.name());
+    for name in ["db1", "db2", "db3", "db4"] {
+        wait_condition_of(&hub, name, kind::READY).await;
+    }
+    let loads: Vec<Load> = moving
+        .iter()
+        .map(|(_, members)| Load::start(lab, ns.name(), members, true))
+        .collect();
+
+    let out = tokio::process::Command::new(federator_binary())
+        .args([
+            "region",
+            "switch",
+            "--from",
+            CENTRAL,
+            "--to",
+            WESTERN,
+            "-n",
+            ns.name(),
+            "--concurrency",
+            "2",
+            "--name",
+            "move-west",
+            "--wait",
+            "--timeout",
+            "5m",
+        ])
+        .env("KUBECONFIG", lab.layout.kubeconfig("hub"))
+        .output()
+        .await
+        .expect("running federator region switch");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!(
+        "$ federator region switch …\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "region switch --wait exit code");
+    assert!(stdout.contains("Succeeded: 3/3 moved"), "{stdout}");
+
+    let rs = region_switch(ns.name(), "move-west")
+        .await
+        .expect("the region switch");
+    let status = rs.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(RegionSwitchPhase::Succeeded),
+        "{status:#?}"
+    );
+    let succeeded = status.conditions.iter().find(|c| c.type_ == "Succeeded");
+    assert_eq!(
+        succeeded.map(|c| c.status.as_str()),
+        Some("True"),
+        "{status:#?}"
+    );
+    assert_eq!(
+        succeeded.and_then(|c| c.observed_generation),
+        rs.metadata.generation
+    );
+    let skipped = status
+        .topologies
+        .iter()
+        .find(|t| t.name == "db4")
+        .expect("db4 reported");
+    assert_eq!(skipped.state, TopologyState::Skipped);
+    assert!(
+        skipped
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("is in eu-western, not in eu-central"),
+        "{skipped:?}"
+    );
+    let at_once = most_at_once(&rs);
+    assert!(
+        (1..=2).contains(&at_once),
+        "concurrency 2, but {at_once} switched at once: {status:#?}"
+    );
+
+    for ((name, [a, b]), load) in moving.iter().zip(loads) {
+        let topo = wait_condition_of(&hub, name, kind::READY).await;
+        let st = topo.status.clone().unwrap_or_default();
+        assert_eq!(topo.spec.primary, b.name);
+        assert_eq!(st.observed_primary.as_deref(), Some(b.name), "{name}");
+        let entry = status
+            .topologies
+            .iter()
+            .find(|t| t.name == *name)
+            .expect("entry");
+        assert_eq!(entry.state, TopologyState::Moved, "{entry:?}");
+        assert_eq!((entry.from.as_str(), entry.to.as_str()), (a.name, b.name));
+        // Exactly one switchover, the one the region switch recorded, and it succeeded.
+        let ops: Vec<_> = st
+            .history
+            .iter()
+            .filter(|o| o.from == a.name && o.to == b.name)
+            .collect();
+        assert_eq!(ops.len(), 1, "{name}: {:#?}", st.history);
+        assert_eq!(entry.operation.as_deref(), Some(ops[0].id.as_str()));
+        assert_eq!(ops[0].outcome, Some(Outcome::Succeeded));
+        let acked = load.finish().await;
+        assert_rows_kept(lab, ns.name(), *b, &acked).await;
+    }
+    let db4 = hub.get("db4").await.expect("db4");
+    assert_eq!(
+        db4.spec.primary, other[0].name,
+        "a skipped topology is not touched"
+    );
+    for (_, members) in &moving {
+        testkit::delete_all(lab, ns.name(), members).await;
+    }
+    testkit::delete_all(lab, ns.name(), &other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_region_switch_then_a_new_controller_finishes_it() {
+    let (lab, ns, hub) = namespace("region-crash").await;
+    let mut pairs = Vec::new();
+    for name in ["dba", "dbb"] {
+        pairs.push((
+            name,
+            pair(lab, ns.name(), &hub, name, CENTRAL, WESTERN).await,
+        ));
+    }
+    let mut controller = Controller::start_with(lab, ns.name(), "", &LEASE);
+    for (name, _) in &pairs {
+        wait_condition_of(&hub, name, kind::READY).await;
+    }
+    let loads: Vec<Load> = pairs
+        .iter()
+        .map(|(_, members)| Load::start(lab, ns.name(), members, true))
+        .collect();
+    create_switch(ns.name(), "crash", json!({"from": CENTRAL, "to": WESTERN})).await;
+    // Kill it once the first topology's switchover was asked for (recorded), one at a time.
+    let ns_name = ns.name().to_owned();
+    let ns_name = &ns_name;
+    wait_for("the first switchover asked for", DEADLINE, || async move {
+        let rs = region_switch(ns_name, "crash").await?;
+        rs.status?
+            .topologies
+            .iter()
+            .find(|t| t.generation.is_some())
+            .map(|_| ())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    controller.kill().await;
+    let _replacement = Controller::start_with(lab, ns.name(), "-2", &LEASE);
+    let (rs, status) = wait_succeeded(ns.name(), "crash", Duration::from_secs(240)).await;
+    assert!(
+        !status.resumes.is_empty(),
+        "the new controller recorded its take-over: {status:#?}"
+    );
+    assert_eq!(most_at_once(&rs), 1, "concurrency 1: {status:#?}");
+    for ((name, [a, b]), load) in pairs.iter().zip(loads) {
+        let topo = wait_condition_of(&hub, name, kind::READY).await;
+        let history = topo.status.clone().unwrap_or_default().history;
+        let moves: Vec<_> = history
+            .iter()
+            .filter(|o| o.from == a.name && o.to == b.name)
+            .collect();
+        assert_eq!(
+            moves.len(),
+            1,
+            "{name}: one switchover, never asked twice: {history:#?}"
+        );
+        assert_eq!(moves[0].outcome, Some(Outcome::Succeeded));
+        let acked = load.finish().await;
+        assert_rows_kept(lab, ns.name(), *b, &acked).await;
+    }
+    for (_, members) in &pairs {
+        testkit::delete_all(lab, ns.name(), members).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_region_switches_are_refused_naming_the_field_and_nothing_moves() {
+    let (lab, ns, hub) = namespace("region-refused").await;
+    // Topologies over Clusters that do not exist: never Ready, so a switchover is never asked.
+    for (name, team) in [("x1", "payments"), ("x2", "ledger")] {
+        let members = [
+            member(format!("{name}-c"), CENTRAL),
+            member(format!("{name}-w"), WESTERN),
+        ];
+        let mut topo = topology_named(
+            name,
+            ns.name(),
+            &members,
+            json!({"star": {}}),
+            members[0].name,
+            wide_timeouts(),
+        );
+        topo.metadata.labels = Some([("team".to_owned(), team.to_owned())].into());
+        hub.create(&PostParams::default(), &topo)
+            .await
+            .expect("creating the topology");
+    }
+    let _controller = Controller::start(lab, ns.name());
+
+    let (ns_name, ledger) = (ns.name(), json!({"team": "ledger"}));
+    let refused = |name: &'static str, spec: serde_json::Value, expect: &'static [&'static str]| async move {
+        refused_with(ns_name, name, spec, expect).await
+    };
+    let rs = refused(
+        "typo",
+        json!({"from": "eu-centrall", "to": WESTERN}),
+        &["spec.from", "eu-central, eu-western"],
+    )
+    .await;
+    let condition = rs
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Succeeded")
+        .map(|c| (c.status, c.reason));
+    assert_eq!(condition, Some(("False".into(), "Refused".into())));
+    refused(
+        "nobody",
+        json!({"from": CENTRAL, "to": WESTERN, "matchLabels": {"team": "nobody"}}),
+        &["spec.selector matches no DistributedTopology"],
+    )
+    .await;
+    // A hook the member credential may not run: refused before anything moves.
+    refused(
+        "no-rbac",
+        json!({"from": CENTRAL, "to": WESTERN, "matchLabels": ledger,
+               "hooks": {"beforeDemotion": [{"name": "stop-apps",
+                   "scale": {"region": "From", "namespace": ns_name, "matchLabels": {"app": "web"}, "replicas": 0}}]}}),
+        &[
+            "spec.hooks.beforeDemotion[0] (stop-apps)",
+            "eu-central",
+            "patch deployments/scale (apps) in namespace",
+        ],
+    )
+    .await;
+    // A patch hook on a kind the member does not serve (no Gateway API CRDs in the lab).
+    refused(
+        "no-kind",
+        json!({"from": CENTRAL, "to": WESTERN, "matchLabels": ledger,
+               "hooks": {"afterPromotion": [{"name": "weights", "patch": {"region": "To",
+                   "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                   "namespace": ns_name, "name": "shop", "mergePatch": {"spec": {}}}}]}}),
+        &[
+            "spec.hooks.afterPromotion[0] (weights)",
+            "does not serve it",
+        ],
+    )
+    .await;
+    // A webhook whose shared secret does not exist, one over plain HTTP.
+    for (name, url, expect) in [
+        (
+            "no-secret",
+            "https://127.0.0.1:9/x",
+            "webhook.secretRef: Secret",
+        ),
+        (
+            "plain-http",
+            "http://127.0.0.1:9/x",
+            "must be an https:// URL",
+        ),
+    ] {
+        let expect: &'static [&'static str] =
+            Box::leak(Box::new(["spec.hooks.beforeDemotion[0] (dns)", expect]));
+        refused(
+            name,
+            json!({"from": CENTRAL, "to": WESTERN, "matchLabels": ledger,
+                   "hooks": {"beforeDemotion": [{"name": "dns",
+                       "webhook": {"url": url, "secretRef": {"name": "absent"}}}]}}),
+            expect,
+        )
+        .await;
+    }
+    // A Job hook the member credential may not create Jobs for; one whose pods would restart.
+    let job = |template| {
+        json!({"from": CENTRAL, "to": WESTERN, "matchLabels": ledger,
+               "hooks": {"beforeDemotion": [{"name": "drain", "job": {"region": "From",
+                   "namespace": ns_name, "template": template}}]}})
+    };
+    refused(
+        "no-jobs",
+        job(job_template()),
+        &[
+            "spec.hooks.beforeDemotion[0] (drain)",
+            "create jobs (batch) in namespace",
+        ],
+    )
+    .await;
+    let mut always = job_template();
+    always["template"]["spec"]["restartPolicy"] = json!("Always");
+    refused(
+        "job-always",
+        job(always),
+        &["spec.hooks.beforeDemotion[0] (drain)", "restartPolicy"],
+    )
+    .await;
+
+    // x1 is claimed by a running region switch (waiting for x1 to become Ready, up to its
+    // timeout): a second one over x1 is refused; one over x2 alone is not.
+    create_switch(ns.name(), "first", json!({"from": CENTRAL, "to": WESTERN, "matchLabels": {"team": "payments"}, "timeout": "20s"})).await;
+    wait_phase(ns.name(), "first", &[RegionSwitchPhase::Running], DEADLINE).await;
+    refused_with(
+        ns.name(),
+        "second",
+        json!({"from": CENTRAL, "to": WESTERN}),
+        &["x1 is already being moved by region switch first"],
+    )
+    .await;
+
+    // The first gives up after its timeout: x1 was never Ready, so nothing was changed.
+    let rs = wait_phase(
+        ns.name(),
+        "first",
+        &[RegionSwitchPhase::Failed],
+        Duration::from_secs(120),
+    )
+    .await;
+    let entry = rs
+        .status
+        .clone()
+        .unwrap_or_default()
+        .topologies
+        .into_iter()
+        .find(|t| t.name == "x1")
+        .expect("x1");
+    assert_eq!(entry.state, TopologyState::Failed);
+    assert!(
+        entry
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("nothing was changed"),
+        "{entry:?}"
+    );
+    for name in ["x1", "x2"] {
+        let t = hub.get(name).await.expect("topology");
+        assert!(
+            t.spec.primary.ends_with("-c"),
+            "{name} was moved: {}",
+            t.spec.primary
+        );
+    }
+
+    // Editing the refused one (a new generation) makes the controller select again.
+    let api: Api<RegionSwitch> = Api::namespaced(lab.admin("hub").await, ns.name());
+    api.patch(
+        "typo",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"spec": {"from": CENTRAL, "matchLabels": {"team": "ledger"}, "timeout": "5s"}}),
+        ),
+    )
+    .await
+    .expect("fixing the typo");
+    let rs = wait_phase(
+        ns.name(),
+        "typo",
+        &[RegionSwitchPhase::Running, RegionSwitchPhase::Failed],
+        DEADLINE,
+    )
+    .await;
+    let names: Vec<String> = rs
+        .status
+        .unwrap_or_default()
+        .topologies
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["x2"]);
+}
+
+/// The lab's emulator tier has no kube-controller-manager: this stands in for one of its
+/// controllers on both member regions. Every 100 ms it lists the `K`s of `ns` and writes the status
+/// merge patch `step` returns for each (none: left alone), keeping what `step` returned with the
+/// time the patch was accepted.
+fn stand_in<K, R>(
+    lab: &'static SharedLab,
+    ns: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    step: impl Fn(&str, &K) -> Option<(serde_json::Value, R)> + Send + 'static,
+) -> tokio::task::JoinHandle<Vec<(R, k8s_openapi::jiff::Timestamp)>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    R: Send + 'static,
+{
+    let ns = ns.to_owned();
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let apis = [
+            (CENTRAL, Api::<K>::namespaced(lab.admin(CENTRAL).await, &ns)),
+            (WESTERN, Api::<K>::namespaced(lab.admin(WESTERN).await, &ns)),
+        ];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (region, api) in &apis {
+                let Ok(list) = api.list(&Default::default()).await else {
+                    continue;
+                };
+                for object in list.items {
+                    let Some((patch, record)) = step(region, &object) else {
+                        continue;
+                    };
+                    let name = object.meta().name.clone().unwrap_or_default();
+                    match api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                    {
+                        Ok(_) => seen.push((record, k8s_openapi::jiff::Timestamp::now())),
+                        Err(e) => eprintln!("the test's stand-in controller: {name}: {e}"),
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen
+    })
+}
+
+/// Stands in for the Deployment controller (status follows spec at once); records when each
+/// Deployment's status reached which count (`region/name`).
+fn deployment_controller(
+    lab: &'static SharedLab,
+    ns: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<((String, i32), k8s_openapi::jiff::Timestamp)>> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    stand_in(lab, ns, stop, |region, d: &Deployment| {
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = d.status.clone().unwrap_or_default();
+        if status.observed_generation == d.metadata.generation && status.replicas == Some(want) {
+            return None;
+        }
+        let patch = json!({"status": {
+            "observedGeneration": d.metadata.generation,
+            "replicas": want, "readyReplicas": want,
+            "updatedReplicas": want, "availableReplicas": want}});
+        let name = d.metadata.name.clone().unwrap_or_default();
+        Some((patch, (format!("{region}/{name}"), want)))
+    })
+}
+
+/// The member identity may scale Deployments in `ns` (what a scale hook needs, no more).
+async fn grant_scaling(lab: &SharedLab, ns: &str) {
+    grant(
+        lab,
+        ns,
+        "federator-hooks",
+        json!([
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list"]},
+            {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"]},
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["patch"]}
+        ]),
+    )
+    .await;
+}
+
+/// A Role `name` with `rules` in `ns` on both member regions, bound to the member identity.
+async fn grant(lab: &SharedLab, ns: &str, name: &str, rules: serde_json::Value) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    for region in [CENTRAL, WESTERN] {
+        let client = lab.admin(region).await;
+        let role: Role = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns},
+            "rules": rules
+        }))
+        .unwrap();
+        Api::<Role>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &role)
+            .await
+            .expect("the hooks Role");
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "federator", "namespace": "databases"}]
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(client, ns)
+            .create(&PostParams::default(), &binding)
+            .await
+            .expect("the hooks RoleBinding");
+    }
+}
+
+/// The application's Service in `region`, announced by external-dns when `hostname` is set.
+async fn web_service(
+    lab: &SharedLab,
+    region: &str,
+    ns: &str,
+    topology: &str,
+    hostname: Option<&str>,
+) {
+    use k8s_openapi::api::core::v1::Service;
+    let mut annotations = serde_json::Map::new();
+    if let Some(h) = hostname {
+        annotations.insert(EXTERNAL_DNS.into(), json!(h));
+    }
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": format!("{topology}-web"), "namespace": ns, "annotations": annotations},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(lab.admin(region).await, ns)
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("the web Service");
+}
+
+const EXTERNAL_DNS: &str = "external-dns.alpha.kubernetes.io/hostname";
+
+async fn web(lab: &SharedLab, region: &str, ns: &str, topology: &str, replicas: i32) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let labels = json!({"app": "web", "federator.dev/topology": topology});
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": format!("{topology}-web"), "namespace": ns, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}
+        }
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(lab.admin(region).await, ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("the web Deployment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_stop_the_old_regions_apps_before_the_demotion_and_start_the_new_ones_after() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let (lab, ns, hub) = namespace("region-hooks").await;
+    grant_scaling(lab, ns.name()).await;
+    let [a, b] = pair(lab, ns.name(), &hub, "dbh", CENTRAL, WESTERN).await;
+    web(lab, CENTRAL, ns.name(), "dbh", 2).await;
+    web(lab, WESTERN, ns.name(), "dbh", 0).await;
+    web_service(lab, CENTRAL, ns.name(), "dbh", Some("shop.example.com")).await;
+    web_service(lab, WESTERN, ns.name(), "dbh", None).await;
+    let ns_of_test = ns.name();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kcm = deployment_controller(lab, ns.name(), stop.clone());
+    let _controller = Controller::start(lab, ns.name());
+    wait_condition_of(&hub, "dbh", kind::READY).await;
+
+    let scale = |region: &str, replicas: i32| {
+        json!({"name": format!("{region}-{replicas}"), "timeout": "1m",
+               "scale": {"region": region, "namespace": ns.name(), "matchLabels": {"app": "web"}, "replicas": replicas}})
+    };
+    // Traffic: the name external-dns announces moves from the old region's Service to the new.
+    let traffic = |name: &str, region: &str, hostname: serde_json::Value| {
+        json!({"name": name, "patch": {"region": region, "apiVersion": "v1", "kind": "Service",
+            "namespace": ns.name(), "name": "${topology}-web",
+            "mergePatch": {"metadata": {"annotations": {EXTERNAL_DNS: hostname}}}}})
+    };
+    create_switch(
+        ns.name(),
+        "with-apps",
+        json!({"from": CENTRAL, "to": WESTERN,
+               "hooks": {"beforeDemotion": [scale("From", 0), traffic("cut-traffic", "From", json!(null))],
+                         "afterPromotion": [scale("To", 2), traffic("move-traffic", "To", json!("shop.example.com"))]}}),
+    )
+    .await;
+    let rs = wait_ended(ns.name(), "with-apps", Duration::from_secs(180)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = kcm.await.expect("the Deployment controller");
+    let status = rs.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(RegionSwitchPhase::Succeeded),
+        "{status:#?}"
+    );
+    let entry = &status.topologies[0];
+    let runs: Vec<(&str, bool)> = entry
+        .hooks
+        .iter()
+        .map(|h| (h.hook.as_str(), h.ok))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("beforeDemotion/From-0", true),
+            ("beforeDemotion/cut-traffic", true),
+            ("afterPromotion/To-2", true),
+            ("afterPromotion/move-traffic", true)
+        ],
+        "{entry:#?}"
+    );
+    let hostname = |region: &'static str| async move {
+        use k8s_openapi::api::core::v1::Service;
+        let svc = Api::<Service>::namespaced(lab.admin(region).await, ns_of_test)
+            .get("dbh-web")
+            .await
+            .expect("web Service");
+        svc.metadata
+            .annotations
+            .unwrap_or_default()
+            .get(EXTERNAL_DNS)
+            .cloned()
+    };
+    assert_eq!(
+        hostname(CENTRAL).await,
+        None,
+        "the old region no longer announces the name"
+    );
+    assert_eq!(hostname(WESTERN).await.as_deref(), Some("shop.example.com"));
+
+    let topo = wait_condition_of(&hub, "dbh", kind::READY).await;
+    let history = topo.status.clone().unwrap_or_default().history;
+    let op = history
+        .iter()
+        .find(|o| o.from == a.name && o.to == b.name)
+        .expect("the switchover");
+    let started = op.started_at.0;
+    let finished = op.finished_at.as_ref().expect("finished").0;
+    // The old region's applications were at 0 before the switchover began...
+    let down = seen
+        .iter()
+        .find(|((d, n), _)| d == &format!("{CENTRAL}/dbh-web") && *n == 0)
+        .unwrap_or_else(|| panic!("eu-central web never reached 0: {seen:?}"));
+    assert!(
+        down.1 <= started,
+        "eu-central web at 0 at {}, switchover started {started}",
+        down.1
+    );
+    // ...and the new region's started only after the promotion.
+    let up = seen
+        .iter()
+        .find(|((d, n), _)| d == &format!("{WESTERN}/dbh-web") && *n == 2)
+        .unwrap_or_else(|| panic!("eu-western web never reached 2: {seen:?}"));
+    assert!(
+        up.1 >= finished,
+        "eu-western web up at {}, switchover finished {finished}",
+        up.1
+    );
+    let ns_name = ns.name();
+    let replicas = |region: &'static str| async move {
+        Api::<Deployment>::namespaced(lab.admin(region).await, ns_name)
+            .get("dbh-web")
+            .await
+            .expect("web")
+            .spec
+            .and_then(|s| s.replicas)
+    };
+    assert_eq!(replicas(CENTRAL).await, Some(0));
+    assert_eq!(replicas(WESTERN).await, Some(2));
+    testkit::delete_all(lab, ns.name(), &[a, b]).await;
+}
+
+/// A single-topology switchover (`spec.primary` changed, no region switch) runs the topology's
+/// own `spec.hooks`: its application in the old region is at 0 before the demotion, the one in
+/// the new region is up after the promotion, each hook a step of the switchover's log with its
+/// timing. A hook before the demotion that cannot succeed (the member credential may not list
+/// StatefulSets) aborts that switchover: nothing demoted, the primary stays, Ready says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_runs_the_topologys_own_hooks_and_a_failed_one_before_the_demotion_aborts_it()
+{
+    use topology::api::OperationRecord;
+    let (lab, ns, hub) = namespace("switchover-hooks").await;
+    grant_scaling(lab, ns.name()).await;
+    let [a, b] = pair(lab, ns.name(), &hub, "dbs", CENTRAL, WESTERN).await;
+    let [c, d] = pair(lab, ns.name(), &hub, "dbx", CENTRAL, WESTERN).await;
+    web(lab, CENTRAL, ns.name(), "dbs", 2).await;
+    web(lab, WESTERN, ns.name(), "dbs", 0).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kcm = deployment_controller(lab, ns.name(), stop.clone());
+    let _controller = Controller::start(lab, ns.name());
+    wait_condition_of(&hub, "dbs", kind::READY).await;
+    wait_condition_of(&hub, "dbx", kind::READY).await;
+
+    let scale = |name: &str, region: &str, kind: &str, replicas: i32| {
+        json!({"name": name, "timeout": "1m",
+               "scale": {"region": region, "namespace": ns.name(), "kind": kind,
+                         "matchLabels": {"app": "web"}, "replicas": replicas}})
+    };
+    let switch = |to: &str, hooks: serde_json::Value| {
+        Patch::Merge(json!({"spec": {"primary": to, "hooks": hooks}}))
+    };
+    hub.patch(
+        "dbs",
+        &PatchParams::default(),
+        &switch(
+            b.name,
+            json!({"beforeDemotion": [scale("stop-web", "From", "Deployment", 0)],
+                   "afterPromotion": [scale("start-web", "To", "Deployment", 2)]}),
+        ),
+    )
+    .await
+    .expect("dbs: hooks and the new primary");
+    hub.patch(
+        "dbx",
+        &PatchParams::default(),
+        &switch(
+            d.name,
+            json!({"beforeDemotion": [scale("stop-workers", "From", "StatefulSet", 0)]}),
+        ),
+    )
+    .await
+    .expect("dbx: hooks and the new primary");
+    let ended = |name: &'static str, to: &'static str| {
+        let hub = hub.clone();
+        async move {
+            wait_for(
+                &format!("{name}'s switchover to {to} to end"),
+                Duration::from_secs(180),
+                || {
+                    let hub = hub.clone();
+                    async move {
+                        let t = hub.get(name).await.ok()?;
+                        t.status?
+                            .history
+                            .into_iter()
+                            .find(|o| o.to == to && o.outcome.is_some())
+                    }
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("waiting for {e}"))
+        }
+    };
+    let moved: OperationRecord = ended("dbs", b.name).await;
+    let aborted: OperationRecord = ended("dbx", d.name).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = kcm.await.expect("the Deployment controller");
+
+    // dbs: the hooks ran, each as a step of the switchover, before the demotion and after the
+    // token was cleared.
+    assert_eq!(moved.outcome, Some(Outcome::Succeeded), "{moved:#?}");
+    let runs: Vec<(&str, bool)> = moved
+        .hook_runs
+        .iter()
+        .map(|h| (h.hook.as_str(), h.ok))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("beforeDemotion/stop-web", true),
+            ("afterPromotion/start-web", true)
+        ],
+        "{moved:#?}"
+    );
+    let steps: Vec<String> = moved
+        .steps()
+        .expect("step timings")
+        .into_iter()
+        .map(|s| {
+            format!(
+                "{}{}",
+                s.step,
+                s.member.map(|m| format!(" {m}")).unwrap_or_default()
+            )
+        })
+        .collect();
+    let at = |wanted: &str| {
+        steps
+            .iter()
+            .position(|s| s == wanted)
+            .unwrap_or_else(|| panic!("no step {wanted} in {steps:?}"))
+    };
+    assert!(
+        at("HooksBeforeDemotion stop-web") < at(&format!("Demote {}", a.name)),
+        "{steps:?}"
+    );
+    assert!(
+        at(&format!("ClearToken {}", b.name)) < at("HooksAfterPromotion start-web"),
+        "{steps:?}"
+    );
+    let expanded = moved.expand();
+    let demoted = expanded
+        .steps
+        .iter()
+        .find(|s| s.step == topology::StepKind::Demote)
+        .expect("Demote")
+        .started_at
+        .0;
+    let stopped = &moved.hook_runs[0];
+    // `expand` lays the steps end to end from stepTimings, each rounded to 0.1 ms.
+    let rounding = k8s_openapi::jiff::SignedDuration::from_millis(1);
+    assert!(
+        stopped.finished_at.0 <= demoted + rounding,
+        "stop-web ended at {}, the demotion began at {demoted}",
+        stopped.finished_at.0
+    );
+    assert!(stopped.detail.contains("scaled to 0"), "{stopped:?}");
+    // The old region's web went to 0 and the new region's came up only after its hook began,
+    // which was after the promotion.
+    assert!(
+        seen.iter()
+            .any(|((dep, n), _)| dep == &format!("{CENTRAL}/dbs-web") && *n == 0),
+        "{seen:?}"
+    );
+    let started = &moved.hook_runs[1];
+    let up = seen
+        .iter()
+        .find(|((dep, n), _)| dep == &format!("{WESTERN}/dbs-web") && *n == 2)
+        .unwrap_or_else(|| panic!("eu-western web never reached 2: {seen:?}"));
+    assert!(
+        up.1 >= started.started_at.0,
+        "eu-western web up at {}, its hook started at {}",
+        up.1,
+        started.started_at.0
+    );
+
+    // dbx: aborted before the demotion, nothing demoted, the primary stays, Ready says why.
+    assert_eq!(aborted.outcome, Some(Outcome::Aborted), "{aborted:#?}");
+    assert_eq!(aborted.hook_runs.len(), 1, "{aborted:#?}");
+    let failed = &aborted.hook_runs[0];
+    assert_eq!(failed.hook, "beforeDemotion/stop-workers");
+    assert!(!failed.ok);
+    assert!(
+        failed.detail.contains("may not list statefulsets"),
+        "{failed:?}"
+    );
+    let timings = aborted.steps().expect("step timings");
+    assert!(
+        timings.iter().all(|s| s.step != topology::StepKind::Demote),
+        "{timings:?}"
+    );
+    let dbx = hub.get("dbx").await.expect("dbx");
+    let status = dbx.status.clone().unwrap_or_default();
+    assert_eq!(status.observed_primary.as_deref(), Some(c.name));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind::READY)
+        .expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "HookFailed"),
+        "{ready:?}"
+    );
+    assert!(ready.message.contains("stop-workers"), "{ready:?}");
+    testkit::delete_all(lab, ns.name(), &[a, b, c, d]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_rotation_moves_the_active_region_when_its_schedule_is_due() {
+    use topology::region_api::RegionRotation;
+    let (lab, ns, hub) = namespace("region-rotation").await;
+    let mut pairs = Vec::new();
+    for name in ["dbq1", "dbq2"] {
+        pairs.push((
+            name,
+            pair(lab, ns.name(), &hub, name, CENTRAL, WESTERN).await,
+        ));
+    }
+    // The test clock: 8 s before a quarterly 03:00 UTC slot.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let clock = dir.path().join("now");
+    std::fs::write(&clock, "2026-06-01T02:59:52Z").expect("writing the test clock");
+    let clock = clock.to_string_lossy().into_owned();
+    let _controller = Controller::start_with(lab, ns.name(), "", &["--unsafe-test-clock", &clock]);
+    for (name, _) in &pairs {
+        wait_condition_of(&hub, name, kind::READY).await;
+    }
+    let api: Api<RegionRotation> = Api::namespaced(lab.admin("hub").await, ns.name());
+    let rotation: RegionRotation = serde_json::from_value(json!({
+        "apiVersion": "federator.dev/v1alpha1", "kind": "RegionRotation",
+        "metadata": {"name": "quarterly", "namespace": ns.name()},
+        "spec": {
+            "regions": [CENTRAL, WESTERN],
+            "rotation": {"schedule": "0 3 1 3,6,9,12 *", "timeZone": "UTC"},
+            "template": {"concurrency": 2}
+        }
+    }))
+    .expect("a valid RegionRotation");
+    api.create(&PostParams::default(), &rotation)
+        .await
+        .expect("creating the rotation");
+
+    let due = "2026-06-01T03:00:00Z"
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .unwrap();
+    let switch = format!("quarterly-{}", due.as_second());
+    let (rs, status) = wait_succeeded(ns.name(), &switch, Duration::from_secs(180)).await;
+    assert_eq!(
+        (rs.spec.from.as_str(), rs.spec.to.as_str()),
+        (CENTRAL, WESTERN)
+    );
+    assert_eq!(status.summary.as_deref(), Some("2/2"));
+    for (name, [_, b]) in &pairs {
+        let topo = wait_condition_of(&hub, name, kind::READY).await;
+        assert_eq!(
+            topo.status.unwrap_or_default().observed_primary.as_deref(),
+            Some(b.name)
+        );
+    }
+    // The rotation recorded the slot as handled, now sees eu-western active, and waits for the
+    // next quarter (no second region switch for the same slot).
+    let ns_name = ns.name();
+    let rr = wait_for(
+        "the rotation to see eu-western active",
+        DEADLINE,
+        || async move {
+            let rr = api_get_rotation(ns_name).await?;
+            (rr.status.as_ref()?.active_region.as_deref() == Some(WESTERN)).then_some(rr)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rstatus = rr.status.unwrap_or_default();
+    assert_eq!(rstatus.last_switch.as_deref(), Some(switch.as_str()));
+    let record = rstatus.rotation.expect("the schedule's bookkeeping");
+    assert_eq!(record.last_schedule_time.map(|t| t.0), Some(due));
+    assert_eq!(
+        record
+            .next_rotation_time
+            .map(|t| t.0.to_string())
+            .as_deref(),
+        Some("2026-09-01T03:00:00Z")
+    );
+    let switches: Api<RegionSwitch> = Api::namespaced(lab.admin("hub").await, ns.name());
+    let owned = switches
+        .list(&kube::api::ListParams::default().labels("federator.dev/region-rotation=quarterly"))
+        .await
+        .expect("listing region switches");
+    assert_eq!(owned.items.len(), 1, "one region switch per scheduled time");
+    for (_, members) in &pairs {
+        testkit::delete_all(lab, ns.name(), members).await;
+    }
+}
+
+async fn api_get_rotation(ns: &str) -> Option<topology::region_api::RegionRotation> {
+    let lab = testkit::lab_with_emulators().await;
+    let api: Api<topology::region_api::RegionRotation> =
+        Api::namespaced(lab.admin("hub").await, ns);
+    api.get_opt("quarterly").await.ok().flatten()
+}
+
+/// One call the test's webhook receiver got: when, the signature header, the body (parsed, and
+/// the bytes as received).
+type Received = (
+    k8s_openapi::jiff::Timestamp,
+    String,
+    serde_json::Value,
+    Vec<u8>,
+);
+
+/// An HTTPS receiver on loopback with a certificate from the lab CA: answers 200 and records
+/// every call. Returns its port and the calls.
+async fn webhook_receiver(
+    lab: &SharedLab,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Received>>>) {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = lab.layout.root().to_path_buf();
+    let (cert, key) = e2e::lab::pki::issue_serving_cert(&dir, &["127.0.0.1"]).expect("a cert");
+    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("the cert PEM");
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("the key PEM");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("a TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let port = listener.local_addr().unwrap().port();
+    let calls: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
+    let seen = calls.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let signature = req
+                                .headers()
+                                .get("x-federator-signature")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let json =
+                                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                            seen.lock().unwrap().push((
+                                k8s_openapi::jiff::Timestamp::now(),
+                                signature,
+                                json,
+                                body.to_vec(),
+                            ));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(hyper::body::Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, calls)
+}
+
+/// What the receiver computes to check a call: HMAC-SHA256 of "<t>.<body>" with the secret.
+fn expected_signature(secret: &[u8], header: &str, body: &[u8]) -> bool {
+    let Some((t, v1)) = header
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+    else {
+        return false;
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let mut signed = format!("{t}.").into_bytes();
+    signed.extend_from_slice(body);
+    let tag = ring::hmac::sign(&key, &signed);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    hex == v1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_hooks_are_signed_calls_awaited_before_the_demotion_and_after_the_promotion() {
+    use k8s_openapi::api::core::v1::Secret;
+    let (lab, ns, hub) = namespace("region-webhook").await;
+    let [a, b] = pair(lab, ns.name(), &hub, "dbw", CENTRAL, WESTERN).await;
+    let (port, calls) = webhook_receiver(lab).await;
+    let ca = e2e::lab::pki::ca_pem(lab.layout.root()).expect("the lab CA");
+    let secrets: Api<Secret> = Api::namespaced(lab.admin("hub").await, ns.name());
+    for (name, key, value) in [
+        ("hook-secret", "secret", "s3cret".to_owned()),
+        ("hook-ca", "ca.crt", ca),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns.name()},
+            "stringData": {key: value}
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("a hook Secret");
+    }
+    let _controller = Controller::start(lab, ns.name());
+    wait_condition_of(&hub, "dbw", kind::READY).await;
+
+    let webhook = |name: &str| {
+        json!({"name": name, "webhook": {"url": format!("https://127.0.0.1:{port}/dns/{name}"),
+            "secretRef": {"name": "hook-secret"}, "caSecretRef": {"name": "hook-ca"}}})
+    };
+    create_switch(
+        ns.name(),
+        "with-dns",
+        json!({"from": CENTRAL, "to": WESTERN,
+               "hooks": {"beforeDemotion": [webhook("withdraw")], "afterPromotion": [webhook("announce")]}}),
+    )
+    .await;
+    let (_, status) = wait_succeeded(ns.name(), "with-dns", Duration::from_secs(180)).await;
+    let runs: Vec<(&str, bool)> = status.topologies[0]
+        .hooks
+        .iter()
+        .map(|h| (h.hook.as_str(), h.ok))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("beforeDemotion/withdraw", true),
+            ("afterPromotion/announce", true)
+        ]
+    );
+
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "one call per hook: {calls:#?}");
+    for (_, signature, body, raw) in &calls {
+        assert!(
+            expected_signature(b"s3cret", signature, raw),
+            "a call the receiver cannot verify: {signature} {body}"
+        );
+        assert_eq!(body["topology"], "dbw");
+        assert_eq!(
+            (body["from"].as_str(), body["to"].as_str()),
+            (Some(CENTRAL), Some(WESTERN))
+        );
+    }
+    assert_eq!(calls[0].2["phase"], "beforeDemotion");
+    assert_eq!(calls[1].2["phase"], "afterPromotion");
+    let topo = wait_condition_of(&hub, "dbw", kind::READY).await;
+    let history = topo.status.unwrap_or_default().history;
+    let op = history
+        .iter()
+        .find(|o| o.from == a.name && o.to == b.name)
+        .expect("the switchover");
+    assert!(
+        calls[0].0 <= op.started_at.0,
+        "withdraw answered before the switchover began"
+    );
+    assert!(
+        calls[1].0 >= op.finished_at.as_ref().expect("finished").0,
+        "announce after it ended"
+    );
+    testkit::delete_all(lab, ns.name(), &[a, b]).await;
+}
+
+/// A Job spec for a Job hook (the emulator lab runs no pods: the test plays the Job controller).
+fn job_template() -> serde_json::Value {
+    json!({"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+        "containers": [{"name": "drain", "image": "example.invalid/drain:1"}]}}})
+}
+
+/// One Job the stand-in Job controller finished: `region/name`, its topology and hook labels,
+/// whether it succeeded, when it was created; and when it finished.
+type FinishedJob = (
+    (String, String, String, bool, k8s_openapi::jiff::Timestamp),
+    k8s_openapi::jiff::Timestamp,
+);
+
+/// Stands in for the Job controller: finishes every Job of `ns` about 0.3 s after it appears,
+/// Failed (BackoffLimitExceeded) when `fail(topology, hook)`, Complete otherwise, with the
+/// conditions a real Job controller writes (SuccessCriteriaMet / FailureTarget first, as the
+/// apiserver's Job status validation requires).
+fn job_controller(
+    lab: &'static SharedLab,
+    ns: &str,
+    fail: fn(&str, &str) -> bool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<FinishedJob>> {
+    use k8s_openapi::api::batch::v1::Job;
+    stand_in(lab, ns, stop, move |region, j: &Job| {
+        let status = j.status.clone().unwrap_or_default();
+        if !status.conditions.unwrap_or_default().is_empty() {
+            return None;
+        }
+        let created = j.metadata.creation_timestamp.clone().expect("created").0;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        if now.duration_since(created) < k8s_openapi::jiff::SignedDuration::from_millis(300) {
+            return None;
+        }
+        let labels = j.metadata.labels.clone().unwrap_or_default();
+        let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
+        let (topology, hook) = (label("federator.dev/topology"), label("federator.dev/hook"));
+        let ok = !fail(&topology, &hook);
+        let now = now.to_string();
+        let condition = |kind: &str, reason: &str| {
+            json!({"type": kind, "status": "True", "reason": reason,
+                   "message": format!("{kind} by the test's Job controller"),
+                   "lastProbeTime": now, "lastTransitionTime": now})
+        };
+        let patch = if ok {
+            json!({"status": {"startTime": now, "completionTime": now,
+                "succeeded": 1, "active": 0, "ready": 0, "terminating": 0,
+                "conditions": [condition("SuccessCriteriaMet", "CompletionsReached"),
+                               condition("Complete", "CompletionsReached")]}})
+        } else {
+            json!({"status": {"startTime": now, "failed": 1, "active": 0,
+                "ready": 0, "terminating": 0,
+                "conditions": [condition("FailureTarget", "BackoffLimitExceeded"),
+                               condition("Failed", "BackoffLimitExceeded")]}})
+        };
+        let name = j.metadata.name.clone().unwrap_or_default();
+        Some((
+            patch,
+            (format!("{region}/{name}"), topology, hook, ok, created),
+        ))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_hooks_run_once_and_are_awaited_and_a_failed_one_stops_its_topology_before_the_demotion()
+ {
+    use k8s_openapi::api::batch::v1::Job;
+    let (lab, ns, hub) = namespace("region-jobs").await;
+    grant(
+        lab,
+        ns.name(),
+        "federator-job-hooks",
+        json!([{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get"]}]),
+    )
+    .await;
+    let [a, b] = pair(lab, ns.name(), &hub, "dbj", CENTRAL, WESTERN).await;
+    let [c, d] = pair(lab, ns.name(), &hub, "dbf", CENTRAL, WESTERN).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // dbf's Job before the demotion fails; every other Job completes.
+    let jobs = job_controller(
+        lab,
+        ns.name(),
+        |topology, hook| topology == "dbf" && hook == "drain",
+        stop.clone(),
+    );
+    let _controller = Controller::start(lab, ns.name());
+    wait_condition_of(&hub, "dbj", kind::READY).await;
+    wait_condition_of(&hub, "dbf", kind::READY).await;
+
+    let job = |name: &str, region: &str| {
+        json!({"name": name, "timeout": "1m",
+               "job": {"region": region, "namespace": ns.name(), "template": job_template()}})
+    };
+    // dbj declares a hook of its own (spec.hooks): its switchover runs it after the promotion,
+    // before the region switch's (the region switch does not run it a second time).
+    hub.patch(
+        "dbj",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"hooks": {"afterPromotion": [job("smoke", "To")]}}})),
+    )
+    .await
+    .expect("dbj's own hooks");
+    create_switch(
+        ns.name(),
+        "with-jobs",
+        json!({"from": CENTRAL, "to": WESTERN, "concurrency": 2, "onHold": "Continue",
+               "hooks": {"beforeDemotion": [job("drain", "From")], "afterPromotion": [job("warm", "To")]}}),
+    )
+    .await;
+    let rs = wait_ended(ns.name(), "with-jobs", Duration::from_secs(180)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let finished = jobs.await.expect("the Job controller");
+    let status = rs.status.clone().unwrap_or_default();
+    assert_eq!(status.phase, Some(RegionSwitchPhase::Failed), "{status:#?}");
+    let entry = |name: &str| {
+        status
+            .topologies
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {status:#?}"))
+    };
+    let runs = |t: &topology::region_api::TopologyProgress| -> Vec<(String, bool)> {
+        t.hooks.iter().map(|h| (h.hook.clone(), h.ok)).collect()
+    };
+
+    // dbj: its Job ran before the demotion, the other after the promotion, each recorded with
+    // its timings.
+    let moved = entry("dbj");
+    assert_eq!(moved.state, TopologyState::Moved, "{moved:#?}");
+    assert_eq!(
+        runs(&moved),
+        [
+            ("beforeDemotion/drain".to_owned(), true),
+            ("afterPromotion/warm".to_owned(), true)
+        ]
+    );
+    for h in &moved.hooks {
+        assert!(h.finished_at.0 >= h.started_at.0, "{h:?}");
+        assert!(h.detail.contains("complete"), "{h:?}");
+    }
+    let topo = wait_condition_of(&hub, "dbj", kind::READY).await;
+    let history = topo.status.clone().unwrap_or_default().history;
+    let op = history
+        .iter()
+        .find(|o| o.from == a.name && o.to == b.name)
+        .expect("dbj's switchover");
+    let own: Vec<(&str, bool)> = op
+        .hook_runs
+        .iter()
+        .map(|h| (h.hook.as_str(), h.ok))
+        .collect();
+    assert_eq!(own, [("afterPromotion/smoke", true)], "{op:#?}");
+    let job_of = |topology: &str, hook: &str| {
+        let found: Vec<&FinishedJob> = finished
+            .iter()
+            .filter(|j| j.0.1 == topology && j.0.2 == hook)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one Job per topology and hook: {finished:#?}"
+        );
+        found[0].clone()
+    };
+    let drain = job_of("dbj", "drain");
+    assert!(drain.0.0.starts_with(CENTRAL), "{drain:?}");
+    assert!(
+        drain.1 <= op.started_at.0,
+        "drain finished at {}, the switchover started at {}",
+        drain.1,
+        op.started_at.0
+    );
+    let smoke = job_of("dbj", "smoke");
+    assert!(smoke.0.0.starts_with(WESTERN), "{smoke:?}");
+    let warm = job_of("dbj", "warm");
+    assert!(
+        warm.0.4.as_second() >= smoke.1.as_second(),
+        "the topology's own hook ran first"
+    );
+    assert!(warm.0.0.starts_with(WESTERN), "{warm:?}");
+    let promoted = op.finished_at.as_ref().expect("finished").0;
+    // creationTimestamp has whole seconds; the hook's own record has the instant.
+    assert!(
+        warm.0.4.as_second() >= promoted.as_second() && moved.hooks[1].started_at.0 >= promoted,
+        "warm created at {} (hook started {}), the switchover finished at {promoted}",
+        warm.0.4,
+        moved.hooks[1].started_at.0
+    );
+    // What the Job got: the hook's context in its environment, the hook's timeout as deadline.
+    let name = drain.0.0.split_once('/').expect("region/name").1.to_owned();
+    let created = Api::<Job>::namespaced(lab.admin(CENTRAL).await, ns.name())
+        .get(&name)
+        .await
+        .expect("the drain Job")
+        .spec
+        .expect("spec");
+    assert_eq!(created.active_deadline_seconds, Some(60));
+    let env = created.template.spec.expect("pod").containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let var = |n: &str| {
+        env.iter()
+            .find(|v| v.name == n)
+            .and_then(|v| v.value.clone())
+    };
+    assert_eq!(var("FEDERATOR_TOPOLOGY").as_deref(), Some("dbj"));
+    assert_eq!(var("FEDERATOR_PHASE").as_deref(), Some("beforeDemotion"));
+    assert_eq!(var("FEDERATOR_TO").as_deref(), Some(WESTERN));
+
+    // dbf: its Job failed before the demotion: the topology failed, nothing was demoted, and
+    // its hook after the promotion never ran.
+    let failed = entry("dbf");
+    assert_eq!(failed.state, TopologyState::Failed, "{failed:#?}");
+    assert_eq!(runs(&failed), [("beforeDemotion/drain".to_owned(), false)]);
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("BackoffLimitExceeded"),
+        "{failed:#?}"
+    );
+    assert_eq!(hub.get("dbf").await.expect("dbf").spec.primary, c.name);
+    assert!(
+        finished
+            .iter()
+            .all(|j| !(j.0.1 == "dbf" && j.0.2 != "drain"))
+    );
+    testkit::delete_all(lab, ns.name(), &[a, b, c, d]).await;
+}
