@@ -15,6 +15,7 @@ pub mod observed;
 pub mod plan;
 pub mod region;
 pub mod region_api;
+pub mod region_drill_api;
 pub mod shape;
 pub mod step;
 pub mod token;
@@ -37,5 +38,6 @@ pub fn crds()
         drill_api::DisasterRecoveryDrill::crd(),
         region_api::RegionSwitch::crd(),
         region_api::RegionRotation::crd(),
+        region_drill_api::RegionDrill::crd(),
     ]
 }

@@ -60,6 +60,11 @@ pub struct RegionSwitchSpec {
     /// never interrupted (it finishes or holds as usual).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub abort: bool,
+    /// Only the DistributedTopologies of these names (and `matchLabels`); empty: every one of
+    /// the namespace. A region drill's way back names the databases its way there moved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub topologies: Vec<String>,
     /// What moves and how (the part a RegionRotation's template also holds).
     #[serde(flatten)]
     pub moves: MovePolicy,

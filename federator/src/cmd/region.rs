@@ -2,7 +2,9 @@
 //! creates a `RegionSwitch` (the controller moves every topology whose primary is in `--from`);
 //! `--wait` follows it, printing each topology as it moves. `region status NAME` prints its
 //! progress; `region pause|resume|abort NAME` steer it. Exit codes (docs/cli.md): moved 0,
-//! refused or holding 3, a topology failed or aborted 4, gave up waiting 5.
+//! refused or holding 3, a topology failed or aborted 4, gave up waiting 5. `region drill` runs a
+//! `RegionDrill` in this process (there and back, canaries, evidence report: exit 0 when every
+//! check passed, 4 when one failed); `region report NAME [-o json]` prints its report.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -18,6 +20,9 @@ use topology::region_api::{
     MovePolicy, OnHoldPolicy, RegionSwitch, RegionSwitchPhase, RegionSwitchSpec,
     RegionSwitchStatus, TopologyState,
 };
+
+use topology::drill_api::DrillPhase;
+use topology::region_drill_api::{ConnectionTemplate, DrillLimits, RegionDrill, RegionDrillSpec};
 
 use super::exit;
 use super::hub::{Hub, KubeArgs};
@@ -44,6 +49,64 @@ enum Command {
     Resume(NameArgs),
     /// Start no further topology, ever (running switchovers finish or hold as usual).
     Abort(NameArgs),
+    /// A region drill: switch the region there and back with a canary and a probe writer in
+    /// every database, run by this process; prints the evidence report (exit 0: every check
+    /// passed, 4: a check failed).
+    Drill(DrillArgs),
+    /// Print a region drill's evidence report (Markdown, or JSON with -o json).
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct DrillArgs {
+    /// The region whose primaries move (with --to; creates the RegionDrill).
+    #[arg(long, requires = "to", conflicts_with = "run")]
+    from: Option<String>,
+    /// The region they move to.
+    #[arg(long, requires = "from")]
+    to: Option<String>,
+    /// Run the RegionDrill of this name, applied beforehand (e.g. with hooks, `kubectl apply`).
+    #[arg(long, value_name = "NAME")]
+    run: Option<String>,
+    /// With --run: continue a run whose runner is gone, from the step its status records.
+    #[arg(long, requires = "run")]
+    resume: bool,
+    /// The namespace of the topologies on the hub (default: the kubeconfig context's).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Only topologies with these labels: `key=value[,key=value]`.
+    #[arg(long, short = 'l', value_parser = parse_labels)]
+    selector: Option<BTreeMap<String, String>>,
+    /// How many topologies switch over at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: u32,
+    /// Do not switch back (one region switch, one verification).
+    #[arg(long)]
+    no_return: bool,
+    /// The hub Secret holding each member's URI (key `uri`); `${member}` is the member's name.
+    #[arg(long, default_value = "${member}-app")]
+    connection_secret: String,
+    /// Fail the check WriteUnavailabilityWithinLimit above this, e.g. 30s.
+    #[arg(long)]
+    max_write_unavailability: Option<policies::Duration>,
+    /// Fail the check TotalTimeWithinLimit above this, e.g. 30m.
+    #[arg(long)]
+    max_total: Option<policies::Duration>,
+    /// Name of the RegionDrill (default: `drill-<from>-<to>-<unix time>`).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// The RegionDrill.
+    name: String,
+    /// Its namespace on the hub (default: the kubeconfig context's).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// `markdown`, or `json` (the drill's spec and status: the same report for machines).
+    #[arg(short, long, default_value = "markdown", value_parser = ["markdown", "json"])]
+    output: String,
 }
 
 #[derive(clap::Args)]
@@ -119,6 +182,8 @@ pub fn run(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
                 steer(&hub, a, json!({"spec": {"paused": false}}), "resumed").await
             }
             Command::Abort(a) => steer(&hub, a, json!({"spec": {"abort": true}}), "aborted").await,
+            Command::Drill(a) => region_drill(&hub, a).await,
+            Command::Report(a) => report(&hub, a).await,
         }
     })
 }
@@ -169,6 +234,7 @@ async fn switch(hub: &Hub, args: SwitchArgs) -> anyhow::Result<ExitCode> {
         to: args.to.clone(),
         paused: false,
         abort: false,
+        topologies: vec![],
         moves: MovePolicy {
             match_labels: args.selector.clone().unwrap_or_default(),
             concurrency: args.concurrency,
@@ -204,6 +270,101 @@ async fn switch(hub: &Hub, args: SwitchArgs) -> anyhow::Result<ExitCode> {
         return Ok(exit::code(exit::OK));
     }
     follow(&api, &name, args.timeout).await
+}
+
+async fn region_drill(hub: &Hub, args: DrillArgs) -> anyhow::Result<ExitCode> {
+    let namespace = hub.namespace(args.namespace.as_deref());
+    let api: Api<RegionDrill> = Api::namespaced(hub.client.clone(), &namespace);
+    let name = match (&args.run, &args.from, &args.to) {
+        (Some(name), _, _) => name.clone(),
+        (None, Some(from), Some(to)) => {
+            let name = args.name.clone().unwrap_or_else(|| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                format!("drill-{from}-{to}-{now}")
+            });
+            let drill = RegionDrill::new(
+                &name,
+                RegionDrillSpec {
+                    from: from.clone(),
+                    to: to.clone(),
+                    return_to_original: !args.no_return,
+                    moves: MovePolicy {
+                        match_labels: args.selector.clone().unwrap_or_default(),
+                        concurrency: args.concurrency,
+                        ..MovePolicy::default()
+                    },
+                    connection: ConnectionTemplate {
+                        secret_name: args.connection_secret.clone(),
+                        key: None,
+                    },
+                    limits: DrillLimits {
+                        max_write_unavailability: args.max_write_unavailability,
+                        max_total: args.max_total,
+                    },
+                },
+            );
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            api.create(&params, &drill).await.with_context(|| {
+                format!(
+                    "creating RegionDrill {namespace}/{name} on {} (is the RegionDrill CRD \
+                     installed? `federator crds | kubectl apply -f -`)",
+                    hub.describe
+                )
+            })?;
+            name
+        }
+        _ => bail!(
+            "give --from and --to (a new drill), or --run NAME (a RegionDrill applied before)"
+        ),
+    };
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let runner = format!("cli/{}-{}", host.trim(), std::process::id());
+    println!("{namespace}/{name}: region drill run by {runner}");
+    let mut run = federator::region::drill::Runner::new(
+        hub.client.clone(),
+        &namespace,
+        runner,
+        Box::new(|line| println!("  {line}")),
+    );
+    let drill = match run.run(&name, args.resume).await {
+        Ok(drill) => drill,
+        Err(federator::region::drill::DrillError::Refused(why)) => {
+            eprintln!("{why}");
+            return Ok(exit::code(exit::HELD));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    print!("{}", federator::region::drill_report::markdown(&drill));
+    let passed = drill.status.as_ref().and_then(|s| s.phase) == Some(DrillPhase::Succeeded);
+    Ok(exit::code(if passed { exit::OK } else { exit::NOT_DONE }))
+}
+
+async fn report(hub: &Hub, args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let namespace = hub.namespace(args.namespace.as_deref());
+    let api: Api<RegionDrill> = Api::namespaced(hub.client.clone(), &namespace);
+    let drill = api.get(&args.name).await.with_context(|| {
+        format!(
+            "reading RegionDrill {namespace}/{} on {}",
+            args.name, hub.describe
+        )
+    })?;
+    if args.output == "json" {
+        let json = json!({
+            "regionDrill": format!("{namespace}/{}", args.name),
+            "spec": drill.spec,
+            "status": drill.status,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{}", federator::region::drill_report::markdown(&drill));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Watches region switch `name`, printing each topology's state change, until it ends.

@@ -56,6 +56,7 @@ pub fn select(
         from: spec.from.clone(),
         to: spec.to.clone(),
         match_labels: spec.moves.match_labels.clone(),
+        names: spec.topologies.iter().cloned().collect(),
         concurrency: spec.moves.concurrency,
     };
     let views: Vec<TopologyView> = topologies

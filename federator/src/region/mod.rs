@@ -10,10 +10,14 @@
 //! | `hooks` | scale a topology's applications on a member, and whether they are there | members |
 //! | `job` | a Job hook: one Job on a member, awaited | members |
 //! | `webhook` | a webhook hook: one signed HTTPS POST | HTTPS |
+//! | `drill` | a `RegionDrill` run: canaries, probe writers, a region switch there and back | hub, PostgreSQL |
+//! | `drill_report` | a region drill's evidence report as Markdown | pure |
 //! | `rotation` | the kube-runtime controller on `RegionRotation`: a RegionSwitch per due time | hub |
 
 pub mod controller;
 pub mod decide;
+pub mod drill;
+pub mod drill_report;
 pub mod hooks;
 pub mod job;
 pub mod rotation;

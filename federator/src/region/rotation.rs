@@ -344,6 +344,7 @@ async fn reconcile(object: Arc<RegionRotation>, ctx: Arc<Ctx>) -> Result<Action,
                 to: target,
                 paused: false,
                 abort: false,
+                topologies: vec![],
                 moves: rr.spec.template.clone(),
             },
         );

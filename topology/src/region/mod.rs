@@ -3,6 +3,7 @@
 //! (`drive`). The hub object, its controller, the hooks' side effects and the CLI build on these;
 //! see docs/region-switch.md.
 
+pub mod drill;
 pub mod drive;
 pub mod select;
 

@@ -12,6 +12,8 @@ pub struct RegionSwitchRequest {
     pub to: String,
     /// Only topologies whose labels contain all of these.
     pub match_labels: BTreeMap<String, String>,
+    /// Only topologies of these keys (empty: every one).
+    pub names: std::collections::BTreeSet<String>,
     /// How many topologies move at once (≥ 1).
     pub concurrency: u32,
 }
@@ -106,6 +108,7 @@ pub fn select(
     }
     let mut matched: Vec<&TopologyView> = topologies
         .iter()
+        .filter(|t| req.names.is_empty() || req.names.contains(&t.key))
         .filter(|t| {
             req.match_labels
                 .iter()
@@ -196,6 +199,7 @@ mod tests {
             from: "eu-central".into(),
             to: "eu-western".into(),
             match_labels: BTreeMap::new(),
+            names: Default::default(),
             concurrency: 2,
         }
     }
@@ -248,6 +252,28 @@ mod tests {
         );
         assert_eq!(reason(3), "no member in region eu-western");
         assert!(reason(4).contains("several members in region eu-western (b, b2)"));
+    }
+
+    #[test]
+    fn named_topologies_limit_the_selection_and_the_rest_are_not_looked_at() {
+        // The way back of a region drill: only the databases its way there moved, not one whose
+        // primary was in eu-western before the drill.
+        let ts = [
+            view("db/moved", "b", PAIR, 0),
+            view("db/was-there-before", "b", PAIR, 0),
+        ];
+        let mut r = request();
+        std::mem::swap(&mut r.from, &mut r.to);
+        r.names.insert("db/moved".into());
+        assert_eq!(
+            select(&r, &ts).unwrap(),
+            [Choice::Move {
+                key: "db/moved".into(),
+                member: "a".into()
+            }]
+        );
+        r.names = ["db/gone".to_owned()].into();
+        assert_eq!(select(&r, &ts), Err(SelectError::SelectorMatchesNothing));
     }
 
     #[test]
