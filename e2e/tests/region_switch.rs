@@ -2,7 +2,8 @@
 //! Region switches on the lab: every topology whose primary is in eu-central moves to its member
 //! in eu-western through the ordinary switchover, at most `concurrency` at a time, under writers
 //! and two-primaries samplers; a kill -9 of the controller mid-switch and a new one finishes it;
-//! bad requests are refused with the field and the fix, and nothing moves.
+//! bad requests are refused with the field and the fix, and nothing moves; a region drill there and
+//! back reports per-database evidence, and a check it fails as failed.
 
 use std::time::Duration;
 
@@ -1541,4 +1542,284 @@ async fn job_hooks_run_once_and_are_awaited_and_a_failed_one_stops_its_topology_
             .all(|j| !(j.0.1 == "dbf" && j.0.2 != "drain"))
     );
     testkit::delete_all(lab, ns.name(), &[a, b, c, d]).await;
+}
+
+/// Runs the `federator` CLI against the hub; returns (exit code, stdout).
+async fn federator_cli(lab: &SharedLab, args: &[&str]) -> (i32, String) {
+    let out = tokio::process::Command::new(federator_binary())
+        .args(args)
+        .env("KUBECONFIG", lab.layout.kubeconfig("hub"))
+        .output()
+        .await
+        .expect("running federator");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!(
+        "$ federator {}\n{stdout}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+/// The hub Secret `<member>-app` of each member, holding its URI under `uri` (as CNPG's `-app`
+/// Secret copied to the hub).
+async fn app_secrets(lab: &SharedLab, ns: &str, members: &[Member<'_>]) {
+    use k8s_openapi::api::core::v1::Secret;
+    let api: Api<Secret> = Api::namespaced(lab.admin("hub").await, ns);
+    for m in members {
+        let uri = e2e::emulator::dsn(lab.layout.root(), m.region, ns, m.name).expect("the URI");
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": format!("{}-app", m.name)},
+            "stringData": {"uri": uri},
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &secret)
+            .await
+            .expect("the app Secret");
+    }
+}
+
+/// The report of region drill `name`, as `federator region report -o json` prints it.
+async fn drill_report(lab: &SharedLab, ns: &str, name: &str) -> serde_json::Value {
+    let (code, out) = federator_cli(lab, &["region", "report", name, "-n", ns, "-o", "json"]).await;
+    assert_eq!(code, 0, "region report: {out}");
+    serde_json::from_str(&out).expect("the JSON report")
+}
+
+fn check_of<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["status"]["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no check {name}: {report:#}"))
+}
+
+/// A region drill on two pairs whose applications are scaled by hooks: `federator region drill`
+/// switches eu-central to eu-western and back with a canary and a probe writer in each database,
+/// and its one report (JSON here, Markdown on stdout) holds, for each database and switchover,
+/// a plausible write-unavailability, acknowledged writes with none lost and the canary found;
+/// each hook run with its timing; the four moves with their operations; every check passed.
+/// The applications end where they started. A second drill with a write-unavailability limit no
+/// switchover can meet reports that check failed (exit 4), the others passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_drill_there_and_back_reports_per_database_evidence_and_failed_checks() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use topology::region_drill_api::RegionDrill;
+    let (lab, ns, hub) = namespace("region-drill").await;
+    grant_scaling(lab, ns.name()).await;
+    let mut pairs = Vec::new();
+    for name in ["dr1", "dr2"] {
+        let members = pair(lab, ns.name(), &hub, name, CENTRAL, WESTERN).await;
+        app_secrets(lab, ns.name(), &members).await;
+        web(lab, CENTRAL, ns.name(), name, 2).await;
+        web(lab, WESTERN, ns.name(), name, 0).await;
+        pairs.push((name, members));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kcm = deployment_controller(lab, ns.name(), stop.clone());
+    let _controller = Controller::start(lab, ns.name());
+    for (name, _) in &pairs {
+        wait_condition_of(&hub, name, kind::READY).await;
+    }
+    let samplers: Vec<Load> = pairs
+        .iter()
+        .map(|(_, members)| Load::start(lab, ns.name(), members, false))
+        .collect();
+
+    let scale = |name: &str, region: &str, replicas: i32| {
+        json!({"name": name, "timeout": "1m",
+               "scale": {"region": region, "namespace": ns.name(), "matchLabels": {"app": "web"}, "replicas": replicas}})
+    };
+    let drills: Api<RegionDrill> = Api::namespaced(lab.admin("hub").await, ns.name());
+    let drill: RegionDrill = serde_json::from_value(json!({
+        "apiVersion": "federator.dev/v1alpha1", "kind": "RegionDrill",
+        "metadata": {"name": "quarterly", "namespace": ns.name()},
+        "spec": {"from": CENTRAL, "to": WESTERN, "concurrency": 2,
+                 "limits": {"maxWriteUnavailability": "1m", "maxTotal": "10m"},
+                 "hooks": {"beforeDemotion": [scale("stop-web", "From", 0)],
+                           "afterPromotion": [scale("start-web", "To", 2)]}},
+    }))
+    .expect("a valid RegionDrill");
+    drills
+        .create(&PostParams::default(), &drill)
+        .await
+        .expect("creating the region drill");
+    let (code, markdown) = federator_cli(
+        lab,
+        &["region", "drill", "--run", "quarterly", "-n", ns.name()],
+    )
+    .await;
+    assert_eq!(code, 0, "every check passed: {markdown}");
+    assert!(
+        markdown.contains("- Result: **Succeeded** (6/6 checks passed)"),
+        "{markdown}"
+    );
+    let report = drill_report(lab, ns.name(), "quarterly").await;
+    let status = &report["status"];
+    assert_eq!(status["phase"], "Succeeded", "{report:#}");
+    let checks: Vec<(&str, bool)> = status["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap_or(""), c["passed"] == true))
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            ("EveryDatabaseMoved", true),
+            ("CanariesKept", true),
+            ("NoAcknowledgedWriteLost", true),
+            ("HooksSucceeded", true),
+            ("WriteUnavailabilityWithinLimit", true),
+            ("TotalTimeWithinLimit", true)
+        ],
+        "{report:#}"
+    );
+    let total = status["totalMillis"].as_u64().expect("total time");
+    let databases = status["databases"].as_array().expect("databases");
+    assert_eq!(databases.len(), 2, "{report:#}");
+    for d in databases {
+        let name = d["topology"].as_str().unwrap_or("");
+        assert_eq!(d["canaryFound"], json!([true, true]), "{name}: {d:#}");
+        let switchovers = d["switchovers"].as_array().expect("switchovers");
+        let moves: Vec<(&str, &str)> = switchovers
+            .iter()
+            .map(|s| (s["from"].as_str().unwrap(), s["to"].as_str().unwrap()))
+            .collect();
+        let (c, w) = (format!("{name}-c"), format!("{name}-w"));
+        assert_eq!(moves, [(c.as_str(), w.as_str()), (w.as_str(), c.as_str())]);
+        let mut acknowledged = 0;
+        for s in switchovers {
+            // A switchover refuses writes for a moment (demotion → promotion), never for
+            // longer than the whole drill.
+            let unavailable = s["unavailableMillis"].as_u64().expect("measured");
+            assert!(
+                unavailable > 0 && unavailable < total,
+                "{name}: {unavailable} ms of {total}"
+            );
+            assert_eq!(s["lostWrites"], 0, "{name}: {s:#}");
+            assert_eq!(s["rpoMillis"], 0, "{name}: {s:#}");
+            let acked = s["acknowledgedWrites"].as_u64().unwrap_or(0);
+            assert!(acked > acknowledged, "{name}: writes went on: {s:#}");
+            acknowledged = acked;
+        }
+    }
+    let hooks: Vec<(String, String, String, bool)> = status["hooks"]
+        .as_array()
+        .expect("hooks")
+        .iter()
+        .map(|h| {
+            assert!(h["millis"].as_u64().is_some(), "{h:#}");
+            (
+                h["regionSwitch"].as_str().unwrap().to_owned(),
+                h["topology"].as_str().unwrap().to_owned(),
+                h["hook"].as_str().unwrap().to_owned(),
+                h["ok"] == true,
+            )
+        })
+        .collect();
+    for leg in ["quarterly-there", "quarterly-back"] {
+        for (db, _) in &pairs {
+            for hook in ["beforeDemotion/stop-web", "afterPromotion/start-web"] {
+                let run = (leg.to_owned(), (*db).to_owned(), hook.to_owned(), true);
+                assert!(hooks.contains(&run), "{run:?} not in {hooks:#?}");
+            }
+        }
+    }
+    let moved: Vec<(String, String, bool)> = status["moved"]
+        .as_array()
+        .expect("moved")
+        .iter()
+        .map(|m| {
+            (
+                m["regionSwitch"].as_str().unwrap().to_owned(),
+                m["object"].as_str().unwrap().to_owned(),
+                m["state"] == "Moved" && m["operation"].is_string(),
+            )
+        })
+        .collect();
+    assert_eq!(moved.len(), 4, "{moved:#?}");
+    assert!(moved.iter().all(|m| m.2), "{moved:#?}");
+    // Back where it started: the primaries and the applications.
+    let ns_name = ns.name();
+    for (name, [c, _]) in &pairs {
+        assert_eq!(hub.get(name).await.expect("topology").spec.primary, c.name);
+        let replicas = |region: &'static str| async move {
+            Api::<Deployment>::namespaced(lab.admin(region).await, ns_name)
+                .get(&format!("{name}-web"))
+                .await
+                .expect("web")
+                .spec
+                .and_then(|s| s.replicas)
+        };
+        assert_eq!(replicas(CENTRAL).await, Some(2), "{name}");
+        assert_eq!(replicas(WESTERN).await, Some(0), "{name}");
+    }
+
+    // A limit no switchover meets: that check fails, the drill fails (exit 4), the rest pass.
+    let (code, markdown) = federator_cli(
+        lab,
+        &[
+            "region",
+            "drill",
+            "--from",
+            CENTRAL,
+            "--to",
+            WESTERN,
+            "-n",
+            ns.name(),
+            "--concurrency",
+            "2",
+            "--no-return",
+            "--max-write-unavailability",
+            "1ms",
+            "--name",
+            "strict",
+        ],
+    )
+    .await;
+    assert_eq!(code, 4, "a failed check: {markdown}");
+    assert!(
+        markdown.contains("| WriteUnavailabilityWithinLimit | FAIL |"),
+        "{markdown}"
+    );
+    let report = drill_report(lab, ns.name(), "strict").await;
+    assert_eq!(report["status"]["phase"], "Failed", "{report:#}");
+    let limit = check_of(&report, "WriteUnavailabilityWithinLimit");
+    assert_eq!(limit["passed"], false, "{limit:#}");
+    assert!(
+        limit["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("limit 1 ms"),
+        "{limit:#}"
+    );
+    for other in [
+        "EveryDatabaseMoved",
+        "CanariesKept",
+        "NoAcknowledgedWriteLost",
+    ] {
+        assert_eq!(
+            check_of(&report, other)["passed"],
+            true,
+            "{other}: {report:#}"
+        );
+    }
+    let failed = drills.get("strict").await.expect("strict drill");
+    let condition = failed
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Succeeded")
+        .map(|c| (c.status, c.reason));
+    assert_eq!(condition, Some(("False".into(), "ChecksFailed".into())));
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    kcm.await.expect("the Deployment controller");
+    for sampler in samplers {
+        sampler.finish().await;
+    }
+    for (_, members) in &pairs {
+        testkit::delete_all(lab, ns.name(), members).await;
+    }
 }
