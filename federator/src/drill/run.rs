@@ -70,7 +70,8 @@ fn run_id(drill: &DisasterRecoveryDrill) -> String {
         .unwrap_or_default()
 }
 
-fn counts(log: &[Attempt], base: &WriteCounts) -> WriteCounts {
+/// The probe's counts: `base` (from the status) plus this process's `log`.
+pub(crate) fn counts(log: &[Attempt], base: &WriteCounts) -> WriteCounts {
     let acknowledged = log.iter().filter(|a| a.acknowledged).count() as u64;
     WriteCounts {
         attempted: base.attempted + log.len() as u64,

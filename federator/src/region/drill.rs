@@ -33,8 +33,9 @@ use topology::region_drill_api::{
 };
 
 use crate::controller::publish_best_effort;
-use crate::drill::measure::{self, Attempt};
+use crate::drill::measure;
 use crate::drill::postgres::{self, Dsns, Probe, Target};
+use crate::drill::run::counts;
 
 /// Label on the region switches a drill creates: the drill's name.
 pub const DRILL_LABEL: &str = "federator.dev/region-drill";
@@ -91,16 +92,6 @@ pub struct Runner {
     databases: BTreeMap<String, Database>,
     /// Told each step as it finishes (the CLI prints it).
     say: Box<dyn Fn(&str) + Send + Sync>,
-}
-
-fn counts(log: &[Attempt], base: &WriteCounts) -> WriteCounts {
-    let acknowledged = log.iter().filter(|a| a.acknowledged).count() as u64;
-    WriteCounts {
-        attempted: base.attempted + log.len() as u64,
-        acknowledged: base.acknowledged + acknowledged,
-        failed: base.failed + log.len() as u64 - acknowledged,
-        acknowledged_seqs: measure::with_acknowledged(&base.acknowledged_seqs, log),
-    }
 }
 
 impl Runner {
