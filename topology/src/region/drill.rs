@@ -42,9 +42,8 @@ pub fn selection(status: &RegionSwitchStatus) -> Option<Result<Vec<DatabaseEvide
     if status.phase == Some(RegionSwitchPhase::Refused) {
         return Some(Err(status.message.clone().unwrap_or_default()));
     }
-    if status.phase.is_none() {
-        return None;
-    }
+    // Not looked at yet.
+    status.phase?;
     let moving: Vec<DatabaseEvidence> = status
         .topologies
         .iter()
