@@ -187,7 +187,12 @@ pub fn checks(e: &Evidence<'_>) -> Vec<CheckResult> {
             m.object, m.from, m.to, m.state, m.region_switch
         ));
     }
-    let moved_ok = format!("{n} databases moved {legs} times each");
+    let plural = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
+    let moved_ok = format!(
+        "{} moved {} each",
+        plural(n, "database"),
+        plural(legs, "time")
+    );
     let moved = check(EVERY_DATABASE_MOVED, failed, moved_ok);
 
     let failed = e
@@ -415,6 +420,10 @@ mod tests {
         };
         let all = checks(&e);
         assert_eq!(summary(&all), "6/6", "{all:#?}");
+        assert_eq!(
+            by_name(&all, EVERY_DATABASE_MOVED).detail,
+            "2 databases moved 2 times each"
+        );
         assert!(
             by_name(&all, WRITE_UNAVAILABILITY)
                 .detail
