@@ -1137,9 +1137,11 @@ type Received = (
 );
 
 /// An HTTPS receiver on loopback with a certificate from the lab CA: answers 200 and records
-/// every call. Returns its port and the calls.
+/// every call; while `closed` is true, a call to a path under `/gate/` is answered 503 (the hook
+/// retries it). Returns its port and the calls.
 async fn webhook_receiver(
     lab: &SharedLab,
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Received>>>) {
     use http_body_util::BodyExt;
     use rustls::pki_types::pem::PemObject;
@@ -1169,15 +1171,17 @@ async fn webhook_receiver(
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            let (acceptor, seen, closed) = (acceptor.clone(), seen.clone(), closed.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
                 let service = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
-                        let seen = seen.clone();
+                        let (seen, closed) = (seen.clone(), closed.clone());
                         async move {
+                            let gated = req.uri().path().starts_with("/gate/")
+                                && closed.load(std::sync::atomic::Ordering::SeqCst);
                             let signature = req
                                 .headers()
                                 .get("x-federator-signature")
@@ -1198,9 +1202,13 @@ async fn webhook_receiver(
                                 json,
                                 body.to_vec(),
                             ));
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(hyper::body::Bytes::from_static(b"ok")),
-                            ))
+                            let mut answer = hyper::Response::new(http_body_util::Full::new(
+                                hyper::body::Bytes::from_static(b"ok"),
+                            ));
+                            if gated {
+                                *answer.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                            }
+                            Ok::<_, std::convert::Infallible>(answer)
                         }
                     },
                 );
@@ -1211,6 +1219,27 @@ async fn webhook_receiver(
         }
     });
     (port, calls)
+}
+
+/// The webhook hooks' shared secret (`hook-secret`, `s3cret`) and the lab CA (`hook-ca`).
+async fn hook_secrets(lab: &SharedLab, ns: &str) {
+    use k8s_openapi::api::core::v1::Secret;
+    let ca = e2e::lab::pki::ca_pem(lab.layout.root()).expect("the lab CA");
+    let secrets: Api<Secret> = Api::namespaced(lab.admin("hub").await, ns);
+    for (name, key, value) in [
+        ("hook-secret", "secret", "s3cret".to_owned()),
+        ("hook-ca", "ca.crt", ca),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns},
+            "stringData": {key: value}
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("a hook Secret");
+    }
 }
 
 /// What the receiver computes to check a call: HMAC-SHA256 of "<t>.<body>" with the secret.
@@ -1231,26 +1260,10 @@ fn expected_signature(secret: &[u8], header: &str, body: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_hooks_are_signed_calls_awaited_before_the_demotion_and_after_the_promotion() {
-    use k8s_openapi::api::core::v1::Secret;
     let (lab, ns, hub) = namespace("region-webhook").await;
     let [a, b] = pair(lab, ns.name(), &hub, "dbw", CENTRAL, WESTERN).await;
-    let (port, calls) = webhook_receiver(lab).await;
-    let ca = e2e::lab::pki::ca_pem(lab.layout.root()).expect("the lab CA");
-    let secrets: Api<Secret> = Api::namespaced(lab.admin("hub").await, ns.name());
-    for (name, key, value) in [
-        ("hook-secret", "secret", "s3cret".to_owned()),
-        ("hook-ca", "ca.crt", ca),
-    ] {
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": ns.name()},
-            "stringData": {key: value}
-        }))
-        .unwrap();
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("a hook Secret");
-    }
+    let (port, calls) = webhook_receiver(lab, Default::default()).await;
+    hook_secrets(lab, ns.name()).await;
     let _controller = Controller::start(lab, ns.name());
     wait_condition_of(&hub, "dbw", kind::READY).await;
 
@@ -1822,4 +1835,215 @@ async fn a_region_drill_there_and_back_reports_per_database_evidence_and_failed_
     for (_, members) in &pairs {
         testkit::delete_all(lab, ns.name(), members).await;
     }
+}
+
+/// kill -9 of the controller after a hook before the demotion finished and before the demotion:
+/// the first hook (`withdraw`) answered and was recorded, the second (`gate`) is refused until
+/// the controller is dead. Nothing was demoted meanwhile; a new controller takes the region switch
+/// over, runs `gate` and then the switchover, and never calls `withdraw` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_a_hook_and_the_demotion_then_a_new_controller_finishes_without_rerunning_it()
+ {
+    let (lab, ns, hub) = namespace("region-hook-crash").await;
+    let [a, b] = pair(lab, ns.name(), &hub, "dbk", CENTRAL, WESTERN).await;
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (port, calls) = webhook_receiver(lab, closed.clone()).await;
+    hook_secrets(lab, ns.name()).await;
+    let mut controller = Controller::start_with(lab, ns.name(), "", &LEASE);
+    wait_condition_of(&hub, "dbk", kind::READY).await;
+    let load = Load::start(lab, ns.name(), &[a, b], true);
+    let webhook = |path: &str, name: &str| {
+        json!({"name": name, "timeout": "3m", "webhook": {"url": format!("https://127.0.0.1:{port}/{path}/{name}"),
+            "secretRef": {"name": "hook-secret"}, "caSecretRef": {"name": "hook-ca"}}})
+    };
+    create_switch(
+        ns.name(),
+        "hook-crash",
+        json!({"from": CENTRAL, "to": WESTERN,
+               "hooks": {"beforeDemotion": [webhook("dns", "withdraw"), webhook("gate", "gate")]}}),
+    )
+    .await;
+    // `withdraw` is recorded done and `gate` is being called: between the first hook and the
+    // demotion.
+    let ns_name = ns.name();
+    let calls_seen = calls.clone();
+    wait_for("withdraw recorded and gate called", DEADLINE, || {
+        let calls = calls_seen.clone();
+        async move {
+            let rs = region_switch(ns_name, "hook-crash").await?;
+            let t = rs.status?.topologies.into_iter().next()?;
+            let recorded = t
+                .hooks
+                .iter()
+                .any(|h| h.hook == "beforeDemotion/withdraw" && h.ok);
+            let gate_called = calls.lock().unwrap().iter().any(|c| c.2["hook"] == "gate");
+            (recorded && gate_called && t.state == TopologyState::BeforeDemotion).then_some(())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    controller.kill().await;
+    let topo = hub.get("dbk").await.expect("dbk");
+    assert_eq!(
+        topo.spec.primary, a.name,
+        "nothing asked before the gate opened"
+    );
+    closed.store(false, std::sync::atomic::Ordering::SeqCst);
+    let _replacement = Controller::start_with(lab, ns.name(), "-2", &LEASE);
+    let (_, status) = wait_succeeded(ns.name(), "hook-crash", Duration::from_secs(240)).await;
+    assert!(
+        !status.resumes.is_empty(),
+        "the take-over is recorded: {status:#?}"
+    );
+    let runs: Vec<(&str, bool)> = status.topologies[0]
+        .hooks
+        .iter()
+        .map(|h| (h.hook.as_str(), h.ok))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("beforeDemotion/withdraw", true),
+            ("beforeDemotion/gate", true)
+        ],
+        "{status:#?}"
+    );
+    let calls = calls.lock().unwrap().clone();
+    let withdraws = calls.iter().filter(|c| c.2["hook"] == "withdraw").count();
+    assert_eq!(withdraws, 1, "withdraw ran once: {calls:#?}");
+    let topo = wait_condition_of(&hub, "dbk", kind::READY).await;
+    let history = topo.status.clone().unwrap_or_default().history;
+    let moves: Vec<_> = history
+        .iter()
+        .filter(|o| o.from == a.name && o.to == b.name)
+        .collect();
+    assert_eq!(moves.len(), 1, "one switchover: {history:#?}");
+    assert_eq!(moves[0].outcome, Some(Outcome::Succeeded));
+    let last_gate = calls
+        .iter()
+        .filter(|c| c.2["hook"] == "gate")
+        .map(|c| c.0)
+        .max()
+        .expect("gate called");
+    assert!(
+        last_gate <= moves[0].started_at.0,
+        "the switchover began after the last hook before the demotion"
+    );
+    let acked = load.finish().await;
+    assert_rows_kept(lab, ns.name(), b, &acked).await;
+    testkit::delete_all(lab, ns.name(), &[a, b]).await;
+}
+
+/// A region drill whose CLI is killed (-9) while its way there runs is continued by
+/// `federator region drill --run NAME --resume`: each region switch was created once and each
+/// database switched over once per direction, the canaries and every acknowledged write are on
+/// the final primaries, and the switchover no probe watched is reported as not measured: that
+/// check fails (exit 4) rather than pass on no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_region_drill_is_continued_with_resume_and_reports_what_it_could_not_measure() {
+    use topology::region_drill_api::RegionDrill;
+    let (lab, ns, hub) = namespace("region-drill-resume").await;
+    let [c, w] = pair(lab, ns.name(), &hub, "drr", CENTRAL, WESTERN).await;
+    app_secrets(lab, ns.name(), &[c, w]).await;
+    let _controller = Controller::start(lab, ns.name());
+    wait_condition_of(&hub, "drr", kind::READY).await;
+    let drills: Api<RegionDrill> = Api::namespaced(lab.admin("hub").await, ns.name());
+    let drill: RegionDrill = serde_json::from_value(json!({
+        "apiVersion": "federator.dev/v1alpha1", "kind": "RegionDrill",
+        "metadata": {"name": "resumed", "namespace": ns.name()},
+        "spec": {"from": CENTRAL, "to": WESTERN},
+    }))
+    .expect("a valid RegionDrill");
+    drills
+        .create(&PostParams::default(), &drill)
+        .await
+        .expect("creating the region drill");
+    let mut cli = tokio::process::Command::new(federator_binary())
+        .args(["region", "drill", "--run", "resumed", "-n", ns.name()])
+        .env("KUBECONFIG", lab.layout.kubeconfig("hub"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("running federator region drill");
+    let drills_ref = &drills;
+    wait_for("the drill at SwitchThere", DEADLINE, || async move {
+        let d = drills_ref.get("resumed").await.ok()?;
+        (d.status?.step? == topology::region_drill_api::RegionDrillStep::SwitchThere).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    cli.start_kill().expect("kill -9 of the CLI");
+    let _ = cli.wait().await;
+
+    let (code, markdown) = federator_cli(
+        lab,
+        &[
+            "region",
+            "drill",
+            "--run",
+            "resumed",
+            "--resume",
+            "-n",
+            ns.name(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 4, "{markdown}");
+    let report = drill_report(lab, ns.name(), "resumed").await;
+    let status = &report["status"];
+    assert_eq!(
+        status["resumes"].as_array().map(Vec::len),
+        Some(1),
+        "{report:#}"
+    );
+    for passed in [
+        "EveryDatabaseMoved",
+        "CanariesKept",
+        "NoAcknowledgedWriteLost",
+    ] {
+        assert_eq!(
+            check_of(&report, passed)["passed"],
+            true,
+            "{passed}: {report:#}"
+        );
+    }
+    let unmeasured = check_of(&report, "WriteUnavailabilityWithinLimit");
+    assert_eq!(unmeasured["passed"], false, "{unmeasured:#}");
+    assert!(
+        unmeasured["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("drr: write-unavailability of drr-c → drr-w not measured"),
+        "{unmeasured:#}"
+    );
+    let switchovers = status["databases"][0]["switchovers"]
+        .as_array()
+        .expect("measured");
+    assert!(
+        switchovers[1]["unavailableMillis"].is_u64(),
+        "the way back was watched: {report:#}"
+    );
+    let acked = switchovers[1]["acknowledgedWrites"].as_u64().unwrap_or(0);
+    assert!(acked > 0, "{report:#}");
+    // Each region switch created once, each database moved once per direction.
+    let switches: Api<RegionSwitch> = Api::namespaced(lab.admin("hub").await, ns.name());
+    let names: Vec<String> = switches
+        .list(&Default::default())
+        .await
+        .expect("region switches")
+        .items
+        .into_iter()
+        .filter_map(|rs| rs.metadata.name)
+        .collect();
+    assert_eq!(names, ["resumed-back", "resumed-there"]);
+    let topo = wait_condition_of(&hub, "drr", kind::READY).await;
+    assert_eq!(topo.spec.primary, c.name);
+    let history = topo.status.clone().unwrap_or_default().history;
+    for (from, to) in [(c.name, w.name), (w.name, c.name)] {
+        let moves = history
+            .iter()
+            .filter(|o| o.from == from && o.to == to)
+            .count();
+        assert_eq!(moves, 1, "{from} → {to} once: {history:#?}");
+    }
+    testkit::delete_all(lab, ns.name(), &[c, w]).await;
 }
