@@ -384,11 +384,13 @@ impl Runner {
                  spec.connection.secretName",
                 m.name
             );
-            let s = self
-                .secrets
-                .get(&secret)
-                .await
-                .map_err(|e| format!("reading Secret {secret} ({topology}): {e}; {fix}"))?;
+            let s = self.secrets.get(&secret).await.map_err(|e| {
+                let why = match e {
+                    kube::Error::Api(e) => e.message,
+                    other => other.to_string(),
+                };
+                format!("reading Secret {secret} ({topology}): {why}; {fix}")
+            })?;
             let uri = s
                 .data
                 .as_ref()
@@ -647,6 +649,33 @@ impl Runner {
         self.save(&drill, status).await
     }
 
+    /// A run that stops before its way there was resumed aborts that region switch (created
+    /// paused): nothing of it moved, and it no longer holds the drill's topologies, so another
+    /// region switch may move them.
+    async fn abort_unstarted(
+        &self,
+        drill: &RegionDrill,
+        status: &RegionDrillStatus,
+    ) -> Result<(), DrillError> {
+        if status.legs.first().is_some_and(|l| l.started_at.is_some()) {
+            return Ok(());
+        }
+        let name = rules::leg_names(&drill.name_any())[0].clone();
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let abort = Patch::Merge(json!({"spec": {"abort": true}}));
+        match self.switches.patch(&name, &params, &abort).await {
+            Ok(_) => {
+                (self.say)(&format!("RegionSwitch {name}: aborted (it never moved)"));
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(kube_err(format!("aborting RegionSwitch {name}"))(e)),
+        }
+    }
+
     /// Ends the run: the probe writers stop, the checks are computed, the phase and condition
     /// say whether every check passed, and an Event tells it. `failure`: why the run stopped
     /// early.
@@ -658,6 +687,9 @@ impl Runner {
         let mut status = drill.status.clone().unwrap_or_default();
         self.record_writes(&mut status);
         self.stop_probes().await;
+        if failure.is_some() {
+            self.abort_unstarted(&drill, &status).await?;
+        }
         let finished = now();
         let total = status
             .started_at
