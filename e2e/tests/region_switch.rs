@@ -2047,3 +2047,63 @@ async fn a_killed_region_drill_is_continued_with_resume_and_reports_what_it_coul
     }
     testkit::delete_all(lab, ns.name(), &[c, w]).await;
 }
+
+/// A region drill that cannot reach a database (its hub Secret is missing) stops before anything
+/// moves: the report names the Secret and the fix, no switchover was asked, and its paused
+/// region switch is aborted, so it holds the topology no longer and a region switch may move it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_drill_without_its_secret_names_it_moves_nothing_and_releases_the_topology() {
+    let (lab, ns, hub) = namespace("region-drill-secret").await;
+    let [c, w] = pair(lab, ns.name(), &hub, "drs", CENTRAL, WESTERN).await;
+    let _controller = Controller::start(lab, ns.name());
+    wait_condition_of(&hub, "drs", kind::READY).await;
+    let (code, markdown) = federator_cli(
+        lab,
+        &[
+            "region",
+            "drill",
+            "--from",
+            CENTRAL,
+            "--to",
+            WESTERN,
+            "-n",
+            ns.name(),
+            "--name",
+            "no-secret",
+        ],
+    )
+    .await;
+    assert_eq!(code, 4, "{markdown}");
+    let report = drill_report(lab, ns.name(), "no-secret").await;
+    let failure = report["status"]["failure"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        failure.contains("Secret drs-c-app") && failure.contains("spec.connection.secretName"),
+        "{failure}"
+    );
+    assert_eq!(
+        check_of(&report, "EveryDatabaseMoved")["passed"],
+        false,
+        "{report:#}"
+    );
+    let there = wait_ended(ns.name(), "no-secret-there", DEADLINE).await;
+    let status = there.status.clone().unwrap_or_default();
+    assert_eq!(status.phase, Some(RegionSwitchPhase::Failed), "{status:#?}");
+    assert_eq!(
+        status.topologies[0].state,
+        TopologyState::Aborted,
+        "{status:#?}"
+    );
+    let topo = hub.get("drs").await.expect("drs");
+    assert_eq!(topo.spec.primary, c.name);
+    assert!(
+        topo.status.unwrap_or_default().history.is_empty(),
+        "no switchover asked"
+    );
+    // Released: a region switch over the same topology moves it.
+    create_switch(ns.name(), "after", json!({"from": CENTRAL, "to": WESTERN})).await;
+    wait_succeeded(ns.name(), "after", Duration::from_secs(180)).await;
+    testkit::delete_all(lab, ns.name(), &[c, w]).await;
+}
