@@ -124,16 +124,19 @@ bench: deps
 	$(CARGO) bench -p federator-e2e --bench switchover
 
 # The switchover bench on the real-CNPG tier (its own lab, target/e2e-lab-real on the harness
-# ports + 20; root): a pair, each channel in BENCH_REAL_CHANNELS, BENCH_REAL_ROUNDS switchovers per
-# driver (6 = three there and back). Debug builds: real CloudNativePG's steps take seconds, the
-# controller's reaction milliseconds (the bench prints both); docs/benchmarks.md.
+# ports + 20; root): the shapes in BENCH_REAL_SHAPES (the pair and the ring of three), each
+# channel in BENCH_REAL_CHANNELS, BENCH_REAL_ROUNDS rounds of three switchovers (6 = each driver
+# 6 switchovers per shape, every direction alike). Debug builds: real CloudNativePG's steps take
+# seconds, the controller's reaction milliseconds (the bench prints both); docs/benchmarks.md.
 BENCH_REAL_ROUNDS ?= 6
+BENCH_REAL_SHAPES ?= pair,ring
 BENCH_REAL_CHANNELS ?= streaming archive
 bench-real: deps-real
 	$(CARGO) build -p federator -p federator-e2e --bins
 	for channel in $(BENCH_REAL_CHANNELS); do \
 	  $(CARGO) bench --profile dev -p federator-e2e --bench switchover -- \
-	    --cnpg real --shapes pair --channel "$$channel" --rounds $(BENCH_REAL_ROUNDS); \
+	    --cnpg real --shapes $(BENCH_REAL_SHAPES) --channel "$$channel" \
+	    --rounds $(BENCH_REAL_ROUNDS) || exit 1; \
 	done
 
 unit:

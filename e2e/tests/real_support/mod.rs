@@ -277,8 +277,10 @@ pub enum Channel {
 /// Secret everywhere, then each member in order — the first is the primary (`initdb`, then table
 /// `t` with rows 1 and 2), each other one a copy of its source. Streaming: `pg_basebackup`, and
 /// after each member its CA and replication Secrets copied to every other region. Archive: the S3
-/// Secret everywhere, a base backup of the primary, `recovery` from it. Returns when every member
-/// is healthy and has the rows. `members[i].1` is member i's `replica.source`.
+/// Secret everywhere, a base backup of every member that a later one names as its source (the
+/// primary; in a ring also each replica a further one cascades from: CloudNativePG backs a replica
+/// cluster up from its designated primary), `recovery` from it. Returns when every member is
+/// healthy and has the rows. `members[i].1` is member i's `replica.source`.
 pub async fn create_members(
     lab: &'static SharedLab,
     ns: &str,
@@ -293,7 +295,7 @@ pub async fn create_members(
         create_s3_secret(lab, ns, &all).await;
     }
     let started = std::time::Instant::now();
-    for (m, source) in members {
+    for (i, (m, source)) in members.iter().enumerate() {
         let cluster = match channel {
             Channel::Streaming => streaming_cluster(ns, *m, primary.name, source.name, &all),
             Channel::Archive => archive_cluster(ns, *m, primary.name, source.name, &all),
@@ -312,16 +314,17 @@ pub async fn create_members(
                 .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)")
                 .await
                 .expect("writes on the primary");
-            if channel == Channel::Archive {
-                base_backup(lab, ns, primary).await;
-                println!(
-                    "base backup of {} after {:.1}s",
-                    m.name,
-                    started.elapsed().as_secs_f64()
-                );
-            }
         }
         wait_rows(lab, ns, *m, &[1, 2]).await;
+        let copied_later = members[i + 1..].iter().any(|(_, s)| s.name == m.name);
+        if channel == Channel::Archive && copied_later {
+            base_backup(lab, ns, *m).await;
+            println!(
+                "base backup of {} after {:.1}s",
+                m.name,
+                started.elapsed().as_secs_f64()
+            );
+        }
         if channel == Channel::Streaming {
             share_secrets(lab, ns, *m, &all).await;
         }
