@@ -199,6 +199,19 @@ async fn failover_from_a_stopped_region_then_the_old_primary_returns_fenced() {
     assert!(window.new_primary_timeline >= Some(2), "{window:?}");
     assert!(window.promoted_at.is_some() && window.old_primary_unreachable_since.is_some());
     assert!(!window.unknown.is_empty());
+    // B's position before its promotion, read from its instance status (pods/proxy): the fork
+    // is at or after it, and the report says so.
+    let received = window
+        .target_received_lsn
+        .clone()
+        .expect("B's received WAL position in the report");
+    assert!(
+        window
+            .summary
+            .contains(&format!("up to {received} before its promotion")),
+        "{}",
+        window.summary
+    );
     let fenced = status
         .fenced_members
         .iter()
@@ -285,6 +298,39 @@ async fn failover_from_a_stopped_region_then_the_old_primary_returns_fenced() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     println!("the fenced A: {outcome}");
+    if outcome.starts_with("in recovery") {
+        // Read once its instance answers again: the report says where A came back (stopped,
+        // not cut off: never as a primary), and keeps what it cannot know.
+        let returned = status_until(&hub, "A's return in the failover report", DEADLINE, |s| {
+            s.last_failover
+                .as_ref()?
+                .data_loss
+                .as_ref()?
+                .old_primary_returned
+                .clone()
+        })
+        .await;
+        println!("A's return in the report: {returned:?}");
+        assert!(!returned.primary, "{returned:?}");
+        let window = status_now(&hub)
+            .await
+            .last_failover
+            .and_then(|r| r.data_loss)
+            .expect("the window");
+        assert!(
+            window.summary.contains("it was in recovery"),
+            "{}",
+            window.summary
+        );
+        assert!(
+            window
+                .unknown
+                .iter()
+                .any(|u| u.contains("kept accepting writes")),
+            "{:?}",
+            window.unknown
+        );
+    }
     let status = status_now(&hub).await;
     assert!(
         status

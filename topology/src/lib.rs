@@ -23,7 +23,7 @@ pub mod validate;
 
 pub use api::{DistributedTopology, DistributedTopologySpec, DistributedTopologyStatus};
 pub use model::Topology;
-pub use observed::{Observed, ObservedMember, Replay};
+pub use observed::{InstanceWal, Observed, ObservedMember, Replay};
 pub use plan::{Decision, Desired, Plan, PlanError, Progress, next_step, plan};
 pub use step::{OperationKind, StepKind};
 

@@ -74,6 +74,11 @@ pub struct MemberState {
     ///
     /// [`StepKind::AwaitReplay`]: crate::StepKind::AwaitReplay
     pub replay: Option<Replay>,
+    /// What the member's (designated) primary instance reported of its role and WAL, from the
+    /// same instance status: read only around a failover — its target until it is promoted
+    /// (how far it had received the old primary's WAL) and the old primary once it can be read
+    /// again (whether it went on writing). Not part of the Cluster object.
+    pub wal: Option<InstanceWal>,
     /// CNPG's fencing covers every instance (`cnpg.io/fencedInstances: '["*"]'`, what the
     /// automatic-failover agent writes): the instances are stopped and take no write, whatever
     /// the spec says. A metadata fact, not a status one: it holds as soon as CNPG honours it
@@ -86,6 +91,21 @@ pub struct MemberState {
 pub enum Replay {
     /// `replayLsn`: the end of the last WAL record the instance replayed.
     At(crate::token::Lsn),
+    /// The instance status could not be read or used; the text says why (safe to show).
+    Unknown(String),
+}
+
+/// An instance's role and WAL position as its instance manager reported them (`/pg/status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InstanceWal {
+    /// `isPrimary`; `lsn`: `currentLsn` on a primary, else the later of `receivedLsn` and
+    /// `replayLsn`; `timeline`: `timeLineID` (the latest checkpoint's: on a standby it may
+    /// lag the timeline it replays).
+    At {
+        primary: bool,
+        lsn: crate::token::Lsn,
+        timeline: Option<i64>,
+    },
     /// The instance status could not be read or used; the text says why (safe to show).
     Unknown(String),
 }
@@ -127,6 +147,7 @@ impl ObservedMember {
                     .is_some_and(|r| r.values().any(|i| i.is_primary)),
                 replica_switch,
                 replay: None,
+                wal: None,
                 fenced: fenced_entirely(cluster),
             },
         }

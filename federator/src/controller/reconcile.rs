@@ -107,6 +107,15 @@ async fn reconcile_once(topo: Arc<DistributedTopology>, ctx: &Arc<Context>) -> R
         &mut observation.observed,
     )
     .await;
+    // The failover report's positions: its target until promoted, the old primary once back.
+    super::replay::observe_failover(
+        ctx.members.as_ref(),
+        &stored.spec.members,
+        (stored.spec.failover.as_ref(), stored.status.as_ref()),
+        ctx.clock.now(),
+        &mut observation.observed,
+    )
+    .await;
 
     // The topology's own hook, only while the step log on the hub names it (written before it
     // runs: a restarted controller runs the same hook again, idempotently, never the next).

@@ -6,14 +6,20 @@
 //! manager serves it at `/pg/status` (port 8000, `replayLsn`), which `kubectl cnpg status` reads
 //! through the member API server's `pods/proxy`; Federator does the same, with its member
 //! credential (`get` on `pods` and `pods/proxy` in the Cluster's namespace).
+//!
+//! A failover reads the same document twice more ([`observe_failover`]): its target's
+//! `receivedLsn` until it is promoted (where the new timeline forks, at the earliest), and the
+//! old primary's role and WAL position the first time it can be read again (whether it kept
+//! running as a primary, and how far past the target it wrote).
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
-use topology::api::{Member, Operation};
+use topology::api::{FailoverRequest, Member, Operation};
 use topology::token::Lsn;
-use topology::{Observed, Replay, StepKind};
+use topology::{DistributedTopologyStatus, InstanceWal, Observed, OperationKind, Replay, StepKind};
 
 use super::observe::{MemberRead, Members};
 
@@ -83,7 +89,112 @@ fn about_to_wait(op: &Operation, observed: &Observed) -> bool {
     }
 }
 
+/// How long after its fence the controller still tries to read a returned old primary's
+/// instance (one read per reconcile): long enough for its pod to start again after a region
+/// came back, short enough that a member that never answers costs nothing for ever.
+const RETURN_READ_FOR: SignedDuration = SignedDuration::from_mins(10);
+
+/// Around a failover, reads what the data-loss report needs into `observed` (`wal` of the
+/// member): the target's WAL position while a failover request waits or its operation runs and
+/// the target is not yet promoted; the old primary's role and position once it can be read
+/// again, until the report has them (or [`RETURN_READ_FOR`] after its fence). Nothing
+/// otherwise.
+pub async fn observe_failover(
+    pool: &dyn Members,
+    members: &[Member],
+    (request, status): (Option<&FailoverRequest>, Option<&DistributedTopologyStatus>),
+    now: Timestamp,
+    observed: &mut Observed,
+) {
+    for name in failover_reads(request, status, observed, now) {
+        let Some(member) = members.iter().find(|m| m.name == name) else {
+            continue;
+        };
+        let Some(target) = observed.members.get_mut(&name) else {
+            continue;
+        };
+        let wal = match read_status(pool, member).await {
+            Ok(text) => parse_wal(&text).map_or_else(
+                |why| InstanceWal::Unknown(format!("{}: {why}", member.name)),
+                |(primary, lsn, timeline)| InstanceWal::At {
+                    primary,
+                    lsn,
+                    timeline,
+                },
+            ),
+            Err(why) => InstanceWal::Unknown(why),
+        };
+        match &wal {
+            InstanceWal::At { primary, lsn, .. } => {
+                tracing::info!(member = %name, primary, %lsn, "instance WAL position (failover report)")
+            }
+            InstanceWal::Unknown(why) => {
+                tracing::info!(member = %name, %why, "instance WAL position unknown (failover report)")
+            }
+        }
+        target.status.wal = Some(wal);
+    }
+}
+
+/// The members whose instance the failover report needs read in this reconcile.
+fn failover_reads(
+    request: Option<&FailoverRequest>,
+    status: Option<&DistributedTopologyStatus>,
+    observed: &Observed,
+    now: Timestamp,
+) -> Vec<String> {
+    let readable = |name: &str| observed.get(name).is_some_and(|m| m.reachable);
+    let promoted = |name: &str| {
+        observed
+            .get(name)
+            .is_some_and(|m| m.status.instance_is_primary)
+    };
+    let last = status.and_then(|s| s.last_failover.as_ref());
+    let running = status
+        .and_then(|s| s.operation.as_ref())
+        .filter(|op| op.kind == OperationKind::Failover && op.outcome.is_none());
+    // The target: a request not acted on yet (it may start in this reconcile), or the running
+    // failover until its target reports itself primary.
+    let target = running.map(|op| op.to.as_str()).or_else(|| {
+        request
+            .filter(|r| r.accept_data_loss && last.is_none_or(|l| l.request != **r))
+            .map(|r| r.to.as_str())
+    });
+    let mut reads: Vec<String> = target
+        .filter(|t| readable(t) && !promoted(t))
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    // The old primary, back: once, while it is listed as fenced (a re-clone ends it).
+    if let Some(report) = last.filter(|r| r.operation.is_some())
+        && report
+            .data_loss
+            .as_ref()
+            .is_some_and(|w| w.old_primary_returned.is_none())
+        && readable(&report.from)
+        && status.is_some_and(|s| {
+            s.fenced_members.iter().any(|f| {
+                f.name == report.from
+                    && f.fenced_at
+                        .as_ref()
+                        .is_none_or(|at| now.duration_since(at.0) < RETURN_READ_FOR)
+            })
+        })
+    {
+        reads.push(report.from.clone());
+    }
+    reads
+}
+
 async fn read(pool: &dyn Members, member: &Member) -> Replay {
+    match read_status(pool, member).await {
+        Ok(text) => parse_replay_lsn(&text).map_or_else(Replay::Unknown, Replay::At),
+        Err(why) => Replay::Unknown(why),
+    }
+}
+
+/// The instance status document of `member`'s current primary pod, or why it cannot be read.
+async fn read_status(pool: &dyn Members, member: &Member) -> Result<String, String> {
     let name = member.cluster_name();
     let pod = match pool.read(&member.cluster, &member.namespace, name) {
         MemberRead::Seen(cluster) => cluster
@@ -98,19 +209,16 @@ async fn read(pool: &dyn Members, member: &Member) -> Replay {
         _ => None,
     };
     let Some(pod) = pod else {
-        return Replay::Unknown(format!(
+        return Err(format!(
             "Cluster {}/{name} names no current primary pod",
             member.namespace
         ));
     };
-    let client = match pool.client(&member.cluster) {
-        Ok(c) => c,
-        Err(why) => return Replay::Unknown(why),
-    };
-    match tokio::time::timeout(READ_WITHIN, replay_lsn(client, &member.namespace, &pod)).await {
-        Ok(Ok(lsn)) => Replay::At(lsn),
-        Ok(Err(why)) => Replay::Unknown(pool.redact(&member.cluster, &why)),
-        Err(_) => Replay::Unknown(format!(
+    let client = pool.client(&member.cluster)?;
+    match tokio::time::timeout(READ_WITHIN, status_text(client, &member.namespace, &pod)).await {
+        Ok(Ok(text)) => Ok(text),
+        Ok(Err(why)) => Err(pool.redact(&member.cluster, &why)),
+        Err(_) => Err(format!(
             "no answer from pod {}/{pod}'s instance status within {}s",
             member.namespace,
             READ_WITHIN.as_secs()
@@ -118,9 +226,9 @@ async fn read(pool: &dyn Members, member: &Member) -> Replay {
     }
 }
 
-/// `replayLsn` of pod `namespace/pod`'s instance manager, through the API server's pods/proxy,
-/// with the scheme CNPG uses for that pod.
-async fn replay_lsn(client: kube::Client, namespace: &str, pod: &str) -> Result<Lsn, String> {
+/// Pod `namespace/pod`'s instance status document, through the API server's pods/proxy, with
+/// the scheme CNPG uses for that pod.
+async fn status_text(client: kube::Client, namespace: &str, pod: &str) -> Result<String, String> {
     let object = Api::<Pod>::namespaced(client.clone(), namespace)
         .get(pod)
         .await
@@ -129,11 +237,10 @@ async fn replay_lsn(client: kube::Client, namespace: &str, pod: &str) -> Result<
     let request = http::Request::get(&path)
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
-    let text = client
+    client
         .request_text(request)
         .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    parse_replay_lsn(&text).map_err(|why| format!("GET {path}: {why}"))
+        .map_err(|e| format!("GET {path}: {e}"))
 }
 
 /// `https` when the pod's `postgres` container runs with `--status-port-tls`, else `http`
@@ -157,9 +264,48 @@ fn status_path(namespace: &str, pod: &str, scheme: &str) -> String {
 #[serde(rename_all = "camelCase")]
 struct InstanceStatus {
     #[serde(default)]
+    current_lsn: String,
+    #[serde(default)]
+    received_lsn: String,
+    #[serde(default)]
     replay_lsn: String,
     #[serde(default)]
     is_primary: bool,
+    #[serde(default, rename = "timeLineID")]
+    timeline: Option<i64>,
+}
+
+/// An LSN field of the document: empty is none.
+fn lsn_field(name: &str, text: &str) -> Result<Option<Lsn>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|e| format!("{name}: {e}"))
+}
+
+/// Role, WAL position and timeline: on a primary `currentLsn`, on a standby the later of
+/// `receivedLsn` and `replayLsn` (everything it would replay if promoted now).
+fn parse_wal(text: &str) -> Result<(bool, Lsn, Option<i64>), String> {
+    let status: InstanceStatus =
+        serde_json::from_str(text).map_err(|e| format!("not CNPG's instance status ({e})"))?;
+    let lsn = if status.is_primary {
+        lsn_field("currentLsn", &status.current_lsn)?
+    } else {
+        let received = lsn_field("receivedLsn", &status.received_lsn)?;
+        let replayed = lsn_field("replayLsn", &status.replay_lsn)?;
+        received.max(replayed)
+    };
+    let lsn = lsn.ok_or_else(|| {
+        format!(
+            "the instance ({}) reports no WAL position",
+            if status.is_primary {
+                "primary"
+            } else {
+                "standby"
+            }
+        )
+    })?;
+    Ok((status.is_primary, lsn, status.timeline.filter(|t| *t > 0)))
 }
 
 fn parse_replay_lsn(text: &str) -> Result<Lsn, String> {
@@ -190,6 +336,122 @@ mod tests {
                 .contains("no replayLsn")
         );
         assert!(parse_replay_lsn("<html>").unwrap_err().contains("not CNPG"));
+    }
+
+    #[test]
+    fn a_failover_reads_role_and_wal_position_from_the_same_document() {
+        let primary =
+            r#"{"currentLsn":"0/D0001A8","replayLsn":"","isPrimary":true,"timeLineID":1}"#;
+        assert_eq!(
+            parse_wal(primary),
+            Ok((true, "0/D0001A8".parse().unwrap(), Some(1)))
+        );
+        // A standby: everything it received counts (promotion replays it), whichever is later.
+        let standby = r#"{"currentLsn":"","receivedLsn":"0/C0000A0","replayLsn":"0/C000028","isPrimary":false,"timeLineID":1}"#;
+        assert_eq!(
+            parse_wal(standby),
+            Ok((false, "0/C0000A0".parse().unwrap(), Some(1)))
+        );
+        let replay_only = r#"{"receivedLsn":"","replayLsn":"0/C000028","isPrimary":false}"#;
+        assert_eq!(
+            parse_wal(replay_only),
+            Ok((false, "0/C000028".parse().unwrap(), None))
+        );
+        assert!(
+            parse_wal(r#"{"isPrimary":true,"currentLsn":""}"#)
+                .unwrap_err()
+                .contains("no WAL position")
+        );
+        assert!(
+            parse_wal(r#"{"isPrimary":true,"currentLsn":"zz"}"#)
+                .unwrap_err()
+                .contains("currentLsn")
+        );
+    }
+
+    #[test]
+    fn a_failover_reads_its_target_until_promoted_and_the_old_primary_once_back() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        use topology::api::{DataLossWindow, FailoverReport, FencedMember};
+        let cluster = |name: &str, primary: bool| -> topology::cnpg::Cluster {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+                "metadata": {"name": name, "namespace": "db"},
+                "spec": {"instances": 1},
+                "status": {"instancesReportedState": {format!("{name}-1"): {"isPrimary": primary}}},
+            }))
+            .unwrap()
+        };
+        let observed = |b_promoted: bool, a_readable: bool| {
+            let mut o = Observed::from_clusters(&[cluster("a", false), cluster("b", b_promoted)]);
+            o.members.get_mut("a").unwrap().reachable = a_readable;
+            o
+        };
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let request = FailoverRequest {
+            to: "b".into(),
+            accept_data_loss: true,
+            requested_at: Some("t1".into()),
+        };
+        // A request not acted on yet: the target, which may be promoted in this reconcile.
+        let idle = DistributedTopologyStatus::default();
+        let reads = |status: &DistributedTopologyStatus, o: &Observed, at: Timestamp| {
+            failover_reads(Some(&request), Some(status), o, at)
+        };
+        assert_eq!(reads(&idle, &observed(false, false), now), ["b"]);
+        // Not without the acknowledgement, and never a target already primary.
+        let unacknowledged = FailoverRequest {
+            accept_data_loss: false,
+            ..request.clone()
+        };
+        assert!(
+            failover_reads(
+                Some(&unacknowledged),
+                Some(&idle),
+                &observed(false, false),
+                now
+            )
+            .is_empty()
+        );
+        assert!(reads(&idle, &observed(true, false), now).is_empty());
+
+        // Acted on: the target is primary; the old primary is read once it is readable again,
+        // until the report holds what it said or 10 minutes after its fence.
+        let mut done = DistributedTopologyStatus {
+            last_failover: Some(FailoverReport {
+                request: request.clone(),
+                from: "a".into(),
+                to: "b".into(),
+                decided_at: MicroTime(now),
+                operation: Some("op-1".into()),
+                refused: None,
+                data_loss: Some(DataLossWindow::default()),
+            }),
+            fenced_members: vec![FencedMember {
+                name: "a".into(),
+                failover: "op-1".into(),
+                new_primary: "b".into(),
+                fenced_at: None,
+                needs_reclone: true,
+            }],
+            ..DistributedTopologyStatus::default()
+        };
+        assert!(reads(&done, &observed(true, false), now).is_empty());
+        assert_eq!(reads(&done, &observed(true, true), now), ["a"]);
+        done.fenced_members[0].fenced_at = Some(MicroTime(now));
+        let later = now + SignedDuration::from_mins(11);
+        assert!(reads(&done, &observed(true, true), later).is_empty());
+        done.fenced_members[0].fenced_at = None;
+        let report = done.last_failover.as_mut().unwrap();
+        report.data_loss.as_mut().unwrap().old_primary_returned =
+            Some(topology::api::ReturnedPrimary {
+                read_at: MicroTime(now),
+                primary: true,
+                lsn: "0/5000000".into(),
+                timeline: Some(1),
+                wal_past_target_bytes: None,
+            });
+        assert!(reads(&done, &observed(true, true), now).is_empty());
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use autofailover::AutomaticFailoverPolicy;
 pub use history::StepTiming;
 pub use status::{
     AutomaticFailoverDecision, AutomaticFailoverStatus, DataLossWindow, FailoverReport,
-    FencedMember,
+    FencedMember, ReturnedPrimary,
 };
 pub use status::{
     DistributedTopologyStatus, HISTORY_LIMIT, Hold, MemberStatus, Operation, OperationHooks,

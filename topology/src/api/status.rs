@@ -141,11 +141,40 @@ pub struct DataLossWindow {
     /// When the new primary reported the promotion: writes go there from this instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_at: Option<MicroTime>,
+    /// The most WAL the target reported received from the old primary before its promotion
+    /// (`receivedLsn` of its instance status, read through the member's `pods/proxy` while the
+    /// failover was about to promote it): its new timeline forks at or after this LSN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_received_lsn: Option<String>,
+    /// What the old primary's instance reported the first time it could be read after the
+    /// failover (in the reconcile that fences it, or as soon as its instance answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_primary_returned: Option<ReturnedPrimary>,
     /// The window in words: which writes may be lost.
     pub summary: String,
     /// What Federator cannot know from CNPG's status, and where to look instead.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown: Vec<String>,
+}
+
+/// The old primary of a failover as its instance reported itself once it could be read again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReturnedPrimary {
+    /// When it was read.
+    pub read_at: MicroTime,
+    /// It still ran as a primary (`isPrimary`): it had been cut off, not down, and could take
+    /// writes the whole time.
+    pub primary: bool,
+    /// `currentLsn` on a primary; in recovery the later of `receivedLsn` and `replayLsn`.
+    pub lsn: String,
+    /// `timeLineID` (its latest checkpoint's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    /// A primary's WAL past `targetReceivedLsn`, in bytes (0 when it went no further): WAL the
+    /// new primary never had. Absent in recovery or when the target's position is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_past_target_bytes: Option<u64>,
 }
 
 /// A former primary fenced (or to be fenced) after a failover.

@@ -16,8 +16,11 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use topology::api::{AutomaticFailoverDecision, DataLossWindow, FailoverReport, MemberStatus};
-use topology::{DistributedTopologySpec, Observed};
+use topology::api::{
+    AutomaticFailoverDecision, DataLossWindow, FailoverReport, MemberStatus, ReturnedPrimary,
+};
+use topology::token::Lsn;
+use topology::{DistributedTopologySpec, InstanceWal, Observed, ObservedMember};
 
 use crate::controller::observe::Observation;
 
@@ -186,6 +189,7 @@ pub fn gate(
         old_primary_system_id: old.and_then(|m| m.system_id.clone()),
         old_primary_unreachable_since: old.and_then(|m| m.unreachable_since.clone()),
         target_system_id: target.status.system_id.clone(),
+        target_received_lsn: standby_lsn(target).map(|l| l.to_string()),
         ..DataLossWindow::default()
     };
     Gate::Start(FailoverReport {
@@ -209,6 +213,65 @@ fn without_request(observed: &Observed, to: &str) -> Gate {
         ),
         _ => Gate::Pass,
     }
+}
+
+/// How far `member`'s instance, still a standby, reported its WAL in this reconcile.
+fn standby_lsn(member: &ObservedMember) -> Option<Lsn> {
+    match member.status.wal {
+        Some(InstanceWal::At {
+            primary: false,
+            lsn,
+            ..
+        }) => Some(lsn),
+        _ => None,
+    }
+}
+
+/// Until its promotion, the target's latest WAL position (the fork is at or after it).
+pub fn target_read(window: &mut DataLossWindow, target: &ObservedMember, from: &str, to: &str) {
+    let Some(lsn) = standby_lsn(target) else {
+        return;
+    };
+    let known = window
+        .target_received_lsn
+        .as_deref()
+        .and_then(|l| l.parse::<Lsn>().ok());
+    if known.is_none_or(|k| lsn > k) {
+        window.target_received_lsn = Some(lsn.to_string());
+        *window = describe(window.clone(), from, to);
+    }
+}
+
+/// The old primary's first readable instance status after the failover: whether it still ran
+/// as a primary, and how far past the target's last known position its WAL went.
+pub fn returned(
+    window: &mut DataLossWindow,
+    old: &ObservedMember,
+    (from, to): (&str, &str),
+    now: Timestamp,
+) {
+    let Some(InstanceWal::At {
+        primary,
+        lsn,
+        timeline,
+    }) = old.status.wal
+    else {
+        return;
+    };
+    let target = window
+        .target_received_lsn
+        .as_deref()
+        .and_then(|l| l.parse::<Lsn>().ok());
+    window.old_primary_returned = Some(ReturnedPrimary {
+        read_at: MicroTime(now),
+        primary,
+        lsn: lsn.to_string(),
+        timeline,
+        wal_past_target_bytes: target
+            .filter(|_| primary)
+            .map(|t| lsn.0.saturating_sub(t.0)),
+    });
+    *window = describe(window.clone(), from, to);
 }
 
 /// Fills in the promotion once the new primary reports it.
@@ -240,25 +303,66 @@ fn describe(mut window: DataLossWindow, from: &str, to: &str) -> DataLossWindow 
         (Some(at), None) => format!("{to} was promoted at {}", at.0),
         _ => format!("{to} is being promoted"),
     };
+    let received = window
+        .target_received_lsn
+        .as_ref()
+        .map(|x| format!(" {to} had received {from}'s WAL up to {x} before its promotion: its timeline forks at or after that LSN."))
+        .unwrap_or_default();
+    let back = window.old_primary_returned.as_ref().map(|r| {
+        let at = &r.read_at.0;
+        let on = r.timeline.map(|t| format!(" on timeline {t}")).unwrap_or_default();
+        match (r.primary, r.wal_past_target_bytes, &window.target_received_lsn) {
+            (true, Some(0), _) => format!(
+                " When {from} could be read again ({at}) it was still running as a primary, but its WAL ended at {lsn}{on}, not past what {to} had received: nothing it wrote is lost.",
+                lsn = r.lsn
+            ),
+            (true, Some(n), Some(x)) => format!(
+                " When {from} could be read again ({at}) it was still running as a primary (cut off, not down), its WAL at {lsn}{on}: up to {n} bytes of WAL past the {x} {to} last reported received exist only on {from} — writes in them are lost to {to} and stay on {from} until its re-clone.",
+                lsn = r.lsn
+            ),
+            (true, _, _) => format!(
+                " When {from} could be read again ({at}) it was still running as a primary (cut off, not down), its WAL at {lsn}{on}: it could take writes the whole time it was unreadable.",
+                lsn = r.lsn
+            ),
+            // In recovery its checkpoint's timeline may lag the one it replays: not shown.
+            (false, _, _) => format!(
+                " When {from}'s instance could be read again ({at}) it was in recovery, replaying at {lsn}.",
+                lsn = r.lsn
+            ),
+        }
+    });
     window.summary = format!(
-        "Writes {from} acknowledged after the last WAL {to} replayed from it are lost to {to}: {promoted}; {from} was last read on {old_timeline} and has been unreadable since {last_seen}. Everything {to} had replayed stays."
+        "Writes {from} acknowledged after the last WAL {to} replayed from it are lost to {to}: {promoted}; {from} was last read on {old_timeline} and has been unreadable since {last_seen}. Everything {to} had replayed stays.{received}{}",
+        back.unwrap_or_default()
     );
     let fork = window
         .new_primary_timeline
         .map_or("<new timeline>.history".to_owned(), |tl| {
             format!("{tl:08X}.history")
         });
-    window.unknown = vec![
-        format!(
-            "the LSN where the new timeline forks: CNPG's Cluster status carries no LSN; it is the switchpoint in {fork} in {to}'s WAL archive"
-        ),
-        format!(
-            "how far {from} wrote and which WAL it archived last: not in CNPG's Cluster status (pg_controldata's latest checkpoint location on {from}'s disk, pg_stat_archiver.last_archived_wal, or its archive listing, once its region returns)"
-        ),
-        format!(
-            "whether {from} kept accepting writes after it became unreadable: an unreadable API server does not prove that PostgreSQL stopped"
-        ),
-    ];
+    let fork_lsn = window.target_received_lsn.as_ref().map_or(
+        "the LSN where the new timeline forks: CNPG's Cluster status carries no LSN".to_owned(),
+        |x| format!("the exact LSN where the new timeline forks (at or after {x})"),
+    );
+    window.unknown = vec![format!(
+        "{fork_lsn}; it is the switchpoint in {fork} in {to}'s WAL archive"
+    )];
+    // A returned old primary that ran as a primary answers how far it wrote and whether it
+    // could take writes; back in recovery it does not (its position then says where replay is).
+    if !window
+        .old_primary_returned
+        .as_ref()
+        .is_some_and(|r| r.primary)
+    {
+        window.unknown.extend([
+            format!(
+                "how far {from} wrote and which WAL it archived last: not in CNPG's Cluster status (pg_controldata's latest checkpoint location on {from}'s disk, pg_stat_archiver.last_archived_wal, or its archive listing, once its region returns)"
+            ),
+            format!(
+                "whether {from} kept accepting writes after it became unreadable: an unreadable API server does not prove that PostgreSQL stopped"
+            ),
+        ]);
+    }
     if let (Some(old), Some(target)) = (&window.old_primary_system_id, &window.target_system_id)
         && old != target
     {

@@ -126,6 +126,7 @@ fn decide_status(topo: &DistributedTopology, observation: &Observation, now: Tim
             // An invalid spec.rotation makes the topology invalid too: Valid=False, no change.
             rotation::add_problems(spec, &mut facts.invalid);
             note_promotion(&mut status, observation, now);
+            note_return(&mut status, observation, now);
             // A former primary that can be read again is fenced before anything else happens.
             // A topology being deleted starts nothing new: only a running operation is driven.
             let fence = match status.operation {
@@ -289,10 +290,12 @@ fn note_promotion(
     else {
         return;
     };
-    if let Some(target) = observation.observed.get(&report.to)
-        && target.role() == Some(Role::Primary)
-        && target.status.instance_is_primary
-    {
+    let Some(target) = observation.observed.get(&report.to) else {
+        return;
+    };
+    // Until the promotion: how far the target got (the fork is at or after it).
+    failover::target_read(window, target, &report.from, &report.to);
+    if target.role() == Some(Role::Primary) && target.status.instance_is_primary {
         failover::promoted(
             window,
             &report.from,
@@ -300,6 +303,31 @@ fn note_promotion(
             target.status.timeline_id,
             now,
         );
+    }
+}
+
+/// Completes the last failover's report once its old primary's instance can be read again.
+fn note_return(status: &mut DistributedTopologyStatus, observation: &Observation, now: Timestamp) {
+    let Some(report) = status
+        .last_failover
+        .as_mut()
+        .filter(|r| r.operation.is_some())
+    else {
+        return;
+    };
+    let Some(window) = report
+        .data_loss
+        .as_mut()
+        .filter(|w| w.old_primary_returned.is_none())
+    else {
+        return;
+    };
+    if let Some(old) = observation
+        .observed
+        .get(&report.from)
+        .filter(|m| m.reachable)
+    {
+        failover::returned(window, old, (&report.from, &report.to), now);
     }
 }
 

@@ -43,6 +43,8 @@ pub(crate) struct Sim {
     down: BTreeSet<String>,
     /// The automatic-failover vote round each reconcile sees.
     votes: Option<super::autofailover::Votes>,
+    /// What each member's instance reports at `/pg/status` when the controller reads it.
+    wal: BTreeMap<String, topology::InstanceWal>,
 }
 
 fn member(name: &str) -> Member {
@@ -126,6 +128,7 @@ impl Sim {
             patches: Vec::new(),
             down: BTreeSet::new(),
             votes: None,
+            wal: BTreeMap::new(),
         }
     }
 
@@ -154,6 +157,11 @@ impl Sim {
     fn decide(&mut self) -> Decided {
         let mut observation = observe(&self.pool(), &self.topo.spec.members);
         observation.votes.clone_from(&self.votes);
+        for (name, wal) in &self.wal {
+            if let Some(m) = observation.observed.members.get_mut(name) {
+                m.status.wal = Some(wal.clone());
+            }
+        }
         let decided = decide_status(&self.topo, &observation, self.now);
         // As if the status write succeeded.
         self.topo.status = Some(decided.status.clone());
@@ -706,6 +714,123 @@ fn a_failover_promotes_without_a_token_records_the_window_and_fences_the_old_pri
         sim.topo.status
     );
     assert!(sim.topo.status.unwrap().fenced_members.is_empty());
+}
+
+fn wal_at(primary: bool, lsn: &str) -> topology::InstanceWal {
+    topology::InstanceWal::At {
+        primary,
+        lsn: lsn.parse().unwrap(),
+        timeline: Some(1),
+    }
+}
+
+/// The last failover's data-loss window.
+fn window(sim: &Sim) -> topology::api::DataLossWindow {
+    let status = sim.topo.status.clone().unwrap();
+    status.last_failover.unwrap().data_loss.unwrap()
+}
+
+#[test]
+fn the_failover_report_says_how_far_a_returned_old_primary_wrote_past_the_target() {
+    let mut sim = Sim::ring(&["a", "b", "c"]);
+    sim.run(3);
+    sim.down.insert("a".into());
+    sim.run(3);
+    // b had received a's WAL up to 0/5000000 when the failover started.
+    sim.wal.insert("b".into(), wal_at(false, "0/5000000"));
+    sim.request_failover("b", true, "t1");
+    sim.run(20);
+    let w = window(&sim);
+    assert_eq!(w.target_received_lsn.as_deref(), Some("0/5000000"));
+    assert!(
+        w.summary.contains("up to 0/5000000 before its promotion"),
+        "{}",
+        w.summary
+    );
+    assert!(
+        w.unknown[0].contains("at or after 0/5000000"),
+        "{:?}",
+        w.unknown
+    );
+    assert!(w.old_primary_returned.is_none());
+    // Kept while a is away: what it did is not known yet.
+    assert!(
+        w.unknown
+            .iter()
+            .any(|u| u.contains("kept accepting writes"))
+    );
+
+    // a was cut off, not down: back, it is still a primary, 4 KiB of WAL past b.
+    sim.down.clear();
+    sim.wal.insert("a".into(), wal_at(true, "0/5001000"));
+    let fence = sim.decide().effect.expect("the fence");
+    assert_eq!(fence.member, "a");
+    sim.patch(fence.step, "a", &fence.patch);
+    let w = window(&sim);
+    let back = w.old_primary_returned.clone().expect("a's return recorded");
+    assert!(back.primary);
+    assert_eq!(back.lsn, "0/5001000");
+    assert_eq!(back.wal_past_target_bytes, Some(4096));
+    assert!(
+        w.summary.contains("still running as a primary")
+            && w.summary
+                .contains("up to 4096 bytes of WAL past the 0/5000000"),
+        "{}",
+        w.summary
+    );
+    assert!(
+        !w.unknown
+            .iter()
+            .any(|u| u.contains("kept accepting writes") || u.contains("how far a wrote")),
+        "answered, no longer unknown: {:?}",
+        w.unknown
+    );
+    // Recorded once: later reads (a fenced, in recovery) do not replace what it was on return.
+    sim.wal.insert("a".into(), wal_at(false, "0/6000000"));
+    sim.run(5);
+    assert_eq!(window(&sim).old_primary_returned, Some(back));
+}
+
+#[test]
+fn a_returned_old_primary_that_wrote_nothing_past_the_target_or_came_back_in_recovery_is_said_so() {
+    for (a, says, unknown_kept) in [
+        (wal_at(true, "0/5000000"), "nothing it wrote is lost", false),
+        (
+            wal_at(false, "0/5002000"),
+            "it was in recovery, replaying at 0/5002000",
+            true,
+        ),
+    ] {
+        let mut sim = Sim::ring(&["a", "b", "c"]);
+        sim.run(3);
+        sim.down.insert("a".into());
+        sim.run(3);
+        sim.wal.insert("b".into(), wal_at(false, "0/5000000"));
+        sim.request_failover("b", true, "t1");
+        sim.run(20);
+        // An instance that cannot be read yet changes nothing; the next read that answers does.
+        sim.down.clear();
+        sim.wal.insert(
+            "a".into(),
+            topology::InstanceWal::Unknown("pod not running".into()),
+        );
+        let fence = sim.decide().effect.expect("the fence");
+        sim.patch(fence.step, "a", &fence.patch);
+        sim.run(5);
+        assert!(window(&sim).old_primary_returned.is_none());
+        sim.wal.insert("a".into(), a.clone());
+        sim.decide();
+        let w = window(&sim);
+        assert!(w.summary.contains(says), "{a:?}: {}", w.summary);
+        assert_eq!(
+            w.unknown
+                .iter()
+                .any(|u| u.contains("kept accepting writes")),
+            unknown_kept,
+            "{a:?}: {:?}",
+            w.unknown
+        );
+    }
 }
 
 #[test]
