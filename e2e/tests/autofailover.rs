@@ -8,25 +8,32 @@
 //!   power and returns whole (apiserver, emulator, PostgreSQL and a new agent at once): its
 //!   fence, kept in its own store, holds until the hub makes it a replica: never writable;
 //! - the hub alone cut off: nothing is fenced or promoted, writes continue;
-//! - A's apiserver paused for less than the detection time: nothing happens.
+//! - A's apiserver paused for less than the detection time: nothing happens;
+//! - a flapping link: at most one failover;
+//! - the nemesis (ignored by default, ten minutes): a seeded schedule of all of these, the
+//!   controller and agents killed, healing pauses between; the invariants checked throughout.
 //!
 //! The tests of this file run one at a time (one lab, faults on shared apiservers).
 
 mod faults_support;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use e2e::faults::nemesis::{self, Bounds, NemesisFault, Whose};
 use e2e::faults::{Fault, pause};
 use e2e::harness::agent::AgentProcess;
-use e2e::harness::controller::{Load, wait_condition};
+use e2e::harness::controller::{Ack, Controller, Load, wait_condition};
 use e2e::harness::region::RegionDown;
 use e2e::harness::testkit::{self, Member};
 use e2e::lab::health::wait_for;
 use faults_support::{Observed, Routed, observe_until, one_at_a_time};
 use serde_json::json;
-use topology::OperationKind;
-use topology::api::Outcome;
+use topology::api::{AutomaticFailoverDecision, FailoverReport, Outcome};
 use topology::conditions::kind;
+use topology::{DistributedTopology, OperationKind};
 
 /// The detection time of these tests: twice the defaults (renew every 2 s, fence after 8 s
 /// without a majority, detection 20 s), because the lab shares two cores with builds: a renewal
@@ -580,5 +587,502 @@ async fn rto_bench(label: &str, policy: serde_json::Value, target: Duration) {
     assert!(
         promoted <= target,
         "RTO {promoted:?} over the {target:?} target"
+    );
+}
+
+/// The policy's `agentRestartBound` (`policy()` keeps the default): how long the nemesis may
+/// leave an agent dead.
+const AGENT_RESTART: Duration = Duration::from_secs(2);
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?}: expected a whole number, e.g. {name}=600")),
+    )
+}
+
+/// `/proc/loadavg`'s first three fields: the run prints the load it ran under.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// What the hub said during the nemesis run, polled every 500 ms (as its admin, not through
+/// the proxies).
+#[derive(Default)]
+struct HubRecord {
+    latest: Option<DistributedTopology>,
+    /// Every automatic decision, by the term it ended, with when the run first saw it.
+    decisions: BTreeMap<u64, (Instant, AutomaticFailoverDecision)>,
+    /// Every failover report, by request (`requestedAt`), as last seen (the window fills in).
+    reports: BTreeMap<String, FailoverReport>,
+    /// Every failover operation (running or in the history), by id: when first seen, from, to.
+    failovers: BTreeMap<String, (Instant, String, String)>,
+    /// Members the hub fenced on return (`status.fencedMembers` with `fencedAt`).
+    hub_fenced: BTreeSet<String>,
+    reads: usize,
+    failed_reads: usize,
+}
+
+impl HubRecord {
+    fn record(&mut self, topo: DistributedTopology) {
+        self.reads += 1;
+        let now = Instant::now();
+        let st = topo.status.clone().unwrap_or_default();
+        if let Some(d) = st.automatic_failover.and_then(|a| a.last_decision) {
+            self.decisions.entry(d.term).or_insert((now, d));
+        }
+        if let Some(r) = st.last_failover {
+            let key = r.request.requested_at.clone().unwrap_or_default();
+            self.reports.insert(key, r);
+        }
+        let running = st
+            .operation
+            .iter()
+            .map(|op| (op.id.clone(), op.kind, op.from.clone(), op.to.clone()));
+        let finished = st
+            .history
+            .iter()
+            .map(|op| (op.id.clone(), op.kind, op.from.clone(), op.to.clone()));
+        for (id, kind, from, to) in running.chain(finished) {
+            if kind == OperationKind::Failover {
+                self.failovers.entry(id).or_insert((now, from, to));
+            }
+        }
+        for f in st.fenced_members.iter().filter(|f| f.fenced_at.is_some()) {
+            self.hub_fenced.insert(f.name.clone());
+        }
+        self.latest = Some(topo);
+    }
+
+    /// The primary now: the term's primary while automatic failover runs, else `spec.primary`.
+    fn primary(&self) -> Option<String> {
+        let topo = self.latest.as_ref()?;
+        topo.status
+            .as_ref()
+            .and_then(|s| s.automatic_failover.as_ref())
+            .map(|a| a.primary.clone())
+            .or_else(|| Some(topo.spec.primary.clone()))
+    }
+}
+
+/// Polls the topology every 500 ms into a [`HubRecord`] until `stop`.
+fn watch_hub(
+    hub: kube::Api<DistributedTopology>,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Mutex<HubRecord>>, tokio::task::JoinHandle<()>) {
+    let record = Arc::new(Mutex::new(HubRecord::default()));
+    let task = tokio::spawn({
+        let record = record.clone();
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_secs(2), hub.get("pg")).await {
+                    Ok(Ok(topo)) => record.lock().unwrap().record(topo),
+                    _ => record.lock().unwrap().failed_reads += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    (record, task)
+}
+
+/// What the agents logged, summed over every agent process of the run (a restarted agent
+/// truncates its log: each is read before it is killed).
+#[derive(Default)]
+struct AgentTally {
+    fences: usize,
+    lifts: usize,
+}
+
+impl AgentTally {
+    fn add(&mut self, log: &str) {
+        self.fences += log.matches("fenced its own primary").count();
+        self.lifts += log.matches("lifted its own fence").count();
+    }
+}
+
+/// Every proxy of the run passes again: the controller's, every agent's.
+fn heal_all(s: &Routed, agents: &BTreeMap<&'static str, AgentProcess>) {
+    s.routes.hub.set(Fault::Pass);
+    for m in [s.pair.a, s.pair.b] {
+        s.routes.member(m.region).set(Fault::Pass);
+    }
+    for agent in agents.values() {
+        agent.links_out(&Fault::Pass);
+    }
+}
+
+/// The nemesis (issue #18, "Proof on the lab"): for `FEDERATOR_NEMESIS_SECONDS` (default 600)
+/// a seeded schedule (`e2e::faults::nemesis`, `FEDERATOR_NEMESIS_SEED`, printed at the start:
+/// the same seed replays the same faults) of cuts of the primary's region, of the hub, of the
+/// link between the regions, API server pauses shorter than the detection time, kill -9 of the
+/// controller and of either agent (and a new one started), and heals, each bounded, with a
+/// healing pause after each. Checked throughout: never two writable primaries in any sample;
+/// at the end: every acknowledged row is on the final primary unless a failover reported a
+/// data-loss window it falls in (acknowledged by that failover's old primary between when the
+/// hub last read it and the promotion), at most one failover per fault and none back to a
+/// member a failover left behind (no ping-pong), and after the final heal one primary, Ready.
+/// Prints the faults it injected and what it checked. The lab policy (twice the defaults).
+/// Run: `FEDERATOR_NEMESIS_SECONDS=120 cargo test -p federator-e2e --test autofailover --
+/// --ignored --nocapture nemesis`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "ten minutes by default: run by hand (FEDERATOR_NEMESIS_SECONDS, FEDERATOR_NEMESIS_SEED)"]
+async fn nemesis_random_partitions_pauses_and_kills_keep_the_invariants() {
+    let _one = one_at_a_time().await;
+    let seconds = env_u64("FEDERATOR_NEMESIS_SECONDS").unwrap_or(600);
+    let seed = env_u64("FEDERATOR_NEMESIS_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 % 1_000_000)
+            .unwrap_or(1)
+    });
+    let bounds = Bounds {
+        detection: DETECTION,
+        agent_restart: AGENT_RESTART,
+    };
+    let plan = nemesis::schedule(seed, Duration::from_secs(seconds), &bounds);
+    println!(
+        "nemesis: seed {seed}, {seconds} s, {} faults; replay with FEDERATOR_NEMESIS_SEED={seed} FEDERATOR_NEMESIS_SECONDS={seconds}; load average {}",
+        plan.len(),
+        load_average()
+    );
+
+    let Armed { mut s, a, b } = armed("af-nemesis").await;
+    let (lab, ns) = (s.lab, s.ns.name().to_owned());
+    let member = |name: &str| {
+        if name == s.pair.b.name {
+            s.pair.b
+        } else {
+            s.pair.a
+        }
+    };
+    let mut agents: BTreeMap<&'static str, AgentProcess> = BTreeMap::new();
+    agents.insert(s.pair.a.region, a);
+    agents.insert(s.pair.b.region, b);
+    let mut tally = AgentTally::default();
+    let (mut controllers, mut hub_votes, mut hub_withdrawals) = (1, 0, 0);
+    let controller_args = s.routes.controller_args();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hub_record, watcher) = watch_hub(s.hub.clone(), stop.clone());
+    let load = Load::start(lab, &ns, &[s.pair.a, s.pair.b], true);
+    let start = Instant::now();
+
+    // (when, what, how long, failovers first seen from its start to the next fault's)
+    let mut done: Vec<(Duration, String, Duration)> = Vec::new();
+    let mut windows: Vec<(Instant, Instant)> = Vec::new();
+    for (i, step) in plan.iter().enumerate() {
+        let began = Instant::now();
+        let at = start.elapsed();
+        let primary_name = hub_record
+            .lock()
+            .unwrap()
+            .primary()
+            .unwrap_or_else(|| s.pair.a.name.to_owned());
+        let primary = member(&primary_name);
+        let replica = if primary.name == s.pair.a.name {
+            s.pair.b
+        } else {
+            s.pair.a
+        };
+        let what = match step.fault {
+            NemesisFault::CutPrimaryRegion => {
+                s.routes.member(primary.region).set(Fault::Blackhole);
+                agents[primary.region].links_out(&Fault::Blackhole);
+                agents[replica.region]
+                    .peer(primary.region)
+                    .set(Fault::Blackhole);
+                tokio::time::sleep(step.lasts).await;
+                format!("cut {} (primary {}) off", primary.region, primary.name)
+            }
+            NemesisFault::CutHub => {
+                for m in [s.pair.a, s.pair.b] {
+                    s.routes.member(m.region).set(Fault::Blackhole);
+                }
+                for agent in agents.values() {
+                    agent.hub.set(Fault::Blackhole);
+                }
+                tokio::time::sleep(step.lasts).await;
+                "cut the hub off".to_owned()
+            }
+            NemesisFault::CutMemberLink => {
+                agents[s.pair.a.region]
+                    .peer(s.pair.b.region)
+                    .set(Fault::Blackhole);
+                agents[s.pair.b.region]
+                    .peer(s.pair.a.region)
+                    .set(Fault::Blackhole);
+                tokio::time::sleep(step.lasts).await;
+                format!("cut {}–{}", s.pair.a.region, s.pair.b.region)
+            }
+            NemesisFault::PauseApiserver(whose) => {
+                let component = match whose {
+                    Whose::Hub => "hub",
+                    Whose::Primary => primary.region,
+                    Whose::Replica => replica.region,
+                };
+                let frozen = pause(&lab.layout, component)
+                    .unwrap_or_else(|e| panic!("SIGSTOP to {component}: {e}"));
+                tokio::time::sleep(step.lasts).await;
+                frozen
+                    .resume()
+                    .unwrap_or_else(|e| panic!("SIGCONT to {component}: {e}"));
+                format!("pause {component}'s API server")
+            }
+            NemesisFault::KillController => {
+                let log = s.controller.log();
+                hub_votes += log
+                    .matches("the hub voted the primary's region lost")
+                    .count();
+                hub_withdrawals += log.matches("the hub withdrew its lost vote").count();
+                s.controller.kill().await;
+                tokio::time::sleep(step.lasts).await;
+                controllers += 1;
+                let args: Vec<&str> = controller_args.iter().map(String::as_str).collect();
+                s.controller = Controller::start_through(
+                    lab,
+                    &ns,
+                    &format!("-{controllers}"),
+                    &args,
+                    s.routes.hub.addr(),
+                );
+                "kill -9 the controller, start a new one".to_owned()
+            }
+            NemesisFault::KillAgent {
+                primary: of_primary,
+            } => {
+                let m = if of_primary { primary } else { replica };
+                let mut old = agents.remove(m.region).expect("its agent");
+                tally.add(&old.log());
+                old.kill().await;
+                drop(old);
+                tokio::time::sleep(step.lasts).await;
+                agents.insert(m.region, AgentProcess::start(lab, &ns, m, &[]).await);
+                format!("kill -9 {}'s agent ({}), start a new one", m.region, m.name)
+            }
+            NemesisFault::HealAll => {
+                tokio::time::sleep(step.lasts).await;
+                "heal all".to_owned()
+            }
+        };
+        heal_all(&s, &agents);
+        let lasted = began.elapsed();
+        println!(
+            "[{:>6.1} s] {:>2}/{} {what} for {} (then healed for {})",
+            at.as_secs_f64(),
+            i + 1,
+            plan.len(),
+            secs(lasted),
+            secs(step.then_heal)
+        );
+        tokio::time::sleep(step.then_heal).await;
+        done.push((at, what, lasted));
+        windows.push((began, Instant::now()));
+    }
+    let faults_ended = start.elapsed();
+
+    // After the final heal: one primary, nothing running, Ready.
+    heal_all(&s, &agents);
+    let hub = &s.hub;
+    let converged = wait_for(
+        "one primary, nothing running, Ready, after the final heal",
+        Duration::from_secs(180),
+        || async move {
+            let topo = hub.get("pg").await.ok()?;
+            let st = topo.status.as_ref()?;
+            let primary = st.observed_primary.clone()?;
+            let ready = st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == kind::READY && c.status == "True");
+            (st.operation.is_none() && primary == topo.spec.primary && ready).then_some(topo)
+        },
+    )
+    .await;
+    let converged = converged.unwrap_or_else(|e| {
+        let topo = hub_record.lock().unwrap().latest.clone();
+        panic!(
+            "{e}; the topology's status: {:#?}",
+            topo.and_then(|t| t.status)
+        )
+    });
+    let final_primary = member(&converged.spec.primary);
+    let converged_after = start.elapsed() - faults_ended;
+    let other = if final_primary.name == s.pair.a.name {
+        s.pair.b
+    } else {
+        s.pair.a
+    };
+    assert!(
+        writable(&s, final_primary).await,
+        "the final primary {} does not accept writes",
+        final_primary.name
+    );
+    assert!(
+        !writable(&s, other).await,
+        "{} accepts writes next to the final primary",
+        other.name
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    watcher.await.expect("the hub watcher");
+    let record = load.finish_record().await;
+    for agent in agents.values() {
+        tally.add(&agent.log());
+    }
+    let log = s.controller.log();
+    hub_votes += log
+        .matches("the hub voted the primary's region lost")
+        .count();
+    hub_withdrawals += log.matches("the hub withdrew its lost vote").count();
+    let hub_record = hub_record.lock().unwrap();
+
+    // Failovers: at most one per fault (from its start to the next fault's), never back to a
+    // member a failover left behind.
+    let mut per_fault = vec![0usize; windows.len()];
+    for (seen, _, _) in hub_record.failovers.values() {
+        if let Some(i) = windows.iter().position(|(b, e)| b <= seen && seen < e) {
+            per_fault[i] += 1;
+        }
+    }
+    let mut ordered: Vec<&(Instant, String, String)> = hub_record.failovers.values().collect();
+    ordered.sort_by_key(|(seen, _, _)| *seen);
+    let mut left_behind: BTreeSet<&str> = BTreeSet::new();
+    let mut ping_pong = Vec::new();
+    for (_, from, to) in &ordered {
+        if left_behind.contains(to.as_str()) {
+            ping_pong.push(format!("{from} → {to}"));
+        }
+        left_behind.insert(from.as_str());
+    }
+
+    // Rows: every acknowledged row on the final primary, unless inside a reported window.
+    let on_final = testkit::rows(lab, final_primary.region, &ns, final_primary.name)
+        .await
+        .expect("rows on the final primary");
+    let on_final: BTreeSet<i32> = on_final.into_iter().collect();
+    let excused = |ack: &Ack| {
+        hub_record.reports.values().any(|r| {
+            let Some(w) = &r.data_loss else { return false };
+            let since = w
+                .old_primary_unreachable_since
+                .as_ref()
+                .map(|t| std::time::SystemTime::from(t.0))
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let until = w
+                .promoted_at
+                .as_ref()
+                .map(|t| std::time::SystemTime::from(t.0))
+                .unwrap_or_else(std::time::SystemTime::now);
+            ack.member == r.from && since <= ack.at && ack.at <= until
+        })
+    };
+    let missing: Vec<&Ack> = record
+        .acks
+        .iter()
+        .filter(|a| !on_final.contains(&a.value))
+        .collect();
+    let (in_window, outside): (Vec<&Ack>, Vec<&Ack>) = missing.iter().partition(|a| excused(a));
+
+    let mut faults = comfy_table::Table::new();
+    faults.set_header(["#", "at", "fault", "lasted", "failovers"]);
+    for (i, ((at, what, lasted), n)) in done.iter().zip(&per_fault).enumerate() {
+        faults.add_row([
+            (i + 1).to_string(),
+            secs(*at),
+            what.clone(),
+            secs(*lasted),
+            n.to_string(),
+        ]);
+    }
+    println!("nemesis seed {seed}: the faults injected\n{faults}");
+    let mut checked = comfy_table::Table::new();
+    checked.set_header(["checked", "seen"]);
+    let rows: Vec<[String; 2]> = vec![
+        [
+            "samples of pg_is_in_recovery() on both instances (~100 ms)".into(),
+            format!(
+                "{}, {} with two writable primaries",
+                record.samples,
+                record.violations.len()
+            ),
+        ],
+        [
+            "acknowledged rows".into(),
+            format!(
+                "{}: {} on the final primary {}, {} missing inside a reported data-loss window, {} missing outside one",
+                record.acks.len(),
+                record.acks.len() - missing.len(),
+                final_primary.name,
+                in_window.len(),
+                outside.len()
+            ),
+        ],
+        [
+            "failovers (automatic decisions)".into(),
+            format!(
+                "{} ({}); at most {} per fault; back to a member left behind: {}",
+                hub_record.failovers.len(),
+                hub_record
+                    .decisions
+                    .values()
+                    .map(|(_, d)| format!("term {}: {} → {}", d.term, d.from, d.to))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                per_fault.iter().max().copied().unwrap_or(0),
+                ping_pong.len()
+            ),
+        ],
+        [
+            "fences".into(),
+            format!(
+                "by agents: {} (lifted {}); by the hub on return: {:?}",
+                tally.fences, tally.lifts, hub_record.hub_fenced
+            ),
+        ],
+        [
+            "the hub's lost votes".into(),
+            format!("{hub_votes} (withdrawn {hub_withdrawals}); {controllers} controllers"),
+        ],
+        [
+            "hub reads by the test".into(),
+            format!(
+                "{} ({} timed out or failed)",
+                hub_record.reads, hub_record.failed_reads
+            ),
+        ],
+        [
+            "after the final heal".into(),
+            format!(
+                "one primary ({}), Ready, {} after the faults ended",
+                final_primary.name,
+                secs(converged_after)
+            ),
+        ],
+    ];
+    for row in rows {
+        checked.add_row(row);
+    }
+    println!(
+        "nemesis seed {seed}: what was checked (load average at the end: {})\n{checked}",
+        load_average()
+    );
+
+    assert!(
+        record.violations.is_empty(),
+        "seed {seed}: two writable primaries: {:#?}",
+        record.violations
+    );
+    assert!(
+        outside.is_empty(),
+        "seed {seed}: acknowledged rows missing on the final primary outside every reported window: {outside:?}; reports: {:#?}",
+        hub_record.reports
+    );
+    assert!(
+        per_fault.iter().all(|n| *n <= 1) && ping_pong.is_empty(),
+        "seed {seed}: more than one failover in a fault, or back to a member left behind ({ping_pong:?}): {:#?}",
+        hub_record.failovers
     );
 }

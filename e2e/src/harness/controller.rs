@@ -317,17 +317,37 @@ pub async fn writer(
     members: Vec<Member<'static>>,
     stop: Arc<AtomicBool>,
 ) -> Vec<i32> {
+    let acks = writer_acks(lab, ns, members, stop).await;
+    acks.into_iter().map(|a| a.value).collect()
+}
+
+/// An acknowledged INSERT: the value, the member that acknowledged it, and when (wall clock,
+/// to compare with the times a failover report gives).
+#[derive(Clone, Copy, Debug)]
+pub struct Ack {
+    pub value: i32,
+    pub member: &'static str,
+    pub at: std::time::SystemTime,
+}
+
+/// As [`writer`], recording who acknowledged each row and when.
+pub async fn writer_acks(
+    lab: &'static SharedLab,
+    ns: String,
+    members: Vec<Member<'static>>,
+    stop: Arc<AtomicBool>,
+) -> Vec<Ack> {
     let mut acked = Vec::new();
     let mut next = 1000;
-    let mut current: Option<tokio_postgres::Client> = None;
+    let mut current: Option<(tokio_postgres::Client, &'static str)> = None;
     while !stop.load(Ordering::Relaxed) {
-        let Some(client) = &current else {
+        let Some((client, member)) = &current else {
             for m in &members {
                 if let Some(c) = pg(lab, &ns, *m, Duration::from_millis(300)).await
                     && let Ok(row) = c.query_one("SELECT NOT pg_is_in_recovery()", &[]).await
                     && row.get::<_, bool>(0)
                 {
-                    current = Some(c);
+                    current = Some((c, m.name));
                     break;
                 }
             }
@@ -340,7 +360,11 @@ pub async fn writer(
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&next];
         let insert = client.execute("INSERT INTO t VALUES ($1)", &params);
         match tokio::time::timeout(Duration::from_secs(2), insert).await {
-            Ok(Ok(_)) => acked.push(next),
+            Ok(Ok(_)) => acked.push(Ack {
+                value: next,
+                member,
+                at: std::time::SystemTime::now(),
+            }),
             _ => current = None,
         }
         next += 1;
@@ -468,7 +492,7 @@ pub async fn deploy(
 /// The writer (optional) and the two-primaries sampler, running until [`Load::finish`].
 pub struct Load {
     stop: Arc<AtomicBool>,
-    writer: Option<tokio::task::JoinHandle<Vec<i32>>>,
+    writer: Option<tokio::task::JoinHandle<Vec<Ack>>>,
     sampler: tokio::task::JoinHandle<(usize, Vec<String>)>,
 }
 
@@ -480,8 +504,14 @@ impl Load {
         write: bool,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let writer =
-            write.then(|| tokio::spawn(writer(lab, ns.to_owned(), members.to_vec(), stop.clone())));
+        let writer = write.then(|| {
+            tokio::spawn(writer_acks(
+                lab,
+                ns.to_owned(),
+                members.to_vec(),
+                stop.clone(),
+            ))
+        });
         let sampler = tokio::spawn(sampler(lab, ns.to_owned(), members.to_vec(), stop.clone()));
         Load {
             stop,
@@ -500,19 +530,39 @@ impl Load {
     /// Stops both; returns the acknowledged rows and the samples that saw two primaries (for a
     /// test where two are expected for a while: an isolated old primary nothing fences).
     pub async fn finish_with_violations(self) -> (Vec<i32>, Vec<String>) {
+        let record = self.finish_record().await;
+        let acked = record.acks.iter().map(|a| a.value).collect();
+        (acked, record.violations)
+    }
+
+    /// Stops both; returns everything they saw: each acknowledged row with who acknowledged it
+    /// and when, the number of samples, and the samples that saw two primaries.
+    pub async fn finish_record(self) -> LoadRecord {
         self.stop.store(true, Ordering::Relaxed);
-        let acked = match self.writer {
+        let acks = match self.writer {
             Some(w) => w.await.expect("writer"),
             None => Vec::new(),
         };
         let (samples, violations) = self.sampler.await.expect("sampler");
         println!(
             "writer: {} acknowledged rows; sampler: {samples} samples",
-            acked.len()
+            acks.len()
         );
         assert!(samples > 5, "the sampler ran {samples} times");
-        (acked, violations)
+        LoadRecord {
+            acks,
+            samples,
+            violations,
+        }
     }
+}
+
+/// What a [`Load`] saw.
+pub struct LoadRecord {
+    pub acks: Vec<Ack>,
+    pub samples: usize,
+    /// The samples that saw two primaries.
+    pub violations: Vec<String>,
 }
 
 /// Every acknowledged row is on `primary`; returns a connection to it.
