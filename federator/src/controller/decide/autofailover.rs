@@ -32,6 +32,23 @@ pub mod why {
     pub const NO_CANDIDATE: &str = "NoEligibleReplica";
     /// The decision is taken: the failover runs.
     pub const FAILING_OVER: &str = "FailingOver";
+    /// A majority counted the primary lost, no replica could be promoted, and the hub reads the
+    /// primary again: a new term starts with the same primary.
+    pub const RESUMED: &str = "AutomaticFailoverResumed";
+}
+
+/// Whether this reconcile reads `primary`: the member pool read it, the vote round's probe
+/// answered, and the members still name it primary by spec.
+fn reads(status: &DistributedTopologyStatus, votes: &Votes, primary: &str) -> bool {
+    status
+        .members
+        .iter()
+        .any(|m| m.name == primary && m.reachable)
+        && !votes
+            .probes
+            .iter()
+            .any(|p| p.member == primary && p.failed.is_some())
+        && status.observed_primary.as_deref() == Some(primary)
 }
 
 /// An automatic failover to start once the status that records it is written.
@@ -258,11 +275,35 @@ pub fn evaluate(
                     condition =
                         Wanted::new(kind::AUTOMATIC_FAILOVER, true, why::FAILING_OVER, summary);
                 }
+                Err(why_not) if reads(status, votes, &auto.primary) => {
+                    // Nobody was promoted, so the term's primary is still the only member that
+                    // may be primary; but the voters that counted it lost refuse its renewals
+                    // for the rest of the term, so its agent keeps it fenced for good. Once the
+                    // hub reads it again, the next term starts with the same primary: its agent
+                    // renews in the new term and lifts its fence once a majority accepts. Voters
+                    // count the new term from when they adopt it (a "lost" ballot again needs a
+                    // whole lease without an accepted renewal): the timing rule holds as for
+                    // the term a failover starts.
+                    let next = term + 1;
+                    if let Some(a) = status.automatic_failover.as_mut() {
+                        a.term = next;
+                    }
+                    let text = format!(
+                        "{} was counted lost in term {term} by {}, but {why_not}; nothing was promoted, and the hub reads {} again: term {next} starts with {} still the primary, so that its agent can renew with a majority and lift its fence",
+                        auto.primary,
+                        voters.join(", "),
+                        auto.primary,
+                        auto.primary
+                    );
+                    out.notes.push(note(true, why::RESUMED, text.clone()));
+                    condition = Wanted::new(kind::AUTOMATIC_FAILOVER, true, why::RESUMED, text);
+                }
                 Err(why_not) => {
                     let text = format!(
-                        "{} counted lost in term {term} by {}, but {why_not}; nothing was promoted: fix one candidate or promote by hand (federator failover --accept-data-loss)",
+                        "{} counted lost in term {term} by {}, but {why_not}; nothing was promoted: fix one candidate or promote by hand (federator failover --accept-data-loss); if the hub reads {} again first, a new term starts with it as the primary",
                         auto.primary,
-                        voters.join(", ")
+                        voters.join(", "),
+                        auto.primary
                     );
                     condition =
                         Wanted::new(kind::AUTOMATIC_FAILOVER, false, why::NO_CANDIDATE, text);

@@ -1154,3 +1154,69 @@ fn an_automatic_failovers_lost_primary_readable_again_is_failed_over_once_fenced
     sim.run(3);
     assert_eq!(sim.ready().reason, super::failover::reason::REFUSED);
 }
+
+/// Found by the nemesis (e2e autofailover, seed 2): a majority counted the primary lost but no
+/// replica could be promoted (here: too far behind; there: the only replica left behind by an
+/// earlier failover). The voters refuse the primary's renewals for the rest of that term, so its
+/// agent kept it fenced for good. Nothing was promoted: once the hub reads the primary again, a
+/// new term starts with the same primary (its agent can renew with a majority again), and never
+/// while it cannot be read.
+#[test]
+fn a_lost_primary_no_replica_could_replace_gets_a_new_term_once_the_hub_reads_it_again() {
+    let mut sim = Sim::ring(&["a", "b"]);
+    sim.topo.spec.automatic_failover =
+        Some(serde_json::from_value(json!({"dataLossBudget": "1Ki"})).unwrap());
+    sim.votes = Some(votes(&[], "0/3000100"));
+    sim.run(3);
+    let term = |sim: &Sim| {
+        let auto = sim.topo.status.clone().unwrap().automatic_failover.unwrap();
+        (auto.term, auto.primary)
+    };
+    assert_eq!(term(&sim), (1, "a".to_owned()));
+
+    // a's region cut off, counted lost by a majority; b is too far behind: nothing promoted.
+    sim.down.insert("a".into());
+    sim.votes = Some(votes(&["hub:", "b"], "0/2000000"));
+    let decided = sim.run(3);
+    assert!(decided.auto_start.is_none() && sim.patches.is_empty());
+    let condition = sim.condition(kind::AUTOMATIC_FAILOVER);
+    assert_eq!(condition.reason, "NoEligibleReplica", "{condition:?}");
+    assert!(
+        condition.message.contains("a new term starts"),
+        "{condition:?}"
+    );
+    assert_eq!(
+        term(&sim),
+        (1, "a".to_owned()),
+        "no new term while a is unread"
+    );
+
+    // The links heal; the ballots of term 1 still count a lost. The hub reads a: term 2 starts
+    // with a still the primary, announced; nothing is promoted or patched.
+    sim.down.clear();
+    let decided = sim.decide();
+    assert!(decided.auto_start.is_none() && decided.effect.is_none());
+    let auto = decided.status.automatic_failover.clone().unwrap();
+    assert_eq!((auto.term, auto.primary.as_str()), (2, "a"));
+    assert!(auto.last_decision.is_none(), "{auto:?}");
+    assert!(
+        decided.events.iter().any(|e| e.warning
+            && e.reason == "AutomaticFailoverResumed"
+            && e.message.contains("term 2 starts with a still the primary")),
+        "{:?}",
+        decided.events
+    );
+    sim.run(3);
+    assert_eq!(term(&sim), (2, "a".to_owned()));
+    // The ballots of term 1 no longer count: armed in term 2, a renewing again.
+    let mut fresh = votes(&[], "0/2000000");
+    for b in &mut fresh.ballots {
+        b.term = 2;
+    }
+    sim.votes = Some(fresh);
+    sim.run(3);
+    assert_eq!(term(&sim), (2, "a".to_owned()));
+    let condition = sim.condition(kind::AUTOMATIC_FAILOVER);
+    assert_eq!(condition.reason, reason::ARMED, "{condition:?}");
+    assert!(sim.patches.is_empty());
+}
