@@ -958,7 +958,7 @@ async fn nemesis_random_partitions_pauses_and_kills_keep_the_invariants() {
         .matches("the hub voted the primary's region lost")
         .count();
     hub_withdrawals += log.matches("the hub withdrew its lost vote").count();
-    let hub_record = hub_record.lock().unwrap();
+    let hub_record = std::mem::take(&mut *hub_record.lock().unwrap());
 
     // Failovers: at most one per fault (from its start to the next fault's), never back to a
     // member a failover left behind.
