@@ -1,5 +1,7 @@
 //! Condition types and reasons Federator writes on a `DistributedTopology`, in one place so the
-//! controller, the CLI and the docs use the same words.
+//! controller, the CLI and the docs use the same words, and the one rule for writing them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// Condition types.
 pub mod kind {
@@ -79,4 +81,66 @@ pub mod reason {
         ROLLBACK_FAILED,
         VALIDATION_FAILED,
     ];
+}
+
+/// Puts `next` into `conditions` in place of the condition of the same type, keeping that
+/// condition's `lastTransitionTime` when its status did not change (metav1.Condition's rule:
+/// the time is when the status last changed, so `kubectl get` and alerts can tell how long a
+/// condition has held; a reason or message change alone is not a transition).
+pub fn set(conditions: &mut Vec<Condition>, mut next: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == next.type_) {
+        Some(old) => {
+            if old.status == next.status {
+                next.last_transition_time = old.last_transition_time.clone();
+            }
+            *old = next;
+        }
+        None => conditions.push(next),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn cond(type_: &str, status: &str, reason: &str, when: i64) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: format!("{reason} at {when}"),
+            observed_generation: Some(when),
+            last_transition_time: at(when),
+        }
+    }
+
+    #[test]
+    fn the_transition_time_moves_only_when_the_status_changes() {
+        let mut conditions = vec![cond("Succeeded", "Unknown", "Running", 10)];
+        // Progress under the same status: new reason, message and generation, same time.
+        set(&mut conditions, cond("Succeeded", "Unknown", "Resumed", 20));
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].reason, "Resumed");
+        assert_eq!(conditions[0].observed_generation, Some(20));
+        assert_eq!(conditions[0].last_transition_time, at(10));
+        // A change of status is a transition.
+        set(&mut conditions, cond("Succeeded", "True", "Passed", 30));
+        assert_eq!(conditions[0].last_transition_time, at(30));
+    }
+
+    #[test]
+    fn other_types_are_kept_and_a_new_type_is_added() {
+        let mut conditions = vec![cond("Ready", "True", "AsDesired", 10)];
+        set(&mut conditions, cond("Succeeded", "False", "Failed", 20));
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[0].reason, "AsDesired");
+        assert_eq!(conditions[1].last_transition_time, at(20));
+    }
 }

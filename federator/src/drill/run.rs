@@ -313,12 +313,10 @@ impl Executor {
             "{} resumed the run at {step} (it was run by {previous})",
             self.runner
         );
-        status.conditions = vec![condition(
-            drill,
-            "Unknown",
-            condition::REASON_RESUMED,
-            message.clone(),
-        )];
+        topology::conditions::set(
+            &mut status.conditions,
+            condition(drill, "Unknown", condition::REASON_RESUMED, message.clone()),
+        );
         let written = hub.save(drill, &status).await?;
         self.runs.adopt(&written);
         tracing::info!(drill = %key(drill), %step, %previous, "resuming a drill");
@@ -358,12 +356,15 @@ impl Executor {
                 self.runner
             );
             status.writes = writes.or(status.writes);
-            status.conditions = vec![condition(
-                &drill,
-                "Unknown",
-                condition::REASON_STOPPED,
-                message.clone(),
-            )];
+            topology::conditions::set(
+                &mut status.conditions,
+                condition(
+                    &drill,
+                    "Unknown",
+                    condition::REASON_STOPPED,
+                    message.clone(),
+                ),
+            );
             match hub.save(&drill, &status).await {
                 Ok(written) => {
                     tracing::info!(drill = %k, %step, "drill stopped; the next leader resumes it");
@@ -404,12 +405,15 @@ impl Executor {
                     outcome: DrillPhase::Running,
                     message: None,
                 });
-                status.conditions = vec![condition(
-                    &drill,
-                    "Unknown",
-                    condition::REASON_RUNNING,
-                    format!("at {step}"),
-                )];
+                topology::conditions::set(
+                    &mut status.conditions,
+                    condition(
+                        &drill,
+                        "Unknown",
+                        condition::REASON_RUNNING,
+                        format!("at {step}"),
+                    ),
+                );
                 let written = self.save(&hub, &drill, status).await?;
                 Ok((written, Next::Continue))
             }
@@ -784,12 +788,15 @@ impl Executor {
             Err(mut f) => {
                 let after = if let Some(back) = f.set_back.clone() {
                     let to = back.to;
-                    status.conditions = vec![condition(
-                        &drill,
-                        "Unknown",
-                        condition::REASON_RUNNING,
-                        format!("{}: setting spec.primary of {name} back to {to}", f.reason),
-                    )];
+                    topology::conditions::set(
+                        &mut status.conditions,
+                        condition(
+                            &drill,
+                            "Unknown",
+                            condition::REASON_RUNNING,
+                            format!("{}: setting spec.primary of {name} back to {to}", f.reason),
+                        ),
+                    );
                     drill = self.save(hub, &drill, status.clone()).await?;
                     match hub.set_primary(&name, &to, back.seen.as_deref()).await {
                         Ok(_) => format!("nothing was touched: spec.primary set back to {to}"),
@@ -850,12 +857,10 @@ impl Executor {
                 )
             }
         };
-        status.conditions = vec![condition(
-            &drill,
-            condition_status,
-            &reason,
-            message.clone(),
-        )];
+        topology::conditions::set(
+            &mut status.conditions,
+            condition(&drill, condition_status, &reason, message.clone()),
+        );
         let written = hub.save(&drill, &status).await?;
         self.runs.forget(&written).await;
         let warning = result.is_err();
@@ -887,12 +892,10 @@ impl Executor {
             reason: "InvalidSchedule".into(),
             message: message.to_owned(),
         });
-        status.conditions = vec![condition(
-            drill,
-            "False",
-            "InvalidSchedule",
-            message.to_owned(),
-        )];
+        topology::conditions::set(
+            &mut status.conditions,
+            condition(drill, "False", "InvalidSchedule", message.to_owned()),
+        );
         let written = hub.save(drill, &status).await?;
         hub.event(&written, true, "InvalidSchedule", message).await;
         Ok(())

@@ -295,13 +295,14 @@ async fn start(
             }
             status.phase = Some(RegionSwitchPhase::Refused);
             status.message = Some(message.clone());
-            status.conditions = vec![decide::condition(
+            let refused = decide::condition(
                 RegionSwitchPhase::Refused,
                 &[],
                 Some(&message),
                 rs.metadata.generation,
                 now,
-            )];
+            );
+            topology::conditions::set(&mut status.conditions, refused);
             let written = hub.save(rs, status).await?;
             tracing::warn!(region_switch = %name, %message, "region switch refused; nothing moved");
             ctx.event(&written, true, "Refused", &message).await;
@@ -680,13 +681,8 @@ fn set_condition(
     generation: Option<i64>,
     now: k8s_openapi::jiff::Timestamp,
 ) {
-    let mut next = decide::condition(phase, &status.topologies, None, generation, now);
-    if let Some(old) = status.conditions.iter().find(|c| c.type_ == next.type_)
-        && old.status == next.status
-    {
-        next.last_transition_time = old.last_transition_time.clone();
-    }
-    status.conditions = vec![next];
+    let next = decide::condition(phase, &status.topologies, None, generation, now);
+    topology::conditions::set(&mut status.conditions, next);
 }
 
 /// Events for what changed between two statuses: each topology that moved or failed, and the end.

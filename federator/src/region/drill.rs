@@ -746,12 +746,10 @@ impl Runner {
         } else {
             ("False", condition::REASON_FAILED)
         };
-        status.conditions = vec![condition_of(
-            value,
-            reason,
-            &message,
-            drill.metadata.generation,
-        )];
+        topology::conditions::set(
+            &mut status.conditions,
+            condition_of(value, reason, &message, drill.metadata.generation),
+        );
         let drill = self.save(&drill, status).await?;
         let reason = if passed {
             "RegionDrillSucceeded"

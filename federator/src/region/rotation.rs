@@ -387,13 +387,8 @@ fn owner(rr: &RegionRotation) -> OwnerReference {
     }
 }
 
-fn set_condition(status: &mut RegionRotationStatus, mut next: Condition) {
-    if let Some(old) = status.conditions.iter().find(|c| c.type_ == next.type_)
-        && old.status == next.status
-    {
-        next.last_transition_time = old.last_transition_time.clone();
-    }
-    status.conditions = vec![next];
+fn set_condition(status: &mut RegionRotationStatus, next: Condition) {
+    topology::conditions::set(&mut status.conditions, next);
 }
 
 async fn save(
