@@ -181,6 +181,23 @@ pub struct Health {
     renew_every_ms: AtomicU64,
     /// The permissions found missing at start (empty: ready); `None` before the check.
     missing: std::sync::Mutex<Option<Vec<String>>>,
+    /// Each voter's store as the renewals saw it, by voter (`/metrics`).
+    stores: std::sync::Mutex<BTreeMap<String, StoreStats>>,
+}
+
+/// One voter's store as the agent's renewals saw it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreStats {
+    /// How long the last renewal there took; its bound (`renewEvery`, or what was left of the
+    /// round) when it did not answer in time.
+    pub last_seconds: f64,
+    /// The bound of that renewal: a store whose latency nears it misses rounds.
+    pub bound_seconds: f64,
+    pub accepted: u64,
+    /// Refused: a newer term, or its voter counted this member lost.
+    pub refused: u64,
+    /// Not answered within the bound (slow or unreachable): that round does not count it.
+    pub unanswered: u64,
 }
 
 impl Health {
@@ -192,6 +209,61 @@ impl Health {
         self.last_round_ms
             .store(millis(self.since_start()), Ordering::Relaxed);
         self.renew_every_ms.store(millis(every), Ordering::Relaxed);
+    }
+
+    /// Records one renewal in `voter`'s store: how long it took, its bound, and its answer
+    /// (`None`: none within the bound).
+    fn renewed(&self, voter: &str, took: Duration, bound: Duration, answer: Option<&Renewed>) {
+        let Ok(mut stores) = self.stores.lock() else {
+            return;
+        };
+        let s = stores.entry(voter.to_owned()).or_default();
+        s.last_seconds = took.min(bound).as_secs_f64();
+        s.bound_seconds = bound.as_secs_f64();
+        match answer {
+            Some(Renewed::Accepted) => s.accepted += 1,
+            Some(Renewed::Refused { .. }) => s.refused += 1,
+            None => s.unanswered += 1,
+        }
+    }
+
+    /// The agent's metrics in the Prometheus text format: per voter's store, the last
+    /// renewal's latency against its bound, and the renewals by outcome. A store whose latency
+    /// nears the bound, or whose unanswered count grows, is the one that fences a healthy
+    /// primary when it is part of every majority (docs/automatic-failover.md, "Limits").
+    pub fn metrics(&self) -> String {
+        let stores = self.stores.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut out = String::new();
+        out.push_str("# HELP federator_agent_store_renewal_seconds How long the agent's last renewal in each voter's store took (its bound when it did not answer).\n");
+        out.push_str("# TYPE federator_agent_store_renewal_seconds gauge\n");
+        for (voter, s) in &stores {
+            out.push_str(&format!(
+                "federator_agent_store_renewal_seconds{{voter=\"{voter}\"}} {}\n",
+                s.last_seconds
+            ));
+        }
+        out.push_str("# HELP federator_agent_store_renewal_bound_seconds The bound of a renewal in each voter's store (renewEvery): slower answers do not count for the round.\n");
+        out.push_str("# TYPE federator_agent_store_renewal_bound_seconds gauge\n");
+        for (voter, s) in &stores {
+            out.push_str(&format!(
+                "federator_agent_store_renewal_bound_seconds{{voter=\"{voter}\"}} {}\n",
+                s.bound_seconds
+            ));
+        }
+        out.push_str("# HELP federator_agent_store_renewals_total The agent's renewals in each voter's store, by outcome (accepted, refused, unanswered within the bound).\n");
+        out.push_str("# TYPE federator_agent_store_renewals_total counter\n");
+        for (voter, s) in &stores {
+            for (outcome, n) in [
+                ("accepted", s.accepted),
+                ("refused", s.refused),
+                ("unanswered", s.unanswered),
+            ] {
+                out.push_str(&format!(
+                    "federator_agent_store_renewals_total{{voter=\"{voter}\",outcome=\"{outcome}\"}} {n}\n"
+                ));
+            }
+        }
+        out
     }
 
     /// Records the permission check's outcome.
@@ -517,11 +589,12 @@ impl Agent {
             };
             let lease = &lease;
             async move {
+                let began = Instant::now();
                 let Some(store) = store else {
-                    return (v.name.clone(), None);
+                    return (v.name.clone(), None, began.elapsed());
                 };
                 let answer = bounded(every, store.renew(lease, config.term, annotations)).await;
-                (v.name.clone(), answer)
+                (v.name.clone(), answer, began.elapsed())
             }
         });
         // A primary's renewals never delay its fence past its deadline.
@@ -531,14 +604,22 @@ impl Agent {
             .map_or(sent + timing.fence_after.max(every), |at| {
                 at + timing.fence_after
             });
-        let answers = tokio::time::timeout_at(
-            state.started + deadline.max(state.started.elapsed()),
-            join_all(calls),
-        )
-        .await
-        .unwrap_or_default();
+        let calls_began = Instant::now();
+        let until = state.started + deadline.max(state.started.elapsed());
+        let answers = match tokio::time::timeout_at(until, join_all(calls)).await {
+            Ok(answers) => answers,
+            Err(_) => {
+                // The fence deadline cut the round short: no store answered in time.
+                let took = calls_began.elapsed();
+                for v in &config.voters {
+                    self.health.renewed(&v.name, took, took, None);
+                }
+                Vec::new()
+            }
+        };
         let mut accepted = 0;
-        for (voter, answer) in &answers {
+        for (voter, answer, took) in &answers {
+            self.health.renewed(voter, *took, every, answer.as_ref());
             state.reached.insert(voter.clone(), answer.is_some());
             match answer {
                 Some(Renewed::Accepted) => accepted += 1,
@@ -553,7 +634,7 @@ impl Agent {
         } else {
             let outcome: Vec<String> = answers
                 .iter()
-                .map(|(voter, answer)| format!("{voter}: {answer:?}"))
+                .map(|(voter, answer, took)| format!("{voter}: {answer:?} in {took:?}"))
                 .collect();
             tracing::warn!(member = %self.member, round_took = ?state.started.elapsed().saturating_sub(sent), ?outcome, "no majority accepted this round's renewal");
         }
@@ -667,4 +748,48 @@ async fn until_not_writable(uri: &str, limit: Duration) -> Option<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_show_each_stores_latency_against_its_bound_and_its_unanswered_renewals() {
+        let health = Health::default();
+        let bound = Duration::from_secs(2);
+        health.renewed(
+            "hub:",
+            Duration::from_millis(40),
+            bound,
+            Some(&Renewed::Accepted),
+        );
+        health.renewed(
+            "pg-b",
+            Duration::from_millis(1_900),
+            bound,
+            Some(&Renewed::Accepted),
+        );
+        // The slow store: refused once, then silent for the whole bound.
+        let refused = Renewed::Refused {
+            term: 2,
+            lost_term: Some(2),
+        };
+        health.renewed("pg-a", Duration::from_millis(30), bound, Some(&refused));
+        health.renewed("pg-a", Duration::from_secs(5), bound, None);
+        let text = health.metrics();
+        for line in [
+            r#"federator_agent_store_renewal_seconds{voter="hub:"} 0.04"#,
+            r#"federator_agent_store_renewal_seconds{voter="pg-b"} 1.9"#,
+            // A renewal that did not answer shows its bound, never longer.
+            r#"federator_agent_store_renewal_seconds{voter="pg-a"} 2"#,
+            r#"federator_agent_store_renewal_bound_seconds{voter="pg-a"} 2"#,
+            r#"federator_agent_store_renewals_total{voter="pg-a",outcome="refused"} 1"#,
+            r#"federator_agent_store_renewals_total{voter="pg-a",outcome="unanswered"} 1"#,
+            r#"federator_agent_store_renewals_total{voter="hub:",outcome="accepted"} 1"#,
+            "# TYPE federator_agent_store_renewals_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+    }
 }

@@ -43,7 +43,8 @@ pub struct Args {
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
     /// Where to serve `/healthz` (its loop finishes rounds) and `/readyz` (its permission check
-    /// found nothing missing), for the Deployment's probes. Unset: no probe server.
+    /// found nothing missing), for the Deployment's probes, and `/metrics` (each voter's store:
+    /// renewal latency against its bound, renewals by outcome). Unset: no probe server.
     #[arg(long, value_name = "ADDR")]
     probe_addr: Option<std::net::SocketAddr>,
 }
@@ -61,7 +62,7 @@ async fn serve_probes(
         Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     };
-    let live = health.clone();
+    let (live, ready) = (health.clone(), health.clone());
     let app = Router::new()
         .route(
             "/healthz",
@@ -73,12 +74,19 @@ async fn serve_probes(
         .route(
             "/readyz",
             get(move || {
-                let r = health.ready();
+                let r = ready.ready();
                 async move { answer(r) }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = health.metrics();
+                async move { text }
             }),
         );
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /healthz and /readyz");
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
     axum::serve(listener, app).await
 }
 
