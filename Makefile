@@ -56,9 +56,11 @@ lab-down: build
 	@if [[ -f $(LAB_DIR)/controller.pid ]]; then kill "$$(cat $(LAB_DIR)/controller.pid)" 2>/dev/null || true; rm -f $(LAB_DIR)/controller.pid; fi
 	$(FEDERATOR_LAB) down --dir $(LAB_DIR)
 
+# The real subset runs with --workspace: the feature set of the run before it, so nothing is
+# rebuilt (with -p the e2e crate and kube were built again: 2 min and 5 GB on a fresh clone).
 test: deps-real fmt-check clippy no-openssl deny crds-check chart-check image-check
 	$(CARGO) test --workspace --no-fail-fast
-	$(CARGO) test -p federator-e2e $(REAL_SUBSET) -- --ignored
+	$(CARGO) test --workspace $(REAL_SUBSET) -- --ignored
 
 # The e2e tests on the real-CNPG tier (e2e/tests/real_*.rs, ignored by a plain `cargo test`):
 # their own lab in target/e2e-lab-real on the harness ports + 20, the real CloudNativePG operator
@@ -67,7 +69,7 @@ REAL_SUBSET := --test real_pair --test real_ring --test real_crash --test real_i
 REAL_TESTS := $(patsubst e2e/tests/%.rs,--test %,$(wildcard e2e/tests/real_*.rs))
 test-real: deps-real
 	$(CARGO) build -p federator -p federator-e2e --bins
-	$(CARGO) test -p federator-e2e $(REAL_TESTS) -- --include-ignored
+	$(CARGO) test --workspace $(REAL_TESTS) -- --include-ignored
 
 fmt-check:
 	$(CARGO) fmt --all --check
