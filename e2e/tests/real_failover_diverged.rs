@@ -128,6 +128,35 @@ async fn real_failover_while_the_cut_off_old_primary_keeps_writing_then_it_retur
         "A fenced {:.1}s after its API server returned: {fenced:?}",
         returned_at.elapsed().as_secs_f64()
     );
+    // The report, completed from A's instance status as it returned: still a primary (cut off,
+    // not down), with WAL past what B had received — the writes it took meanwhile.
+    let back = e2e::harness::controller::status_until(
+        &hub,
+        "A's return in the failover report",
+        CLUSTER_WITHIN,
+        |s| {
+            s.last_failover
+                .clone()?
+                .data_loss
+                .filter(|w| w.old_primary_returned.is_some())
+        },
+    )
+    .await;
+    println!("the report after A's return: {}", back.summary);
+    let returned = back
+        .old_primary_returned
+        .clone()
+        .expect("A's return recorded");
+    assert!(returned.primary, "A was read as a primary: {returned:?}");
+    assert!(
+        back.target_received_lsn.is_some() && returned.wal_past_target_bytes > Some(0),
+        "A's WAL past B's: {back:?}"
+    );
+    assert!(
+        back.summary.contains("cut off, not down"),
+        "{}",
+        back.summary
+    );
 
     // What real CloudNativePG does with A's timeline: A stops accepting writes, then follows B
     // (rewound or re-cloned), or stays in recovery without following it, or cannot start.
