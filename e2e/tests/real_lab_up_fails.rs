@@ -2,7 +2,7 @@
 //! `federator-lab up --cnpg real` when a node never gets Ready (issue #14, "bad input and
 //! faults"): `up` fails naming the node, what the node last said about being Ready, the kubelet's
 //! log and the usual fixes — and leaves nothing running: no process of the lab, no network
-//! namespace, the VM-wide sysctls as they were.
+//! namespace, no cgroup, the VM-wide sysctls as they were.
 //!
 //! The node is made "never Ready" by giving it 1 s (`FEDERATOR_LAB_NODE_READY_WITHIN=1`): a kubelet
 //! needs several seconds to register and report Ready, so the failure path runs for real.
@@ -136,6 +136,17 @@ fn a_node_that_never_gets_ready_fails_up_naming_the_cause_and_leaves_nothing_run
         .filter(|n| n.starts_with(&id))
         .collect();
     assert!(namespaces.is_empty(), "namespaces left: {namespaces:?}");
+    // No cgroup of the lab in any hierarchy, the hybrid layout's cgroup v2 mount included (runc
+    // makes the kubelet's `kubepods` there too).
+    let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|h| std::fs::read_dir(h.path()).into_iter().flatten().flatten())
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with(&id)))
+        .collect();
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
     assert_eq!(sysctls(), before, "{SYSCTLS:?}");
     let status = lab(&dir, &["status"]);
     assert!(

@@ -1,6 +1,7 @@
 //! The kubelets' cgroup roots in every cgroup v1 hierarchy (this VM has no cgroup v2 for
 //! controllers): created before a kubelet starts (it refuses a root with missing paths), and at
-//! the end emptied (every process in them killed) and removed.
+//! the end emptied (every process in them killed) and removed — also from the hybrid layout's
+//! cgroup v2 mount (`/sys/fs/cgroup/unified`), where runc makes each container's cgroup too.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,6 +31,17 @@ fn hierarchies() -> Vec<PathBuf> {
     }
     found.sort();
     found
+}
+
+/// [`hierarchies`] and the hybrid layout's cgroup v2 mount, when there is one: the lab never
+/// creates anything there, but runc does (`<root>/kubepods/…`), and `down` must leave no cgroup.
+fn all_hierarchies() -> Vec<PathBuf> {
+    let mut all = hierarchies();
+    let unified = Path::new(CGROUP_FS).join("unified");
+    if unified.join("cgroup.procs").exists() {
+        all.push(unified);
+    }
+    all
 }
 
 /// Creates `/<root>` in every hierarchy; in `cpuset` it copies the parent's CPUs and memory
@@ -134,7 +146,7 @@ pub async fn kill_and_remove(prefix: &str, within: Duration) -> Result<usize> {
     let killed = kill(prefix, within).await?;
     loop {
         let mut left = Vec::new();
-        for hierarchy in hierarchies() {
+        for hierarchy in all_hierarchies() {
             for top in roots(&hierarchy, prefix) {
                 walk(&top, &mut |dir| {
                     if std::fs::remove_dir(dir).is_err() {
