@@ -26,6 +26,9 @@ use e2e::harness::controller::{Controller, chart_identity, topology_named, wide_
 use e2e::harness::testkit::{self, Member};
 use e2e::lab::health::wait_for;
 use futures::{StreamExt, stream};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -41,11 +44,16 @@ fn topologies() -> usize {
         .unwrap_or(200)
 }
 
+/// Both tests measure how the controller copes with a hub that fails it: one at a time, so that
+/// neither's load is in the other's figures.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How long all of them may take to be Ready, in either phase.
 const ALL_READY_WITHIN: Duration = Duration::from_secs(600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_topologies_reconcile_through_a_hub_answering_429() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let lab = testkit::lab_with_emulators().await;
     let ns = TestNamespace::create("flt-load").await;
     ns.grant_federator().await;
@@ -71,18 +79,7 @@ async fn two_hundred_topologies_reconcile_through_a_hub_answering_429() {
     assert!(status.success(), "the first controller's exit: {status}");
 
     // 2. A new generation everywhere, and the hub squeezing the next controller's flow.
-    stream::iter(0..n)
-        .for_each_concurrent(16, |i| {
-            let topos = topos.clone();
-            async move {
-                let patch = json!({"spec": {"policies": {"timeouts": {"demotionStart": "100s"}}}});
-                topos
-                    .patch(&name(i), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .expect("a new generation");
-            }
-        })
-        .await;
+    new_generation_everywhere(&topos, n).await;
     let identity = chart_identity(lab, ns.name(), None);
     let squeeze = Squeeze::create(&hub, ns.name(), &identity.user()).await;
     let rejected_before = squeeze.rejected(&hub).await;
@@ -128,6 +125,122 @@ async fn two_hundred_topologies_reconcile_through_a_hub_answering_429() {
         "{failures} failed reconciles logged for {rejected} rejected requests: failures not \
          caused by the squeeze, or logged more than once"
     );
+}
+
+/// How long the hub refuses every status write.
+const REFUSE_FOR: Duration = Duration::from_secs(40);
+
+/// A flat 2 s retry fails about 20 times per topology in [`REFUSE_FOR`]; the backoff (2 s
+/// doubling up to 30 s, less up to a quarter of spread) 5 or 6 times.
+const MAX_FAILURES_PER_TOPOLOGY: usize = 8;
+
+/// The hub refuses every status write for a while (an admission policy denying them, as a
+/// cluster's policy engine can): each topology's reconciles fail, and each topology retries less
+/// and less often, instead of every topology retrying every 2 s for as long as the hub refuses.
+///
+/// API Priority and Fairness cannot make the hub admit nothing: a priority level of 0 seats
+/// still dispatches a request whenever none of its requests is executing (its guarantee of
+/// progress), so the 429 test above lets some requests through, and a failure rarely repeats for
+/// one topology there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_refusing_every_status_write_sees_each_topology_retry_less_and_less_often() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let lab = testkit::lab_with_emulators().await;
+    let ns = TestNamespace::create("flt-refuse").await;
+    ns.grant_federator().await;
+    let n = topologies().min(20);
+    let hub = lab.admin("hub").await;
+    let topos: Api<DistributedTopology> = Api::namespaced(hub.clone(), ns.name());
+    create_pairs(lab, ns.name(), n).await;
+    let controller = Controller::start(lab, ns.name());
+    all_ready(&topos, n, &controller).await;
+
+    let refusal = Refusal::create(&hub, ns.name(), &topos).await;
+    let log_before = controller.log().lines().count();
+    new_generation_everywhere(&topos, n).await;
+    let refused_at = Instant::now();
+    tokio::time::sleep(REFUSE_FOR).await;
+    let refused_for = refused_at.elapsed();
+    let log = controller.log();
+    let during: Vec<&str> = log.lines().skip(log_before).collect();
+    refusal.delete(&hub).await;
+    let lifted_at = Instant::now();
+    all_ready(&topos, n, &controller).await;
+    let recovered = lifted_at.elapsed();
+
+    let per_topology = failures_per_topology(&during, ns.name());
+    let failed: usize = per_topology.values().map(Vec::len).sum();
+    let most = per_topology.values().map(Vec::len).max().unwrap_or(0);
+    let reached = per_topology
+        .values()
+        .filter_map(|d| d.iter().copied().reduce(f64::max))
+        .reduce(f64::min)
+        .unwrap_or(0.0);
+    println!(
+        "| hub refuses status writes for | topologies | failed reconciles logged | most for one topology | the longest retry of every topology at least | Ready again after the hub accepts |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {:.0} s | {n} | {failed} | {most} | {reached:.1} s | {:.1} s |",
+        refused_for.as_secs_f64(),
+        recovered.as_secs_f64()
+    );
+
+    assert_eq!(
+        per_topology.len(),
+        n,
+        "every topology's status write must have been refused at least once: {per_topology:?}"
+    );
+    assert!(
+        most <= MAX_FAILURES_PER_TOPOLOGY,
+        "a topology failed {most} times in {REFUSE_FOR:?} while the hub refused its status \
+         (at most {MAX_FAILURES_PER_TOPOLOGY} with the backoff): {per_topology:?}"
+    );
+    assert!(
+        reached >= 8.0,
+        "some topology never waited 8 s or more before a retry: {per_topology:?}"
+    );
+    assert!(!log.contains("panicked"), "{}", tail(&log));
+}
+
+/// A merge patch of every topology's spec: a new generation each.
+async fn new_generation_everywhere(topos: &Api<DistributedTopology>, n: usize) {
+    stream::iter(0..n)
+        .for_each_concurrent(16, |i| {
+            let topos = topos.clone();
+            async move {
+                let patch = json!({"spec": {"policies": {"timeouts": {"demotionStart": "100s"}}}});
+                topos
+                    .patch(&name(i), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .expect("a new generation");
+            }
+        })
+        .await;
+}
+
+/// Per topology (its name), the retry delays (seconds) of the failed reconciles in `lines`.
+fn failures_per_topology(lines: &[&str], ns: &str) -> BTreeMap<String, Vec<f64>> {
+    let mut failures: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let key = format!("{ns}/");
+    for line in lines
+        .iter()
+        .filter(|l| l.contains("reconcile failed; retrying in "))
+    {
+        let Some(at) = line.find(&key) else { continue };
+        let topology: String = line[at + key.len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        let delay = line
+            .split("retrying in ")
+            .nth(1)
+            .and_then(|rest| rest.split('s').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        failures.entry(topology).or_default().push(delay);
+    }
+    failures
 }
 
 fn name(i: usize) -> String {
@@ -305,6 +418,25 @@ impl Squeeze {
             )
             .await
             .expect("creating the flow schema");
+        // The hub applies flow control configuration asynchronously; its config controller marks
+        // a schema it has digested (`Dangling`).
+        wait_for(
+            "the hub to put the squeeze in force",
+            Duration::from_secs(30),
+            || {
+                let (schemas, name) = (schemas.clone(), name.clone());
+                async move {
+                    let schema = schemas.get(&name).await.ok()?;
+                    let conditions = schema.status?.conditions?;
+                    conditions
+                        .iter()
+                        .any(|c| c.type_.as_deref() == Some("Dangling"))
+                        .then_some(())
+                }
+            },
+        )
+        .await
+        .expect("the flow schema digested");
         Self { name }
     }
 
@@ -326,5 +458,89 @@ impl Squeeze {
         let levels: Api<PriorityLevelConfiguration> = Api::all(hub.clone());
         let _ = schemas.delete(&self.name, &DeleteParams::default()).await;
         let _ = levels.delete(&self.name, &DeleteParams::default()).await;
+    }
+}
+
+/// A ValidatingAdmissionPolicy (and its binding) that denies every update of a topology's status
+/// in one namespace.
+struct Refusal {
+    name: String,
+}
+
+impl Refusal {
+    /// Creates it and waits until the hub enforces it (a no-op status write of the admin's is
+    /// refused).
+    async fn create(hub: &kube::Client, ns: &str, topos: &Api<DistributedTopology>) -> Self {
+        let name = format!("federator-e2e-refuse-{ns}");
+        let policy = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["federator.dev"],
+                    "apiVersions": ["*"],
+                    "operations": ["UPDATE"],
+                    "resources": ["distributedtopologies/status"],
+                }]},
+                "validations": [{
+                    "expression": "false",
+                    "message": "e2e: this hub refuses every status write of a topology",
+                }],
+            },
+        });
+        let binding = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": ns,
+                }}},
+            },
+        });
+        let policies: Api<ValidatingAdmissionPolicy> = Api::all(hub.clone());
+        let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(hub.clone());
+        policies
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(policy).unwrap(),
+            )
+            .await
+            .expect("creating the admission policy");
+        bindings
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(binding).unwrap(),
+            )
+            .await
+            .expect("creating its binding");
+        wait_for(
+            "the hub to enforce the admission policy",
+            Duration::from_secs(30),
+            || async move {
+                let list = topos.list(&ListParams::default()).await.ok()?;
+                let topo = list.items.first()?;
+                let name = topo.metadata.name.as_deref()?;
+                topos
+                    .replace_status(name, &PostParams::default(), topo)
+                    .await
+                    .is_err()
+                    .then_some(())
+            },
+        )
+        .await
+        .expect("the admission policy enforced");
+        Self { name }
+    }
+
+    async fn delete(self, hub: &kube::Client) {
+        let policies: Api<ValidatingAdmissionPolicy> = Api::all(hub.clone());
+        let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(hub.clone());
+        let _ = bindings.delete(&self.name, &DeleteParams::default()).await;
+        let _ = policies.delete(&self.name, &DeleteParams::default()).await;
     }
 }
