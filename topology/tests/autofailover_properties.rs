@@ -11,7 +11,9 @@
 //! 3. a hub cut off from everything promotes nothing;
 //! 4. a primary region cut off from everything is fenced before anything is promoted, and a
 //!    replica is promoted within the detection bound;
-//!    and the check can fail: a timing `Timing::check` refuses does make two primaries.
+//!    and the check can fail: a timing `Timing::check` refuses does make two primaries;
+//! 5. a primary counted lost when no replica can be promoted resumes, in a new term, once the
+//!    hub reaches it again (the hub's `AutomaticFailoverResumed`), instead of staying fenced.
 
 use std::time::Duration;
 
@@ -57,6 +59,10 @@ struct Outcome {
     two_primaries_at: Option<u64>,
     fenced_at: Vec<(u64, usize)>,
     promoted_at: Vec<(u64, usize)>,
+    /// (real ms, region, new term): a primary counted lost with no candidate, resumed.
+    resumed_at: Vec<(u64, usize, u64)>,
+    /// Per region, writable at the end of the run.
+    writable_at_end: Vec<bool>,
 }
 
 struct World<'a> {
@@ -79,6 +85,9 @@ struct World<'a> {
     failed_over: Vec<bool>,
     term: u64,
     delay_i: usize,
+    /// The hub's rule for a primary counted lost that no replica could replace
+    /// (`decide/autofailover.rs`, `AutomaticFailoverResumed`); off only to show what it fixes.
+    resume: bool,
     out: Outcome,
 }
 
@@ -101,6 +110,7 @@ impl<'a> World<'a> {
             failed_over: vec![false; nodes],
             term: 1,
             delay_i: 0,
+            resume: true,
             out: Outcome::default(),
         };
         w.voters = (0..nodes)
@@ -299,6 +309,21 @@ impl<'a> World<'a> {
             let Some(target) = (1..self.nodes)
                 .find(|&r| r != primary && self.link(HUB, r) && !self.failed_over[r])
             else {
+                if self.resume && hub_reach == Reach::Reachable {
+                    // Nobody was promoted and the hub reads the primary again: the next term
+                    // starts with the same primary, which the voters that counted it lost will
+                    // accept renewals from (they adopt the term when the hub next asks, or at
+                    // the primary's first renewal in it).
+                    self.term += 1;
+                    for v in 0..self.nodes {
+                        if self.link(HUB, v) {
+                            let vnow = self.local(v, t);
+                            self.voters[v].new_term(self.term, vnow);
+                        }
+                    }
+                    self.primary_term[primary] = Some(self.term);
+                    self.out.resumed_at.push((t, primary, self.term));
+                }
                 return;
             };
             self.failed_over[primary] = true;
@@ -320,12 +345,18 @@ impl<'a> World<'a> {
 }
 
 fn run(s: &Scenario, timing: Timing) -> Outcome {
+    run_with(s, timing, true)
+}
+
+fn run_with(s: &Scenario, timing: Timing, resume: bool) -> Outcome {
     let mut w = World::new(s, timing);
+    w.resume = resume;
     let mut t = 0;
     while t <= s.run_ms {
         w.step(t);
         t += TICK_MS;
     }
+    w.out.writable_at_end = w.writable.clone();
     w.out
 }
 
@@ -576,4 +607,52 @@ fn the_rule_covers_an_agent_that_dies_just_before_its_fence() {
     assert!(naive.check().is_err());
     let out = run(&worst_case(), naive);
     assert!(out.two_primaries_at.is_some(), "{out:?}");
+}
+
+/// The nemesis's finding (seed 2): after a failover from region 1 to region 2, region 2 is cut
+/// off and counted lost, but region 1 waits for a re-clone and cannot be promoted. When region 2
+/// comes back, the hub starts a new term with it: its agent renews with a majority and lifts its
+/// fence. Without the rule it stays fenced for good.
+#[test]
+fn a_primary_counted_lost_with_no_candidate_resumes_in_a_new_term_when_the_hub_reaches_it() {
+    let mut links = isolate(1, 3, 10_000);
+    // Region 1 back (fenced, waiting for a re-clone), then region 2 cut off and back.
+    links.extend((0..3).filter(|&m| m != 1).map(|m| (25_000, 1, m, true)));
+    links.extend(isolate(2, 3, 30_000));
+    links.extend((0..3).filter(|&m| m != 2).map(|m| (50_000, 2, m, true)));
+    let s = quiet(2, links, 80_000);
+
+    let out = run(&s, Timing::DEFAULT);
+    assert_eq!(out.two_primaries_at, None, "{out:?}");
+    assert_eq!(
+        out.promoted_at.len(),
+        1,
+        "one failover, to region 2: {out:?}"
+    );
+    assert_eq!(out.promoted_at[0].1, 2, "{out:?}");
+    let &[(resumed, who, term)] = out.resumed_at.as_slice() else {
+        panic!("region 2 resumed once: {out:?}");
+    };
+    assert_eq!((who, term), (2, 3), "{out:?}");
+    assert!(
+        resumed >= 50_000,
+        "only once the hub reaches region 2 again: {out:?}"
+    );
+    assert!(
+        out.fenced_at.iter().any(|&(at, r)| r == 2 && at > 30_000),
+        "region 2's agent fenced it while it was cut off: {out:?}"
+    );
+    assert_eq!(
+        out.writable_at_end,
+        vec![false, false, true],
+        "region 2 writes again, region 1 stays fenced: {out:?}"
+    );
+
+    let without = run_with(&s, Timing::DEFAULT, false);
+    assert!(without.resumed_at.is_empty());
+    assert_eq!(
+        without.writable_at_end,
+        vec![false, false, false],
+        "without the rule no region writes: {without:?}"
+    );
 }
