@@ -267,6 +267,17 @@ impl<'a> World<'a> {
         }
     }
 
+    /// The hub starts the next term; the voters it reaches adopt it now.
+    fn start_term(&mut self, t: u64) {
+        self.term += 1;
+        for v in 0..self.nodes {
+            if self.link(HUB, v) {
+                let vnow = self.local(v, t);
+                self.voters[v].new_term(self.term, vnow);
+            }
+        }
+    }
+
     fn hub_round(&mut self, t: u64) {
         if self.promote_due.is_some() {
             return;
@@ -314,26 +325,14 @@ impl<'a> World<'a> {
                     // starts with the same primary, which the voters that counted it lost will
                     // accept renewals from (they adopt the term when the hub next asks, or at
                     // the primary's first renewal in it).
-                    self.term += 1;
-                    for v in 0..self.nodes {
-                        if self.link(HUB, v) {
-                            let vnow = self.local(v, t);
-                            self.voters[v].new_term(self.term, vnow);
-                        }
-                    }
+                    self.start_term(t);
                     self.primary_term[primary] = Some(self.term);
                     self.out.resumed_at.push((t, primary, self.term));
                 }
                 return;
             };
             self.failed_over[primary] = true;
-            self.term += 1;
-            for v in 0..self.nodes {
-                if self.link(HUB, v) {
-                    let vnow = self.local(v, t);
-                    self.voters[v].new_term(self.term, vnow);
-                }
-            }
+            self.start_term(t);
             self.primary_term[target] = Some(self.term);
             self.agents[target].last_accepted_sent_at = None;
             self.agents[target].last_sent = None;
