@@ -8,7 +8,9 @@
 //! (`make bench`). Options after `--`: `--rounds N` (default 5: each driver N switchovers per
 //! shape), `--shapes pair,ring` (default both), `--cnpg real` (the real-node tier, root and
 //! `make deps-real`; `make bench-real`), `--channel streaming|archive` (real tier: streaming
-//! with `verify-full`, or the WAL archive only). See docs/benchmarks.md.
+//! with `verify-full`, or the WAL archive only), `--drivers federator,script,floor` (default all
+//! three; `federator,floor` spares the 2 s script's rounds when only the floor ratio matters).
+//! See docs/benchmarks.md.
 
 #[path = "switchover/controller.rs"]
 mod controller;
@@ -36,7 +38,7 @@ use controller::{Controller, Histogram};
 use drive::{Driver, Switch};
 use probe::Probe;
 use real_support::Channel;
-use report::{Sample, ShapeReport};
+use report::{FederatorCounts, Sample, ShapeReport};
 use timeline::Timeline;
 
 const A: Member<'static> = Member {
@@ -131,16 +133,20 @@ struct Config {
     rounds: usize,
     shapes: Vec<Shape>,
     tier: Tier,
+    /// The drivers of every round, in the order of the first round.
+    drivers: Vec<Driver>,
 }
 
 impl Config {
     /// `--rounds N`, `--shapes pair,ring`, `--cnpg emulator|real`, `--channel
-    /// streaming|archive`; anything else (cargo's `--bench`) is ignored.
+    /// streaming|archive`, `--drivers federator,script,floor`; anything else (cargo's `--bench`)
+    /// is ignored.
     fn from_args() -> anyhow::Result<Self> {
         let mut config = Config {
             rounds: 5,
             shapes: vec![Shape::Pair, Shape::Ring],
             tier: Tier::Emulator,
+            drivers: Driver::ALL.to_vec(),
         };
         let (mut real, mut channel) = (false, None);
         let mut args = std::env::args().skip(1);
@@ -164,6 +170,19 @@ impl Config {
                             other => bail!("--shapes: unknown shape {other:?} (pair, ring)"),
                         })
                         .collect::<anyhow::Result<_>>()?;
+                }
+                "--drivers" => {
+                    let list = args
+                        .next()
+                        .context("--drivers needs a list of federator, script, floor")?;
+                    let mut drivers = Vec::new();
+                    for name in list.split(',') {
+                        let driver = Driver::parse(name)?;
+                        if !drivers.contains(&driver) {
+                            drivers.push(driver);
+                        }
+                    }
+                    config.drivers = drivers;
                 }
                 "--cnpg" => {
                     real = match args.next().as_deref() {
@@ -193,6 +212,15 @@ impl Config {
     }
 }
 
+/// `items` by `name`, separated by `separator`.
+fn joined<T: Copy>(items: &[T], name: impl Fn(T) -> &'static str, separator: &str) -> String {
+    items
+        .iter()
+        .map(|&t| name(t))
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -211,26 +239,23 @@ fn main() -> anyhow::Result<()> {
             Tier::Real(_) => e2e::harness::real_lab().await,
         };
         println!(
-            "switchover bench on the {}: {} round(s) × 3 drivers per shape; load average {}",
+            "switchover bench on the {}: {} round(s) × {} driver(s) ({}) per shape; load average {}",
             config.tier.name(),
             config.rounds,
+            config.drivers.len(),
+            joined(&config.drivers, |d| d.label(), ", "),
             load()
         );
         let started = Instant::now();
         let mut reports = Vec::new();
         for shape in &config.shapes {
-            reports.push(bench_shape(lab, config.tier, *shape, config.rounds).await?);
+            reports.push(bench_shape(lab, &config, *shape).await?);
             println!("{} done; load average {}", shape.name(), load());
         }
         let met = report::print(&reports);
         println!(
             "\n{} in {:.0} s; load average at the end {}; every target met: {}",
-            config
-                .shapes
-                .iter()
-                .map(|s| s.name())
-                .collect::<Vec<_>>()
-                .join(" + "),
+            joined(&config.shapes, |s| s.name(), " + "),
             started.elapsed().as_secs_f64(),
             load(),
             if met { "yes" } else { "no" }
@@ -239,14 +264,14 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// Creates the members (A primary, `t` on it), then runs `rounds` rounds of the three drivers
+/// Creates the members (A primary, `t` on it), then runs the configured rounds of the drivers
 /// under the writer, rotating the drivers' order each round so each meets every direction.
 async fn bench_shape(
     lab: &'static SharedLab,
-    tier: Tier,
+    config: &Config,
     shape: Shape,
-    rounds: usize,
 ) -> anyhow::Result<ShapeReport> {
+    let (tier, drivers) = (config.tier, &config.drivers);
     let ns = TestNamespace::create_on(lab, &format!("bench-{}", shape.name())).await;
     ns.grant_federator().await;
     let ns_name = ns.name().to_owned();
@@ -264,16 +289,20 @@ async fn bench_shape(
         shape.name(),
         created.elapsed().as_secs_f64()
     );
-    let controller = Controller::start(lab, &ns_name).await?;
+    // Without the Federator driver nothing needs a controller (nor its binary).
+    let controller = match drivers.contains(&Driver::Federator) {
+        true => Some(Controller::start(lab, &ns_name).await?),
+        false => None,
+    };
     let timeline = Timeline::start(lab, &ns_name, &members).await;
     let probe = Probe::start(lab, &ns_name, &members, tier.connect_within());
     let spec = shape.spec();
 
     let mut samples = Vec::new();
     let mut from = 0;
-    for round in 0..rounds {
-        for k in 0..Driver::ALL.len() {
-            let driver = Driver::ALL[(k + round) % Driver::ALL.len()];
+    for round in 0..config.rounds {
+        for k in 0..drivers.len() {
+            let driver = drivers[(k + round) % drivers.len()];
             let to = (from + 1) % members.len();
             let switch = Switch {
                 lab,
@@ -293,7 +322,9 @@ async fn bench_shape(
                         members[from].name,
                         members[to].name,
                         driver.label(),
-                        controller.log.display()
+                        controller
+                            .as_ref()
+                            .map_or("none".into(), |c| c.log.display().to_string())
                     )
                 })?;
             println!(
@@ -311,6 +342,30 @@ async fn bench_shape(
         }
     }
 
+    let federator = match &controller {
+        Some(controller) => Some(federator_counts(lab, shape, &ns_name, controller).await?),
+        None => None,
+    };
+    drop(probe);
+    drop(timeline);
+    drop(controller);
+    testkit::delete_all(lab, &ns_name, &members).await;
+    Ok(ShapeReport {
+        shape: shape.name(),
+        drivers: drivers.clone(),
+        samples,
+        federator,
+    })
+}
+
+/// What the controller reports of a shape's run: its `/metrics` (reactions, status writes), the
+/// member patches its log shows, and the Events it published in the namespace.
+async fn federator_counts(
+    lab: &'static SharedLab,
+    shape: Shape,
+    ns: &str,
+    controller: &Controller,
+) -> anyhow::Result<FederatorCounts> {
     let text = controller.metrics().await?;
     // How often the controller ran and wrote the hub, and why reconciles failed (a 409 costs a
     // watch round trip).
@@ -332,15 +387,15 @@ async fn bench_shape(
         })
         .collect();
     let status_writes = Histogram::parse(&text, "federator_status_write_seconds", "then", "patch");
-    drop(probe);
-    drop(timeline);
-    drop(controller);
-    testkit::delete_all(lab, &ns_name, &members).await;
-    Ok(ShapeReport {
-        shape: shape.name(),
-        samples,
+    let other_writes = Histogram::parse(&text, "federator_status_write_seconds", "then", "nothing");
+    let log = std::fs::read_to_string(&controller.log)
+        .with_context(|| format!("reading {}", controller.log.display()))?;
+    Ok(FederatorCounts {
         reactions,
-        status_writes,
+        status_writes: status_writes.count + other_writes.count,
+        status_writes_before_patch: status_writes,
+        patches: controller::patches(&log),
+        events: controller::events(lab, ns).await?,
     })
 }
 

@@ -185,3 +185,79 @@ impl Histogram {
             .collect()
     }
 }
+
+/// The member patches a controller log shows (`patching member` lines).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Patches {
+    pub sent: usize,
+    /// Lines with the same operation, step and member as the patch line before them: the same
+    /// patch sent again (harmless, merge patches are idempotent, but each costs a step-log write
+    /// and an admission call; the ledger's patch gate exists to prevent them).
+    pub twice: usize,
+}
+
+/// Counts the member patches of `log` (text format), keyed by the `reconcile` span's
+/// `operation` and the line's `step` and `member`. Only the line before counts: the bench
+/// deletes and re-creates its topology every round, so an operation id (`<generation>-<from>-
+/// to-<to>`) comes back in later rounds, and every step of a switchover patches something
+/// else than the one before it.
+pub fn patches(log: &str) -> Patches {
+    let mut last = None;
+    let mut counted = Patches::default();
+    for line in log
+        .lines()
+        .map(plain)
+        .filter(|l| l.contains("patching member"))
+    {
+        let field = |name: &str| {
+            let at = line.find(&format!("{name}="))? + name.len() + 1;
+            line[at..].split([' ', '}', ':']).next().map(str::to_owned)
+        };
+        let key = Some((field("operation"), field("step"), field("member")));
+        counted.sent += 1;
+        if key == last {
+            counted.twice += 1;
+        }
+        last = key;
+    }
+    counted
+}
+
+/// `line` without ANSI colour sequences (`ESC [ … m`).
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The Events the controller (`reportingController` `federator`) published in `ns`, a repeated
+/// one counted as often as its series says.
+pub async fn events(lab: &SharedLab, ns: &str) -> anyhow::Result<u64> {
+    use k8s_openapi::api::events::v1::Event;
+    let api: kube::Api<Event> = kube::Api::namespaced(lab.admin("hub").await, ns);
+    let list = api
+        .list(&Default::default())
+        .await
+        .context("listing the namespace's Events")?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("federator"))
+        .map(|e| {
+            e.series
+                .as_ref()
+                .map_or(1, |s| u64::try_from(s.count).unwrap_or(1))
+        })
+        .sum())
+}

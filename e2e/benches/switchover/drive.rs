@@ -54,6 +54,16 @@ pub enum Driver {
 impl Driver {
     pub const ALL: [Driver; 3] = [Driver::Federator, Driver::Script, Driver::Floor];
 
+    /// `federator`, `script` or `floor` (the names `--drivers` takes).
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "federator" => Ok(Driver::Federator),
+            "script" => Ok(Driver::Script),
+            "floor" => Ok(Driver::Floor),
+            other => bail!("--drivers: unknown driver {other:?} (federator, script, floor)"),
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Driver::Federator => "Federator",

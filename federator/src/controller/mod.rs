@@ -5,12 +5,14 @@
 mod decide;
 mod effects;
 mod error;
+mod execute;
 mod hooks;
 mod ledger;
 mod observe;
 mod reconcile;
 mod replay;
 mod runtime;
+mod votes;
 
 use std::sync::Arc;
 

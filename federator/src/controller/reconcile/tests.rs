@@ -659,7 +659,7 @@ async fn deleting_a_topology_whose_switchover_holds_stops_it_and_releases_it() {
 
 #[test]
 fn the_promotion_token_is_logged_by_its_length_only() {
-    let shown = super::loggable(
+    let shown = crate::controller::execute::loggable(
         &json!({"spec": {"replica": {"primary": "b", "promotionToken": "secret-token"}}}),
     );
     assert_eq!(shown["spec"]["replica"]["promotionToken"], "<12 bytes>");
