@@ -12,7 +12,7 @@ LAB_DIR ?= .lab
 E2E_LAB_DIR ?= target/e2e-lab
 E2E_REAL_LAB_DIR ?= target/e2e-lab-real
 
-.PHONY: fuzz help deps deps-real build install demo lab-down lab-status test test-real fmt-check clippy no-openssl deny crds-check chart-check image image-check unit e2e-lab-down bench bench-real
+.PHONY: fuzz help deps deps-real build install demo lab-down lab-status test test-real fmt-check clippy no-openssl deny crds-check chart-check image image-check unit e2e-lab-down bench bench-real bench-region
 
 help:
 	@echo "make demo      lab up in $(LAB_DIR)/, the ring of three, the controller, one switchover (leaves it running)"
@@ -24,6 +24,7 @@ help:
 	@echo "make fuzz      libFuzzer on every parser of outside input (nightly; FUZZ_SECONDS per target), not part of make test"
 	@echo "make bench     the planner bench, then the switchover bench on the e2e lab (docs/benchmarks.md)"
 	@echo "make bench-real the switchover bench on real CloudNativePG (root, deps-real; not part of make test)"
+	@echo "make bench-region N region switches at once vs each alone, and the controller at 200 topologies (docs/benchmarks.md)"
 
 # Debian packages, Rust components and kube-apiserver; a quick no-op when all are present.
 deps:
@@ -140,6 +141,15 @@ bench-real: deps-real
 	    --cnpg real --shapes $(BENCH_REAL_SHAPES) --channel "$$channel" \
 	    --rounds $(BENCH_REAL_ROUNDS) || exit 1; \
 	done
+
+# Whole-region operations (issue #17; docs/benchmarks.md): N pairs moved at once against each
+# alone (wall time, each database's write gap), and the release controller's memory and idle CPU
+# holding 200 status-only pairs. Options: BENCH_REGION_ARGS (e.g. --n 10 --topologies 200
+# --rounds 2 --only moves).
+BENCH_REGION_ARGS ?=
+bench-region: deps
+	$(CARGO) build --release -p federator
+	$(CARGO) bench -p federator-e2e --bench region_switch -- $(BENCH_REGION_ARGS)
 
 unit:
 	$(CARGO) test --workspace --lib --bins

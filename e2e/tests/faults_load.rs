@@ -20,10 +20,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e::emulator::status_only::STATUS_ONLY;
 use e2e::harness::TestNamespace;
-use e2e::harness::controller::{Controller, chart_identity, topology_named, wide_timeouts};
-use e2e::harness::testkit::{self, Member};
+use e2e::harness::controller::{Controller, chart_identity};
+use e2e::harness::scale::{
+    all_ready, create_status_only_pairs as create_pairs, name, rss_kib, tail,
+};
+use e2e::harness::testkit;
 use e2e::lab::health::wait_for;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::admissionregistration::v1::{
@@ -34,7 +36,6 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use topology::DistributedTopology;
-use topology::conditions::kind;
 
 /// `FEDERATOR_E2E_LOAD_TOPOLOGIES` overrides the 200 for a quick run.
 fn topologies() -> usize {
@@ -47,9 +48,6 @@ fn topologies() -> usize {
 /// Both tests measure how the controller copes with a hub that fails it: one at a time, so that
 /// neither's load is in the other's figures.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// How long all of them may take to be Ready, in either phase.
-const ALL_READY_WITHIN: Duration = Duration::from_secs(600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_topologies_reconcile_through_a_hub_answering_429() {
@@ -73,7 +71,7 @@ async fn two_hundred_topologies_reconcile_through_a_hub_answering_429() {
     let mut first = Controller::start(lab, ns.name());
     let baseline = all_ready(&topos, n, &first).await;
     let baseline_took = started.elapsed();
-    let baseline_rss = rss_kib(&first);
+    let baseline_rss = rss_kib(first.pid());
     let baseline_failures = failures_logged(&first.log());
     let status = first.terminate().await;
     assert!(status.success(), "the first controller's exit: {status}");
@@ -88,7 +86,7 @@ async fn two_hundred_topologies_reconcile_through_a_hub_answering_429() {
     let squeezed = all_ready(&topos, n, &second).await;
     let squeezed_took = started.elapsed();
     let rejected = squeeze.rejected(&hub).await - rejected_before;
-    let rss = rss_kib(&second);
+    let rss = rss_kib(second.pid());
     let log = second.log();
     let failures = failures_logged(&log);
     squeeze.delete(&hub).await;
@@ -243,124 +241,11 @@ fn failures_per_topology(lines: &[&str], ns: &str) -> BTreeMap<String, Vec<f64>>
     failures
 }
 
-fn name(i: usize) -> String {
-    format!("db{i:03}")
-}
-
-/// The system identifier of pair `i` (both members report it).
-fn system_id(i: usize) -> String {
-    format!("{}", 7_300_000_000_000_000_000u64 + i as u64)
-}
-
-/// `n` pairs of status-only Clusters (A in eu-central the primary, B in eu-western its replica)
-/// and one star topology over each.
-async fn create_pairs(lab: &'static e2e::harness::SharedLab, ns: &str, n: usize) {
-    let api_a = testkit::clusters(lab, "eu-central", ns).await;
-    let api_b = testkit::clusters(lab, "eu-western", ns).await;
-    let topos: Api<DistributedTopology> = Api::namespaced(lab.admin("hub").await, ns);
-    stream::iter(0..n)
-        .for_each_concurrent(16, |i| {
-            let (api_a, api_b, topos) = (api_a.clone(), api_b.clone(), topos.clone());
-            async move {
-                let (a, b) = (format!("{}-a", name(i)), format!("{}-b", name(i)));
-                let members = [
-                    Member {
-                        name: &a,
-                        region: "eu-central",
-                    },
-                    Member {
-                        name: &b,
-                        region: "eu-western",
-                    },
-                ];
-                for (api, this, source) in [(&api_a, &a, &b), (&api_b, &b, &a)] {
-                    let mut cluster = testkit::blog_cluster(ns, this, &a, source, &members, true);
-                    cluster
-                        .metadata
-                        .annotations
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(STATUS_ONLY.to_owned(), system_id(i));
-                    testkit::create(api, &cluster).await;
-                }
-                let topo = topology_named(
-                    &name(i),
-                    ns,
-                    &members,
-                    json!({"star": {}}),
-                    &a,
-                    wide_timeouts(),
-                );
-                topos
-                    .create(&PostParams::default(), &topo)
-                    .await
-                    .expect("creating a topology");
-            }
-        })
-        .await;
-}
-
-/// Waits until all `n` topologies are Ready at their current generation; the sum of those
-/// generations (a check that the second phase saw the new ones).
-async fn all_ready(topos: &Api<DistributedTopology>, n: usize, controller: &Controller) -> i64 {
-    let last = std::sync::atomic::AtomicUsize::new(0);
-    let last = &last;
-    let ready = wait_for(
-        &format!("all {n} topologies Ready at their generation"),
-        ALL_READY_WITHIN,
-        || async move {
-            let list = topos.list(&ListParams::default()).await.ok()?;
-            let ready: Vec<i64> = list
-                .items
-                .iter()
-                .filter_map(|t| {
-                    let generation = t.metadata.generation?;
-                    t.status
-                        .as_ref()?
-                        .conditions
-                        .iter()
-                        .any(|c| {
-                            c.type_ == kind::READY
-                                && c.status == "True"
-                                && c.observed_generation == Some(generation)
-                        })
-                        .then_some(generation)
-                })
-                .collect();
-            if last.swap(ready.len(), std::sync::atomic::Ordering::Relaxed) != ready.len() {
-                println!("{} of {n} Ready", ready.len());
-            }
-            (ready.len() == n).then(|| ready.iter().sum())
-        },
-    )
-    .await;
-    ready.unwrap_or_else(|e| panic!("{e}\ncontroller log (tail):\n{}", tail(&controller.log())))
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
 /// Failed reconciles the controller logged.
 fn failures_logged(log: &str) -> usize {
     log.lines()
         .filter(|l| l.contains("reconcile failed; retrying"))
         .count()
-}
-
-/// The controller's resident memory, KiB (0 when it cannot be read).
-fn rss_kib(controller: &Controller) -> u64 {
-    controller
-        .pid()
-        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// A priority level of one concurrency share that rejects what does not fit, and the flow

@@ -54,6 +54,10 @@ struct RunArgs {
     /// PostgreSQL's `wal_retrieve_retry_interval` in milliseconds (PostgreSQL's default: 5000).
     #[arg(long, env = "FEDERATOR_EMULATOR_WAL_RETRY_MS", default_value_t = 5000)]
     wal_retrieve_retry_interval_ms: u64,
+    /// WAL segment size in MB of the instances it creates (`initdb --wal-segsize`, a power of
+    /// two, 1–1024; CNPG's `bootstrap.initdb.walSegmentSize`). Default: PostgreSQL's 16.
+    #[arg(long, env = "FEDERATOR_EMULATOR_WAL_SEGMENT_MB")]
+    wal_segment_mb: Option<u32>,
     /// Serve the `vcluster.cnpg.io` admission webhook on this loopback port and register it.
     #[arg(long)]
     webhook_port: Option<u16>,
@@ -126,6 +130,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             scale: args.time_scale,
         },
         wal_retrieve_retry_interval: Duration::from_millis(args.wal_retrieve_retry_interval_ms),
+        wal_segment_mb: args.wal_segment_mb,
     };
     tracing::info!(member = %config.member, scale = config.timing.scale, "emulator running");
     e2e::emulator::run::run(config, client).await;

@@ -73,7 +73,7 @@ fn failure_reason(error: &super::error::EmulatorError) -> String {
 async fn create_instance(pass: &mut Pass<'_>, role: Role) -> Result<Action> {
     if role == Role::Primary {
         tracing::info!(cluster = %pass.name, "initdb");
-        pass.instance.initdb().await?;
+        pass.instance.initdb(pass.config.wal_segment_mb).await?;
     } else {
         let Some(source) = bootstrap_source(pass) else {
             tracing::warn!(cluster = %pass.name, "replica without a resolvable bootstrap source; waiting");

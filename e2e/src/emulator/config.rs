@@ -50,4 +50,7 @@ pub struct EmulatorConfig {
     pub pg_port_base: u16,
     pub timing: Timing,
     pub wal_retrieve_retry_interval: Duration,
+    /// WAL segment size of the instances it creates (`initdb --wal-segsize`, MB); `None`:
+    /// PostgreSQL's 16.
+    pub wal_segment_mb: Option<u32>,
 }

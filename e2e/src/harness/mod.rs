@@ -13,8 +13,9 @@
 //!
 //! Beside the lab and namespaces: [`testkit`] (CNPG Clusters on the emulators: manifests, the
 //! pair, waiting on status, SQL), [`controller`] (`federator controller` and the CLI as child
-//! processes, the writer and the two-primaries sampler, topology helpers) and [`setup`] (the set-up
-//! most controller tests start from, as one builder: `Setup::pair("test").ready().await`).
+//! processes, the writer and the two-primaries sampler, topology helpers), [`setup`] (the set-up
+//! most controller tests start from, as one builder: `Setup::pair("test").ready().await`) and
+//! [`scale`] (hundreds of status-only pairs, the controller's memory and CPU).
 //!
 //! Environment: `FEDERATOR_LAB_DIR` (default `<workspace>/target/e2e-lab`) picks the lab;
 //! `FEDERATOR_LAB_ETCD_PORT` / `FEDERATOR_LAB_APISERVER_PORT` its ports when it has to start
@@ -31,6 +32,7 @@ pub mod gc;
 pub mod hub_identity;
 mod namespace;
 pub mod region;
+pub mod scale;
 pub mod setup;
 pub mod testkit;
 pub mod watch;

@@ -88,24 +88,23 @@ impl Instance {
 
     /// `initdb` for a cluster created as primary. Trust authentication on loopback only: the
     /// lab has no secrets to protect and tests connect as `postgres` without a password.
-    pub async fn initdb(&self) -> Result<()> {
+    /// `wal_segment_mb`: `--wal-segsize` (PostgreSQL's default 16 when `None`).
+    pub async fn initdb(&self, wal_segment_mb: Option<u32>) -> Result<()> {
         let staging = self.prepare_staging().await?;
-        self.bin
-            .run(
-                "initdb",
-                &[
-                    "-D",
-                    &staging,
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                ],
-            )
-            .await?;
+        let segsize = wal_segment_mb.map(|mb| format!("--wal-segsize={mb}"));
+        let mut args = vec![
+            "-D",
+            &staging,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ];
+        args.extend(segsize.as_deref());
+        self.bin.run("initdb", &args).await?;
         self.commit_staging().await
     }
 
