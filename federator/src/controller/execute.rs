@@ -1,7 +1,7 @@
 //! The executor of one reconcile's effects ([`Effect`]), in the order `decide` listed them,
 //! stopping at the first that ends the reconcile. It decides nothing: every choice is in the
 //! plan; what it adds is the I/O, the leadership check right before every write, and the
-//! ledger's record of what happened (`wrote`, `write_refused`, `hold`, `accepted`, `forget`).
+//! ledger's record of what happened (`hold`, `accepted`, `forget`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,13 +151,12 @@ impl<'a> Run<'a> {
         ctx.metrics.status_written(patch_follows, took);
         match result {
             Ok(object) => {
-                ctx.ledger.wrote(stored, object.clone());
                 self.written = Some(object);
                 Ok(true)
             }
-            // A newer version of the topology is on its way through the watch; it re-triggers us.
+            // A newer version of the topology is on its way through the watch (our own last
+            // write, or another writer's); it re-triggers us.
             Err(Error::Conflict(_)) => {
-                ctx.ledger.write_refused(stored);
                 ctx.metrics.error("conflict");
                 Ok(false)
             }

@@ -2,14 +2,14 @@
 //! that memory with.
 //!
 //! A reconcile decides from two watch-fed stores: the hub's (topologies) and the member pool's
-//! (Clusters). Both lag the controller's own writes by a few milliseconds, and during a
-//! switchover those milliseconds are on the critical path. The ledger holds, per topology (by
-//! uid):
+//! (Clusters). Both lag the controller's own writes by a few milliseconds. A reconcile that runs
+//! in between decides on the hub's older version, and its status write is refused (409) by its
+//! resourceVersion precondition: the newer version is on its way through the watch and
+//! reconciles again. Deciding on our own write's answer instead ("read-your-writes") was
+//! removed in session 8: switched off, it cost a 409 in a few switchovers of a hundred and no
+//! measurable outage (`docs/benchmarks.md`, "The four windows switched off one at a time").
+//! The ledger holds, per topology (by uid):
 //!
-//! - **own write**: the answer of this process's last status write, with the resourceVersions
-//!   it superseded. A store version that is one of those is "the store has not seen our write
-//!   yet", and the answer is decided on instead (read-your-writes). Any other version — a spec
-//!   edit, another writer — wins and the answer is forgotten. At most [`CHAIN`] versions.
 //! - **held**: a decided status not written yet, because it is inside a running operation and no
 //!   member patch follows it. The next reconcile decides on top of it, if the hub's object is
 //!   still the version it was decided on. It is written with the next write (every write carries
@@ -23,7 +23,7 @@
 //! `federator_reaction_seconds`, and what reopens the patch gate).
 //!
 //! Every instant comes from one injected [`Monotonic`] clock; nothing here is process-global.
-//! Why the three combine safely is `docs/controller.md` ("The ledger").
+//! Why the two combine safely is `docs/controller.md` ("The ledger").
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,10 +34,6 @@ use topology::{DistributedTopology, DistributedTopologyStatus};
 
 use super::runtime::clock::Monotonic;
 use crate::members::ClusterKey;
-
-/// How many superseded versions of our own writes are remembered per topology: the store lags by
-/// one or two writes.
-pub const CHAIN: usize = 8;
 
 /// The longest a status change waits for a write that carries it: the step display of
 /// `federator switchover --wait` and `federator status` lag by at most this. Longer than a
@@ -88,15 +84,8 @@ struct State {
 struct Entry {
     /// Reconciles in a row that failed (reset by one that did not).
     failures: u32,
-    own: Option<OwnWrite>,
     held: Option<Held>,
     sent: Option<Sent>,
-}
-
-struct OwnWrite {
-    written: Arc<DistributedTopology>,
-    /// resourceVersions older than `written`, as written by this process, newest last.
-    superseded: Vec<String>,
 }
 
 /// A decided status kept back, not written yet.
@@ -151,66 +140,6 @@ impl Ledger {
     /// When the latest change of `key` was delivered (`None`: never, yet).
     pub fn last_delivered(&self, key: &ClusterKey) -> Option<Instant> {
         self.lock().delivered.get(key).copied()
-    }
-
-    // --- read-your-writes -----------------------------------------------------------------
-
-    /// The freshest version of `from_store` this process knows: its own last write when the store
-    /// has not caught up with it, else `from_store` itself.
-    pub fn freshest(&self, from_store: Arc<DistributedTopology>) -> Arc<DistributedTopology> {
-        let Some(uid) = uid_of(&from_store) else {
-            return from_store;
-        };
-        let mut state = self.lock();
-        let Some(entry) = state.topologies.get_mut(uid) else {
-            return from_store;
-        };
-        let Some(own) = &entry.own else {
-            return from_store;
-        };
-        let store_version = from_store.metadata.resource_version.as_deref();
-        if store_version.is_some_and(|v| own.superseded.iter().any(|s| s == v)) {
-            return own.written.clone();
-        }
-        // Caught up, or moved past us: the store is the truth from here on.
-        entry.own = None;
-        from_store
-    }
-
-    /// Records a successful write of `before`'s status, answered with `written`.
-    pub fn wrote(&self, before: &DistributedTopology, written: DistributedTopology) {
-        let (Some(uid), Some(old)) = (
-            written.metadata.uid.clone(),
-            before.metadata.resource_version.clone(),
-        ) else {
-            return;
-        };
-        let mut state = self.lock();
-        let entry = state.topologies.entry(uid).or_default();
-        let mut superseded = match entry.own.take() {
-            // Writing on top of our own last write extends the chain.
-            Some(own) if own.written.metadata.resource_version.as_deref() == Some(old.as_str()) => {
-                own.superseded
-            }
-            _ => Vec::new(),
-        };
-        superseded.push(old);
-        if superseded.len() > CHAIN {
-            superseded.remove(0);
-        }
-        entry.own = Some(OwnWrite {
-            written: Arc::new(written),
-            superseded,
-        });
-    }
-
-    /// A status write of `topo` was refused (409): what we kept of our writes may be stale too.
-    pub fn write_refused(&self, topo: &DistributedTopology) {
-        if let Some(uid) = uid_of(topo)
-            && let Some(entry) = self.lock().topologies.get_mut(uid)
-        {
-            entry.own = None;
-        }
     }
 
     // --- what a decision reads, and what its effects record ---------------------------------

@@ -49,8 +49,8 @@ pub struct Context {
     pub credentials: Option<kubeconfigs::CredentialSet>,
     /// "Now" for every reconcile: [`SystemClock`] in production, a test clock in tests.
     pub clock: Arc<dyn Clock>,
-    /// What is remembered between reconciles (own writes, held status changes, patches sent,
-    /// delivery times), on its own monotonic clock; see `ledger.rs`.
+    /// What is remembered between reconciles (held status changes, patches sent, delivery
+    /// times), on its own monotonic clock; see `ledger.rs`.
     pub ledger: Ledger,
     /// The hub voter's memory of the agents' heartbeats (automatic failover), on its own
     /// monotonic clock.

@@ -36,9 +36,10 @@ pub async fn reconcile(topo: Arc<DistributedTopology>, ctx: Arc<Context>) -> Res
     done
 }
 
-async fn reconcile_once(topo: Arc<DistributedTopology>, ctx: &Arc<Context>) -> Result<Action> {
+/// `stored` is the hub store's copy: it may lag this process's own last status write by a few
+/// milliseconds, and then the status write's precondition refuses what is decided on it (409).
+async fn reconcile_once(stored: Arc<DistributedTopology>, ctx: &Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled();
-    let stored = ctx.ledger.freshest(topo);
     if !ctx.leader.is_leader() {
         // A follower neither writes nor acts; becoming leader re-reconciles everything.
         return Ok(Action::await_change());

@@ -26,8 +26,8 @@ pub const FINALIZER: &str = "federator.dev/topology";
 
 /// What one reconcile decides from.
 pub struct Input<'a> {
-    /// The topology as the hub has it: the store's copy, or this process's own last write when
-    /// the store has not seen it yet (read-your-writes, `ledger.rs`).
+    /// The topology as the hub's store has it (a few milliseconds behind this process's own last
+    /// status write at times: the write's precondition then refuses the decision, 409).
     pub stored: &'a DistributedTopology,
     pub observation: &'a Observation,
     /// What the ledger remembered for this topology when the reconcile started.
