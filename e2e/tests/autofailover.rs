@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use e2e::faults::nemesis::{self, Bounds, NemesisFault, Whose};
 use e2e::faults::{Fault, pause};
 use e2e::harness::agent::AgentProcess;
-use e2e::harness::controller::{Ack, Controller, Load, wait_condition};
+use e2e::harness::controller::{Ack, Controller, Load, http_get, sample, wait_condition};
 use e2e::harness::region::RegionDown;
 use e2e::harness::testkit::{self, Member};
 use e2e::lab::health::wait_for;
@@ -330,6 +330,113 @@ async fn the_hub_alone_cut_off_changes_nothing_and_writes_continue() {
     let acked = load.finish().await;
     e2e::harness::controller::assert_rows_kept(x.s.lab, x.s.ns.name(), x.s.pair.a, &acked).await;
     wait_condition(&x.s.hub, kind::READY).await;
+}
+
+/// The agent's `/metrics`, scraped as Prometheus would, name the voter's store that answers
+/// slower than a renewal's bound (`renewEvery`): its latency shows the bound and its unanswered
+/// renewals grow, while the other stores' renewals are accepted well inside it. Such a store
+/// fences a healthy primary once it is part of every majority (docs/automatic-failover.md,
+/// "Limits"); here A keeps its majority (the hub and its own store), so nothing happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_metrics_name_the_store_slower_than_a_renewals_bound() {
+    let _one = one_at_a_time().await;
+    let s = Routed::start("af-metrics", &[], &[]).await;
+    s.arm_automatic_failover(policy()).await;
+    let a = AgentProcess::start(
+        s.lab,
+        s.ns.name(),
+        s.pair.a,
+        &["--probe-addr", "127.0.0.1:0"],
+    )
+    .await;
+    let b = AgentProcess::start(s.lab, s.ns.name(), s.pair.b, &[]).await;
+    observe_until(
+        &s.hub,
+        "AutomaticFailover armed",
+        Duration::from_secs(60),
+        |seen| seen.now_has(kind::AUTOMATIC_FAILOVER, "True", "Armed", &["term 1"]),
+    )
+    .await;
+    let addr = a.probe_addr().await;
+    let (hub, own, slow) = ("hub:", s.pair.a.name, s.pair.b.name);
+    let renewals = |text: &str, voter: &str, outcome: &str| {
+        sample(
+            text,
+            "federator_agent_store_renewals_total",
+            &format!(r#"voter="{voter}",outcome="{outcome}""#),
+        )
+        .unwrap_or(0.0)
+    };
+    let scrape = || async {
+        let (code, text) = http_get(&addr, "/metrics")
+            .await
+            .expect("the agent's /metrics");
+        assert_eq!(code, 200, "{text}");
+        text
+    };
+    // Every store accepts A's renewals before the fault.
+    wait_for(
+        "A's renewals accepted in every store",
+        DETECTION,
+        || async {
+            let text = scrape().await;
+            [hub, own, slow]
+                .iter()
+                .all(|v| renewals(&text, v, "accepted") >= 1.0)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+
+    // B's region's store answers A 3 s late: more than the 2 s bound of a renewal.
+    a.peer(s.pair.b.region)
+        .set(Fault::Delay(Duration::from_secs(3)));
+    let before = scrape().await;
+    let text = wait_for(
+        "three unanswered renewals in B's store",
+        DETECTION * 2,
+        || async {
+            let text = scrape().await;
+            (renewals(&text, slow, "unanswered") >= renewals(&before, slow, "unanswered") + 3.0)
+                .then_some(text)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    println!("{text}");
+    let latency = |voter: &str| {
+        sample(
+            &text,
+            "federator_agent_store_renewal_seconds",
+            &format!(r#"voter="{voter}""#),
+        )
+        .unwrap_or_else(|| panic!("no latency for {voter}:\n{text}"))
+    };
+    let bound = sample(
+        &text,
+        "federator_agent_store_renewal_bound_seconds",
+        &format!(r#"voter="{slow}""#),
+    );
+    assert_eq!(bound, Some(2.0), "renewEvery is the bound:\n{text}");
+    assert_eq!(latency(slow), 2.0, "the slow store shows its bound");
+    for fast in [hub, own] {
+        assert!(latency(fast) < 1.0, "{fast} answered slowly:\n{text}");
+        assert!(
+            renewals(&text, fast, "accepted") > renewals(&before, fast, "accepted"),
+            "{fast} stopped accepting:\n{text}"
+        );
+        assert_eq!(
+            renewals(&text, fast, "unanswered"),
+            renewals(&before, fast, "unanswered")
+        );
+    }
+    // A kept its majority: not fenced, still the primary, no operation.
+    assert!(!s.a_fenced_by_agent().await, "A was fenced by its agent");
+    let topo = s.hub.get("pg").await.expect("the topology");
+    assert_eq!(topo.spec.primary, s.pair.a.name);
+    assert!(topo.status.unwrap_or_default().history.is_empty());
+    drop(b);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,11 @@
 //! log and the usual fixes — and leaves nothing running: no process of the lab, no network
 //! namespace, no cgroup, the VM-wide sysctls as they were.
 //!
-//! The node is made "never Ready" by giving it 1 s (`FEDERATOR_LAB_NODE_READY_WITHIN=1`): a kubelet
-//! needs several seconds to register and report Ready, so the failure path runs for real.
+//! The node is made "never Ready" for a real cause: the lab withholds its CNI configuration
+//! (`FEDERATOR_LAB_WITHHOLD_CNI=eu-central`, lab only), so its kubelet registers it and reports
+//! the pod network not ready, as a node whose CNI is broken does. `up` waits 90 s for it
+//! (`FEDERATOR_LAB_NODE_READY_WITHIN`): a kubelet on this machine reports within seconds, so the
+//! failure names the kubelet's own words, not a node that had no time.
 //!
 //! Own lab directory (`target/e2e-lab-real-fail`) on the harness ports + 40. Needs root and
 //! `make deps-real`; `make test-real` runs it.
@@ -36,7 +39,8 @@ fn lab(dir: &Path, args: &[&str]) -> Output {
         .arg("--dir")
         .arg(dir)
         .args(args)
-        .env("FEDERATOR_LAB_NODE_READY_WITHIN", "1")
+        .env("FEDERATOR_LAB_NODE_READY_WITHIN", "90")
+        .env("FEDERATOR_LAB_WITHHOLD_CNI", "eu-central")
         .output()
         .expect("running federator-lab");
     println!(
@@ -109,13 +113,18 @@ fn a_node_that_never_gets_ready_fails_up_naming_the_cause_and_leaves_nothing_run
         ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "up succeeded with 1 s for the node");
+    assert!(
+        !out.status.success(),
+        "up succeeded for a node without a pod network"
+    );
     for needed in [
         "node eu-central-node Ready",
-        "the node said:",
+        // The kubelet's own report: it ran, registered the node and said why it is not Ready.
+        "the node said: Ready=False",
+        "NetworkReady=false",
+        "Cause: FEDERATOR_LAB_WITHHOLD_CNI=eu-central withheld the node's CNI configuration",
+        "Fix: unset FEDERATOR_LAB_WITHHOLD_CNI",
         "eu-central-kubelet.log",
-        "Fix:",
-        "FEDERATOR_LAB_NODE_READY_WITHIN",
         "nothing of the lab is left running",
     ] {
         assert!(

@@ -33,6 +33,7 @@ use topology::autofailover::record::{BallotReport, FENCED_BY_AGENT, Record, Repo
 use topology::autofailover::{AgentAction, AgentView, HUB_VOTER, Timing, agent_action, arm};
 use topology::cnpg::{Cluster, FENCED_INSTANCES_ANNOTATION, Role};
 
+use super::agent_metrics::{AgentMetrics, RenewalOutcome};
 use super::store::{Read, Renewed, Store};
 use super::voter::Voter;
 
@@ -181,23 +182,8 @@ pub struct Health {
     renew_every_ms: AtomicU64,
     /// The permissions found missing at start (empty: ready); `None` before the check.
     missing: std::sync::Mutex<Option<Vec<String>>>,
-    /// Each voter's store as the renewals saw it, by voter (`/metrics`).
-    stores: std::sync::Mutex<BTreeMap<String, StoreStats>>,
-}
-
-/// One voter's store as the agent's renewals saw it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct StoreStats {
-    /// How long the last renewal there took; its bound (`renewEvery`, or what was left of the
-    /// round) when it did not answer in time.
-    pub last_seconds: f64,
-    /// The bound of that renewal: a store whose latency nears it misses rounds.
-    pub bound_seconds: f64,
-    pub accepted: u64,
-    /// Refused: a newer term, or its voter counted this member lost.
-    pub refused: u64,
-    /// Not answered within the bound (slow or unreachable): that round does not count it.
-    pub unanswered: u64,
+    /// Each voter's store as the renewals saw it (`/metrics`).
+    metrics: AgentMetrics,
 }
 
 impl Health {
@@ -214,56 +200,18 @@ impl Health {
     /// Records one renewal in `voter`'s store: how long it took, its bound, and its answer
     /// (`None`: none within the bound).
     fn renewed(&self, voter: &str, took: Duration, bound: Duration, answer: Option<&Renewed>) {
-        let Ok(mut stores) = self.stores.lock() else {
-            return;
+        let outcome = match answer {
+            Some(Renewed::Accepted) => RenewalOutcome::Accepted,
+            Some(Renewed::Refused { .. }) => RenewalOutcome::Refused,
+            None => RenewalOutcome::Unanswered,
         };
-        let s = stores.entry(voter.to_owned()).or_default();
-        s.last_seconds = took.min(bound).as_secs_f64();
-        s.bound_seconds = bound.as_secs_f64();
-        match answer {
-            Some(Renewed::Accepted) => s.accepted += 1,
-            Some(Renewed::Refused { .. }) => s.refused += 1,
-            None => s.unanswered += 1,
-        }
+        self.metrics
+            .renewed(voter, took.as_secs_f64(), bound.as_secs_f64(), outcome);
     }
 
-    /// The agent's metrics in the Prometheus text format: per voter's store, the last
-    /// renewal's latency against its bound, and the renewals by outcome. A store whose latency
-    /// nears the bound, or whose unanswered count grows, is the one that fences a healthy
-    /// primary when it is part of every majority (docs/automatic-failover.md, "Limits").
+    /// The agent's metrics in the OpenMetrics text format ([`AgentMetrics`]).
     pub fn metrics(&self) -> String {
-        let stores = self.stores.lock().map(|s| s.clone()).unwrap_or_default();
-        let mut out = String::new();
-        out.push_str("# HELP federator_agent_store_renewal_seconds How long the agent's last renewal in each voter's store took (its bound when it did not answer).\n");
-        out.push_str("# TYPE federator_agent_store_renewal_seconds gauge\n");
-        for (voter, s) in &stores {
-            out.push_str(&format!(
-                "federator_agent_store_renewal_seconds{{voter=\"{voter}\"}} {}\n",
-                s.last_seconds
-            ));
-        }
-        out.push_str("# HELP federator_agent_store_renewal_bound_seconds The bound of a renewal in each voter's store (renewEvery): slower answers do not count for the round.\n");
-        out.push_str("# TYPE federator_agent_store_renewal_bound_seconds gauge\n");
-        for (voter, s) in &stores {
-            out.push_str(&format!(
-                "federator_agent_store_renewal_bound_seconds{{voter=\"{voter}\"}} {}\n",
-                s.bound_seconds
-            ));
-        }
-        out.push_str("# HELP federator_agent_store_renewals_total The agent's renewals in each voter's store, by outcome (accepted, refused, unanswered within the bound).\n");
-        out.push_str("# TYPE federator_agent_store_renewals_total counter\n");
-        for (voter, s) in &stores {
-            for (outcome, n) in [
-                ("accepted", s.accepted),
-                ("refused", s.refused),
-                ("unanswered", s.unanswered),
-            ] {
-                out.push_str(&format!(
-                    "federator_agent_store_renewals_total{{voter=\"{voter}\",outcome=\"{outcome}\"}} {n}\n"
-                ));
-            }
-        }
-        out
+        self.metrics.encode()
     }
 
     /// Records the permission check's outcome.
@@ -778,18 +726,37 @@ mod tests {
         health.renewed("pg-a", Duration::from_millis(30), bound, Some(&refused));
         health.renewed("pg-a", Duration::from_secs(5), bound, None);
         let text = health.metrics();
-        for line in [
-            r#"federator_agent_store_renewal_seconds{voter="hub:"} 0.04"#,
-            r#"federator_agent_store_renewal_seconds{voter="pg-b"} 1.9"#,
-            // A renewal that did not answer shows its bound, never longer.
-            r#"federator_agent_store_renewal_seconds{voter="pg-a"} 2"#,
-            r#"federator_agent_store_renewal_bound_seconds{voter="pg-a"} 2"#,
-            r#"federator_agent_store_renewals_total{voter="pg-a",outcome="refused"} 1"#,
-            r#"federator_agent_store_renewals_total{voter="pg-a",outcome="unanswered"} 1"#,
-            r#"federator_agent_store_renewals_total{voter="hub:",outcome="accepted"} 1"#,
-            "# TYPE federator_agent_store_renewals_total counter",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
-        }
+        let sample = |name: &str, labels: &str| -> f64 {
+            let key = format!("{name}{{{labels}}} ");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&key))
+                .unwrap_or_else(|| panic!("{key} not in\n{text}"));
+            line[key.len()..].parse().expect("a number")
+        };
+        let latency = "federator_agent_store_renewal_seconds";
+        assert_eq!(sample(latency, r#"voter="hub:""#), 0.04);
+        assert_eq!(sample(latency, r#"voter="pg-b""#), 1.9);
+        // A renewal that did not answer shows its bound, never longer.
+        assert_eq!(sample(latency, r#"voter="pg-a""#), 2.0);
+        assert_eq!(
+            sample(
+                "federator_agent_store_renewal_bound_seconds",
+                r#"voter="pg-a""#
+            ),
+            2.0
+        );
+        let renewals = "federator_agent_store_renewals_total";
+        assert_eq!(sample(renewals, r#"voter="pg-a",outcome="refused""#), 1.0);
+        assert_eq!(
+            sample(renewals, r#"voter="pg-a",outcome="unanswered""#),
+            1.0
+        );
+        assert_eq!(sample(renewals, r#"voter="hub:",outcome="accepted""#), 1.0);
+        assert!(
+            text.lines()
+                .any(|l| l == "# TYPE federator_agent_store_renewals counter"),
+            "{text}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! the pure functions of `topology::autofailover`.
 
 pub mod agent;
+pub mod agent_metrics;
 pub mod hub;
 pub mod permissions;
 pub mod store;

@@ -55,7 +55,7 @@ async fn serve_probes(
     health: std::sync::Arc<federator::autofailover::agent::Health>,
 ) -> std::io::Result<()> {
     use axum::Router;
-    use axum::http::StatusCode;
+    use axum::http::{StatusCode, header};
     use axum::routing::get;
 
     let answer = |r: Result<(), String>| match r {
@@ -82,7 +82,15 @@ async fn serve_probes(
             "/metrics",
             get(move || {
                 let text = health.metrics();
-                async move { text }
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
             }),
         );
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -104,7 +112,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: a pod's log (`kubectl logs`) or a file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = if args.log_format == "json" {
         logs.json().flatten_event(true).try_init()
     } else {

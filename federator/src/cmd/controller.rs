@@ -97,7 +97,9 @@ pub fn run(args: Args, kube: &super::hub::KubeArgs) -> anyhow::Result<ExitCode> 
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_lease_manager=warn"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: a pod's log (`kubectl logs`) or a file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match args.log_format {
         LogFormat::Text => logs.try_init(),
         LogFormat::Json => logs

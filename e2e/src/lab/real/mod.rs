@@ -478,16 +478,55 @@ async fn wait_node_ready(
     .await
     .map_err(|e| {
         let last = last.lock().expect("not poisoned").clone();
+        let log = kubelet_log.display();
+        // A cause the lab can name replaces the list of usual ones.
+        let advice = match no_network_cause(region, &last) {
+            Some(cause) => format!("{cause} The kubelet's log: {log} (last lines below)."),
+            None => format!(
+                "Fix: read the kubelet's log {log} (last lines below). Usual causes: the CNI \
+                 plugins missing from {cni} (`make deps-real` installs Debian's \
+                 containernetworking-plugins), a cgroup hierarchy the kubelet cannot use, or a \
+                 machine too loaded to start the node in time \
+                 (FEDERATOR_LAB_NODE_READY_WITHIN=<seconds> waits longer).",
+                cni = artifacts::CNI_BIN_DIR
+            ),
+        };
         LabError::Config(format!(
-            "{e}; the node said: {last}. Fix: read the kubelet's log {log} (last lines below). \
-             Usual causes: the CNI plugins missing from {cni} (`make deps-real` installs Debian's \
-             containernetworking-plugins), a cgroup hierarchy the kubelet cannot use, or a machine \
-             too loaded to start the node in time (FEDERATOR_LAB_NODE_READY_WITHIN=<seconds> \
-             waits longer).\n{tail}",
-            log = kubelet_log.display(),
-            cni = artifacts::CNI_BIN_DIR,
+            "{e}; the node said: {last}. {advice}\n{tail}",
             tail = super::process::log_tail(&kubelet_log, 15)
         ))
+    })
+}
+
+/// When the node says its pod network is not ready: what the lab knows of why (the CNI
+/// configuration it wrote, or withheld) and the fix; `None` otherwise.
+fn no_network_cause(region: &RegionPlan, last: &str) -> Option<String> {
+    if !last.contains("NetworkReady=false") {
+        return None;
+    }
+    let conf = node::cni_config_path(region);
+    Some(if node::withholds_cni(&region.member) {
+        format!(
+            "Cause: {var}={member} withheld the node's CNI configuration ({conf} was not \
+             written). Fix: unset {var}.",
+            var = node::WITHHOLD_CNI_VAR,
+            member = region.member,
+            conf = conf.display()
+        )
+    } else if !conf.exists() {
+        format!(
+            "Cause: the node's CNI configuration {} is missing. Fix: `federator-lab down`, then \
+             `up` again (it writes it).",
+            conf.display()
+        )
+    } else {
+        format!(
+            "Cause: the container runtime did not load {} or its plugins from {}. Fix: check \
+             that {} holds the bridge, host-local and portmap plugins (`make deps-real`).",
+            conf.display(),
+            artifacts::CNI_BIN_DIR,
+            artifacts::CNI_BIN_DIR
+        )
     })
 }
 

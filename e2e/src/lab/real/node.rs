@@ -77,7 +77,18 @@ pub fn write_files(
         &dir.join("containerd.toml"),
         &containerd_config(region, artifacts),
     )?;
-    write(&dir.join("cni/10-lab.conflist"), &cni_config(region))?;
+    let cni = cni_config_path(region);
+    if withholds_cni(&region.member) {
+        // The test of a node that never gets Ready for a real cause: no CNI network.
+        match std::fs::remove_file(&cni) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(LabError::io("removing", &cni)(e));
+            }
+            _ => {}
+        }
+    } else {
+        write(&cni, &cni_config(region))?;
+    }
     write(&dir.join("resolv.conf"), "# the lab has no upstream DNS\n")?;
     write(&dir.join("kubelet.yaml"), &kubelet_config(region))?;
     write(&dir.join("Corefile"), &corefile(plan, region))?;
@@ -127,6 +138,20 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         cni_bin = CNI_BIN_DIR,
         cni_conf = d(&dir.join("cni")),
     )
+}
+
+/// Names a region whose node gets no CNI configuration, so its kubelet reports the network not
+/// ready and the node never gets Ready (lab only: the test of `up`'s failure path).
+pub const WITHHOLD_CNI_VAR: &str = "FEDERATOR_LAB_WITHHOLD_CNI";
+
+/// Whether [`WITHHOLD_CNI_VAR`] names this region.
+pub fn withholds_cni(member: &str) -> bool {
+    std::env::var(WITHHOLD_CNI_VAR).is_ok_and(|v| v == member)
+}
+
+/// Where the node's container runtime reads its pod network from.
+pub fn cni_config_path(region: &RegionPlan) -> PathBuf {
+    region.dir().join("cni/10-lab.conflist")
 }
 
 fn cni_config(region: &RegionPlan) -> String {
