@@ -830,9 +830,10 @@ pub async fn wait_metric(addr: &str, name: &str, labels: &str, value: f64) {
 
 /// One switchover of an archive-only pair while its target lags: `rows` are inserted on `from`,
 /// each followed by a WAL switch, just before `federator switchover --wait` to `to`. Asserts that
-/// it succeeds; that while it ran the topology's `SwitchoverInProgress` condition named the
-/// `AwaitReplay` step (Federator waited for the target's replay before the promote patch); that
-/// the step log has it; and that every row is on the new primary. Returns the step timings.
+/// it succeeds; that the step log has `AwaitReplay` before `Promote` (Federator checked the
+/// target's replay before the promote patch) and, when that wait lasted 2 s or more, that the
+/// topology's `SwitchoverInProgress` condition named it while it ran; and that every row is on
+/// the new primary. Returns the step timings.
 pub async fn archive_switchover(
     lab: &'static SharedLab,
     ns: &str,
@@ -889,11 +890,6 @@ pub async fn archive_switchover(
         to.name,
         took.as_secs_f64()
     );
-    assert!(
-        messages.iter().any(|m| m.contains("at step AwaitReplay")),
-        "the condition never showed the wait for {}'s replay: {messages:#?}",
-        to.name
-    );
     let topo = hub.get("pg").await.expect("the topology");
     let last = topo
         .status
@@ -909,6 +905,22 @@ pub async fn archive_switchover(
         "AwaitReplay before Promote: {}",
         last.step_timings
     );
+    // A wait long enough to outlast the ledger's hold of a status change (1 s) is shown in the
+    // condition; a target that had replayed the token's LSN when it was checked is promoted in
+    // the same reconcile (AwaitReplay 0 s), and there is no wait to show.
+    let waited = replay.and_then(|r| steps[r].took).unwrap_or_default();
+    if waited >= Duration::from_secs(2) {
+        assert!(
+            messages.iter().any(|m| m.contains("at step AwaitReplay")),
+            "the condition never showed the {waited:?} wait for {}'s replay: {messages:#?}",
+            to.name
+        );
+    } else {
+        println!(
+            "{} had replayed when the token was checked (AwaitReplay {waited:?})",
+            to.name
+        );
+    }
     let client = pg(lab, ns, to, Duration::from_secs(10))
         .await
         .unwrap_or_else(|| panic!("connecting to {}", to.name));
