@@ -80,12 +80,7 @@ impl Config {
     }
 }
 
-/// The 1, 5 and 15 minute load averages.
-pub fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
+use e2e::bench_stats::load_average as load;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::from_args()?;

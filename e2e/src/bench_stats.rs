@@ -108,6 +108,14 @@ impl SplitMix64 {
     }
 }
 
+/// The machine's 1, 5 and 15 minute load averages (`/proc/loadavg`), printed beside every bench
+/// figure: on a shared machine the load explains the timings.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

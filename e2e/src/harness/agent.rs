@@ -142,17 +142,12 @@ impl AgentProcess {
     /// Where it serves `/metrics`, `/healthz` and `/readyz` when started with
     /// `--probe-addr 127.0.0.1:0` (a random port, which it logs).
     pub async fn probe_addr(&self) -> String {
-        let within = std::time::Duration::from_secs(60);
-        crate::lab::health::wait_for("the agent serving its probes", within, || async {
-            let log = self.log();
-            let line = log
-                .lines()
-                .find(|l| l.contains("serving /healthz, /readyz and /metrics"))?;
-            let at = line.find("addr=")? + "addr=".len();
-            Some(line[at..].split_whitespace().next()?.to_owned())
-        })
+        crate::harness::controller::logged_addr(
+            "the agent serving its probes",
+            "serving /healthz, /readyz and /metrics",
+            || self.log(),
+        )
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.log()))
     }
 
     /// SIGKILL, as a crash would.

@@ -181,16 +181,12 @@ impl Controller {
     /// Where it serves `/metrics`, `/healthz` and `/readyz` (`--metrics-addr 127.0.0.1:0`: a
     /// random port, which it logs).
     pub async fn probe_addr(&self) -> String {
-        wait_for("the controller serving its probes", DEADLINE, || async {
-            let log = self.log();
-            let line = log
-                .lines()
-                .find(|l| l.contains("serving /metrics, /healthz and /readyz"))?;
-            let at = line.find("addr=")? + "addr=".len();
-            Some(line[at..].split_whitespace().next()?.to_owned())
-        })
+        logged_addr(
+            "the controller serving its probes",
+            "serving /metrics, /healthz and /readyz",
+            || self.log(),
+        )
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.log()))
     }
 
     /// SIGKILL, as a crash would: no graceful shutdown, no lease release.
@@ -778,6 +774,19 @@ pub async fn reach(
     tokio::time::timeout(DEADLINE, watch)
         .await
         .expect("the switchover to reach the step")
+}
+
+/// The `addr=` of the first line of a process's log that contains `line` (a server it started
+/// on a random port), once it is there; panics with the log after the deadline.
+pub async fn logged_addr(what: &str, line: &str, log: impl Fn() -> String) -> String {
+    wait_for(what, DEADLINE, || async {
+        let text = log();
+        let found = text.lines().find(|l| l.contains(line))?;
+        let at = found.find("addr=")? + "addr=".len();
+        Some(found[at..].split_whitespace().next()?.to_owned())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log()))
 }
 
 /// `GET path` on `addr` (HTTP/1.0, loopback): the status code and body.
