@@ -30,9 +30,12 @@ use e2e::harness::region::RegionDown;
 use e2e::harness::testkit::{self, Member};
 use e2e::lab::health::wait_for;
 use faults_support::{Observed, Routed, observe_until, one_at_a_time};
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::ListParams;
 use serde_json::json;
 use topology::api::{AutomaticFailoverDecision, FailoverReport, Outcome};
-use topology::conditions::kind;
+use topology::conditions::{kind, reason};
 use topology::{DistributedTopology, OperationKind};
 
 /// The detection time of these tests: twice the defaults (renew every 2 s, fence after 8 s
@@ -431,12 +434,83 @@ async fn the_agents_metrics_name_the_store_slower_than_a_renewals_bound() {
             renewals(&before, fast, "unanswered")
         );
     }
+    // Where an operator looks: the hub names the slow store in a condition, with a Warning.
+    let named = [
+        format!("{slow}'s store (namespace"),
+        format!("the renewals of the agent of {own} no answer within their bound of 2.00s"),
+        "raise renewEvery".to_owned(),
+        "Nothing is fenced or moved".to_owned(),
+    ];
+    let named: Vec<&str> = named.iter().map(String::as_str).collect();
+    let seen = observe_until(
+        &s.hub,
+        "VoterStoreSlow naming B's store",
+        DETECTION,
+        |seen| {
+            seen.now_has(
+                kind::VOTER_STORE_SLOW,
+                "True",
+                reason::STORE_SLOWER_THAN_BOUND,
+                &named,
+            )
+        },
+    )
+    .await;
+    println!("while slow: {}", seen.summary());
+    wait_event(&s, reason::STORE_SLOWER_THAN_BOUND, "Warning").await;
     // A kept its majority: not fenced, still the primary, no operation.
+    nothing_moved(&s).await;
+
+    // B's store answers in time again: the condition clears, with a Normal Event.
+    a.peer(s.pair.b.region).set(Fault::Pass);
+    let seen = observe_until(&s.hub, "VoterStoreSlow cleared", DETECTION, |seen| {
+        seen.now_has(
+            kind::VOTER_STORE_SLOW,
+            "False",
+            reason::STORES_WITHIN_BOUND,
+            &[],
+        )
+    })
+    .await;
+    println!("fast again: {}", seen.summary());
+    wait_event(&s, reason::STORES_WITHIN_BOUND, "Normal").await;
+    nothing_moved(&s).await;
+    drop(b);
+}
+
+/// A is not fenced, still the primary, and no operation ran.
+async fn nothing_moved(s: &Routed) {
     assert!(!s.a_fenced_by_agent().await, "A was fenced by its agent");
     let topo = s.hub.get("pg").await.expect("the topology");
     assert_eq!(topo.spec.primary, s.pair.a.name);
-    assert!(topo.status.unwrap_or_default().history.is_empty());
-    drop(b);
+    let status = topo.status.unwrap_or_default();
+    assert!(status.history.is_empty(), "{:#?}", status.history);
+    assert!(status.operation.is_none() && status.fenced_members.is_empty());
+}
+
+/// Waits (deadline) for an Event of reason `why` and `type_` on the hub in the test's namespace:
+/// the controller publishes Events in the background, after the status it wrote.
+async fn wait_event(s: &Routed, why: &str, type_: &str) {
+    let api: Api<Event> = Api::namespaced(s.lab.admin("hub").await, s.ns.name());
+    let api = &api;
+    wait_for(
+        &format!("a {type_} Event {why}"),
+        DETECTION,
+        || async move {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .find(|e| e.reason.as_deref() == Some(why) && e.type_.as_deref() == Some(type_))
+                .map(|e| {
+                    println!(
+                        "Event {type_} {why}: {}",
+                        e.note.clone().unwrap_or_default()
+                    )
+                })
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,10 @@ pub mod kind {
     /// `spec.automaticFailover` is set: True when armed (every rule holds and every member's
     /// agent renews), False with the field and the fix when failover stays manual.
     pub const AUTOMATIC_FAILOVER: &str = "AutomaticFailover";
+    /// Automatic failover is armed and an agent's renewal got no answer within its bound from a
+    /// voter's store (True, naming the store, the agent, the bound and the fix), or every store
+    /// answered within it (False). Informational: nothing is moved or fenced because of it.
+    pub const VOTER_STORE_SLOW: &str = "VoterStoreSlow";
 }
 
 /// Condition reasons (CamelCase, as metav1.Condition requires). Hold reasons double as
@@ -67,6 +71,11 @@ pub mod reason {
     pub const POLICY_REFUSED: &str = "PolicyRefused";
     /// `spec.automaticFailover` was removed: failover is manual.
     pub const DISABLED: &str = "Disabled";
+    /// A voter's store gave an agent's renewal no answer within its bound (VoterStoreSlow=True).
+    pub const STORE_SLOWER_THAN_BOUND: &str = "StoreSlowerThanRenewalBound";
+    /// Every voter's store answered every agent's last renewal within its bound
+    /// (VoterStoreSlow=False).
+    pub const STORES_WITHIN_BOUND: &str = "StoresWithinRenewalBound";
 
     /// Every reason an operation holds with (`status.operation.hold.reason`).
     pub const HOLDS: [&str; 10] = [

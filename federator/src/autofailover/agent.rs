@@ -29,7 +29,9 @@ use serde_json::json;
 use tokio::time::Instant;
 use topology::DistributedTopology;
 use topology::autofailover::quorum::Reach;
-use topology::autofailover::record::{BallotReport, FENCED_BY_AGENT, Record, Report, lease_name};
+use topology::autofailover::record::{
+    BallotReport, FENCED_BY_AGENT, Record, Report, SlowStore, lease_name,
+};
 use topology::autofailover::{AgentAction, AgentView, HUB_VOTER, Timing, agent_action, arm};
 use topology::cnpg::{Cluster, FENCED_INSTANCES_ANNOTATION, Role};
 
@@ -265,6 +267,9 @@ struct State {
     /// The fence as last read from (or written to) its Cluster.
     fenced: bool,
     primary: bool,
+    /// The stores that gave the last round's renewal no answer within its bound, by voter: the
+    /// next report carries them, so the hub can name them (`VoterStoreSlow`).
+    slow: BTreeMap<String, SlowStore>,
 }
 
 /// Timeouts on every call, so that one unreachable store never delays the others' renewals.
@@ -378,6 +383,7 @@ impl Agent {
             last_fence_ms: None,
             fenced: false,
             primary: false,
+            slow: BTreeMap::new(),
         };
         tokio::pin!(stop);
         loop {
@@ -461,6 +467,7 @@ impl Agent {
             names_primary: names_primary.clone(),
             fenced: state.fenced,
             last_fence_ms: state.last_fence_ms,
+            slow_stores: state.slow.values().cloned().collect(),
             ..Report::default()
         };
         if let Some(uri) = &self.postgres {
@@ -569,6 +576,7 @@ impl Agent {
         for (voter, answer, took) in &answers {
             self.health.renewed(voter, *took, every, answer.as_ref());
             state.reached.insert(voter.clone(), answer.is_some());
+            note_slow(&mut state.slow, voter, answer.is_some(), *took, every);
             match answer {
                 Some(Renewed::Accepted) => accepted += 1,
                 Some(Renewed::Refused { term, lost_term }) => {
@@ -632,6 +640,30 @@ impl Agent {
             }
         }
     }
+}
+
+/// Keeps `slow` (by voter) after one renewal in `voter`'s store that took `took` against its
+/// `bound`: a renewal that gave no answer for the whole bound counts one more round in a row; an
+/// answer (or a failure before the bound: a refused connection is unreachable, not slow) clears
+/// it. A round cut short by the fence deadline is not passed here: it says nothing of a store.
+fn note_slow(
+    slow: &mut BTreeMap<String, SlowStore>,
+    voter: &str,
+    answered: bool,
+    took: Duration,
+    bound: Duration,
+) {
+    if answered || took < bound {
+        slow.remove(voter);
+        return;
+    }
+    let entry = slow.entry(voter.to_owned()).or_insert_with(|| SlowStore {
+        voter: voter.to_owned(),
+        bound_ms: millis(bound),
+        rounds: 0,
+    });
+    entry.bound_ms = millis(bound);
+    entry.rounds = entry.rounds.saturating_add(1);
 }
 
 fn unique() -> u128 {
@@ -701,6 +733,34 @@ async fn until_not_writable(uri: &str, limit: Duration) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_silent_for_the_whole_bound_is_reported_slow_until_it_answers() {
+        let bound = Duration::from_secs(2);
+        let mut slow = BTreeMap::new();
+        // Silent for the whole bound, twice in a row: slow, two rounds.
+        note_slow(&mut slow, "pg-b", false, bound, bound);
+        note_slow(
+            &mut slow,
+            "pg-b",
+            false,
+            bound + Duration::from_millis(3),
+            bound,
+        );
+        // A refused connection fails before the bound: unreachable, not slow.
+        note_slow(&mut slow, "hub:", false, Duration::from_millis(5), bound);
+        assert_eq!(
+            slow.values().cloned().collect::<Vec<_>>(),
+            [SlowStore {
+                voter: "pg-b".into(),
+                bound_ms: 2000,
+                rounds: 2
+            }]
+        );
+        // Any answer within the bound clears it.
+        note_slow(&mut slow, "pg-b", true, Duration::from_millis(1_900), bound);
+        assert!(slow.is_empty(), "{slow:?}");
+    }
 
     #[test]
     fn metrics_show_each_stores_latency_against_its_bound_and_its_unanswered_renewals() {

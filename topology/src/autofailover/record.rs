@@ -64,6 +64,24 @@ pub struct Report {
     /// How long its last fence took to stop writes, in milliseconds (measured by the agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_fence_ms: Option<u64>,
+    /// The voters' stores that gave the agent's previous round's renewal no answer within its
+    /// bound (`renewEvery`): slower than the bound, or cut off. Such a store does not count for
+    /// the round's majority, so the hub names it in a condition before it fences a healthy
+    /// primary (docs/automatic-failover.md, "Limits").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slow_stores: Vec<SlowStore>,
+}
+
+/// One voter's store that did not answer an agent's renewal within the bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlowStore {
+    /// The voter whose store it is: `hub:` or a member's name.
+    pub voter: String,
+    /// The renewal's bound, in milliseconds: the store's answer took longer than this.
+    pub bound_ms: u64,
+    /// How many rounds in a row it gave no answer within the bound (1: only the last one).
+    pub rounds: u32,
 }
 
 impl Report {
@@ -164,6 +182,11 @@ mod tests {
             primary: true,
             timeline: Some(2),
             flushed: Some("0/3000060".into()),
+            slow_stores: vec![SlowStore {
+                voter: "b".into(),
+                bound_ms: 2000,
+                rounds: 3,
+            }],
             ..Report::default()
         };
         let ballot = BallotReport {

@@ -407,6 +407,119 @@ fn elect_replica(
     .map_err(|e| e.to_string())
 }
 
+/// How many rounds in a row a store must give an agent's renewal no answer within its bound
+/// before `VoterStoreSlow` turns True: one late answer under a load spike is noise, and the
+/// condition should not flap with an Event each time. Once True, one missed round keeps it.
+const SLOW_ROUNDS: u32 = 2;
+
+/// The `VoterStoreSlow` condition from the agents' reports in this round (`None`: leave it as
+/// it is, the hub's store could not be read), and the Event of its change. Only on topologies
+/// that armed automatic failover, as `AutomaticFailover`; removing the policy turns it False.
+/// It only informs: nothing is fenced or moved because of it (the agents' own rule does that,
+/// and this names why it may).
+pub fn slow_stores(
+    spec: &DistributedTopologySpec,
+    votes: Option<&Votes>,
+    previous: &[Condition],
+    hub_namespace: &str,
+) -> (Option<Wanted>, Option<Note>) {
+    let before = previous.iter().find(|c| c.type_ == kind::VOTER_STORE_SLOW);
+    let was_slow = before.is_some_and(|c| c.status == "True");
+    let wanted = match arm(spec) {
+        Some(Ok(armed)) => match votes.filter(|v| !v.store_unreadable) {
+            None => return (None, None),
+            Some(votes) => slow_condition(spec, votes, &armed, was_slow, hub_namespace),
+        },
+        _ if before.is_some() => Wanted::new(
+            kind::VOTER_STORE_SLOW,
+            false,
+            reason::DISABLED,
+            "automatic failover is not armed: no agent renews in the voters' stores",
+        ),
+        _ => return (None, None),
+    };
+    let changed = before.is_none_or(|c| {
+        c.status != if wanted.status { "True" } else { "False" } || c.message != wanted.message
+    });
+    let event = match (wanted.status, was_slow) {
+        (true, _) if changed => Some(note(true, wanted.reason, wanted.message.clone())),
+        (false, true) => Some(note(false, wanted.reason, wanted.message.clone())),
+        _ => None,
+    };
+    (Some(wanted), event)
+}
+
+fn slow_condition(
+    spec: &DistributedTopologySpec,
+    votes: &Votes,
+    armed: &Armed,
+    was_slow: bool,
+    hub_namespace: &str,
+) -> Wanted {
+    let at_least = if was_slow { 1 } else { SLOW_ROUNDS };
+    // Store (voter) → (the agents it kept waiting, the bound). A stale report (an agent gone
+    // for a lease: AgentMissing says so) names nothing.
+    let mut slow: std::collections::BTreeMap<&str, (Vec<&str>, u64)> = Default::default();
+    for (agent, seen) in &votes.agents {
+        let Some(report) = seen
+            .report
+            .as_ref()
+            .filter(|_| seen.age <= armed.timing.lease)
+        else {
+            continue;
+        };
+        for s in report.slow_stores.iter().filter(|s| s.rounds >= at_least) {
+            let entry = slow.entry(s.voter.as_str()).or_default();
+            entry.0.push(agent.as_str());
+            entry.1 = entry.1.max(s.bound_ms);
+        }
+    }
+    if slow.is_empty() {
+        return Wanted::new(
+            kind::VOTER_STORE_SLOW,
+            false,
+            reason::STORES_WITHIN_BOUND,
+            "every voter's store answered the agents' renewals within their bound (renewEvery)",
+        );
+    }
+    let named: Vec<String> = slow
+        .iter()
+        .map(|(voter, (agents, bound_ms))| {
+            let store = if *voter == topology::autofailover::HUB_VOTER {
+                format!("the hub's store (namespace {hub_namespace} of the hub)")
+            } else {
+                spec.members.iter().find(|m| m.name == *voter).map_or_else(
+                    || format!("{voter}'s store"),
+                    |m| {
+                        format!(
+                            "{voter}'s store (namespace {} of Kubernetes cluster {})",
+                            m.namespace, m.cluster
+                        )
+                    },
+                )
+            };
+            format!(
+                "{store} gave the renewals of the agent of {} no answer within their bound of {:.2}s (slower than that, or cut off)",
+                agents.join(" and the agent of "),
+                Duration::from_millis(*bound_ms).as_secs_f64()
+            )
+        })
+        .collect();
+    let every = armed.timing.renew_every.as_secs_f64();
+    Wanted::new(
+        kind::VOTER_STORE_SLOW,
+        true,
+        reason::STORE_SLOWER_THAN_BOUND,
+        format!(
+            "{}. A store that misses the bound does not count toward that agent's majority: if the stores of a majority of the {} voters miss it for fenceAfter ({:.2}s), a healthy primary fences itself and is failed over. Fix: make that API server answer a Lease GET within renewEvery/2 ({:.2}s) and a PATCH within renewEvery ({every:.2}s) from the agent's region (its load, its network path), or raise renewEvery to at least twice its p99 Lease GET latency and detectionTime with it (the timing rule, docs/automatic-failover.md); the agent's federator_agent_store_renewal_seconds against federator_agent_store_renewal_bound_seconds shows it. Nothing is fenced or moved because of this condition",
+            named.join("; "),
+            armed.electorate.len(),
+            armed.timing.fence_after.as_secs_f64(),
+            every / 2.0,
+        ),
+    )
+}
+
 /// A Warning Event when the condition turns to a refusal or its message changes (not one per
 /// reconcile).
 pub fn announce(wanted: &Wanted, previous: &[Condition]) -> Option<Note> {

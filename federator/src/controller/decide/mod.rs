@@ -221,6 +221,14 @@ fn decide_status(topo: &DistributedTopology, observation: &Observation, now: Tim
             wanted.push(condition);
         }
         out.events.extend(automatic.notes);
+        let (slow, event) = autofailover::slow_stores(
+            spec,
+            observation.votes.as_ref(),
+            &previous.conditions,
+            topo.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        wanted.extend(slow);
+        out.events.extend(event);
         out.requeue_after = rotation::sooner(out.requeue_after, automatic.requeue_after);
         out.auto_start = automatic.start;
     }

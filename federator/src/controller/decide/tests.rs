@@ -1015,6 +1015,100 @@ fn votes(lost: &[&str], received_b: &str) -> super::autofailover::Votes {
 }
 
 #[test]
+fn a_store_slower_than_a_renewals_bound_is_named_in_a_condition_and_nothing_moves() {
+    use topology::autofailover::record::SlowStore;
+    let mut sim = Sim::ring(&["a", "b"]);
+    sim.topo.spec.automatic_failover = Some(
+        serde_json::from_value(json!({"dataLossBudget": "Any", "detectionTime": "20s",
+            "renewEvery": "2s", "fenceAfter": "8s"}))
+        .unwrap(),
+    );
+    // a's agent saw b's store miss the bound in `rounds` rounds in a row (0: none).
+    let reporting = |rounds: u32| {
+        let mut v = votes(&[], "0/3000100");
+        let a = v.agents.get_mut("a").unwrap().report.as_mut().unwrap();
+        if rounds > 0 {
+            a.slow_stores = vec![SlowStore {
+                voter: "b".into(),
+                bound_ms: 2000,
+                rounds,
+            }];
+        }
+        v
+    };
+    // One round of reports: the condition's status and reason, and the Events about it.
+    let round = |sim: &mut Sim, rounds: u32| {
+        sim.votes = Some(reporting(rounds));
+        let decided = sim.run(3);
+        let c = sim.condition(kind::VOTER_STORE_SLOW);
+        let events: Vec<(bool, String)> = decided
+            .events
+            .iter()
+            .filter(|e| e.reason.starts_with("Store"))
+            .map(|e| (e.warning, e.reason.clone()))
+            .collect();
+        (c.status, c.reason, events)
+    };
+    let (within, slower) = (
+        reason::STORES_WITHIN_BOUND.to_owned(),
+        reason::STORE_SLOWER_THAN_BOUND.to_owned(),
+    );
+    let quiet = Vec::new();
+    assert_eq!(
+        round(&mut sim, 0),
+        ("False".into(), within.clone(), quiet.clone())
+    );
+    // One late round is noise: no change, no Event.
+    assert_eq!(
+        round(&mut sim, 1),
+        ("False".into(), within.clone(), quiet.clone())
+    );
+    // Two in a row: True, naming the store, the agent, the bound and the fix; one Warning.
+    assert_eq!(
+        round(&mut sim, 2),
+        ("True".into(), slower.clone(), vec![(true, slower.clone())])
+    );
+    let c = sim.condition(kind::VOTER_STORE_SLOW);
+    assert_eq!(c.observed_generation, sim.topo.metadata.generation);
+    for want in [
+        "b's store (namespace",
+        "the renewals of the agent of a no answer within their bound of 2.00s",
+        "fenceAfter (8.00s)",
+        "within renewEvery/2 (1.00s)",
+        "raise renewEvery",
+        "Nothing is fenced or moved",
+    ] {
+        assert!(c.message.contains(want), "{want:?} not in {}", c.message);
+    }
+    // Still slow: no second Event; one more missed round keeps it True.
+    assert_eq!(
+        round(&mut sim, 3),
+        ("True".into(), slower.clone(), quiet.clone())
+    );
+    assert_eq!(round(&mut sim, 1), ("True".into(), slower, quiet));
+    // Nothing moved: no patch, no failover, no fence, a still the primary and Ready.
+    assert!(sim.patches.is_empty());
+    let status = sim.topo.status.clone().unwrap();
+    assert!(status.fenced_members.is_empty() && status.operation.is_none());
+    assert_eq!(status.automatic_failover.unwrap().term, 1);
+    assert_eq!(sim.condition(kind::READY).status, "True");
+    // Fast again: False, one Normal Event.
+    assert_eq!(
+        round(&mut sim, 0),
+        ("False".into(), within.clone(), vec![(false, within)])
+    );
+    // Policy removed: False, Disabled.
+    sim.topo.spec.automatic_failover = None;
+    sim.votes = None;
+    sim.run(3);
+    let c = sim.condition(kind::VOTER_STORE_SLOW);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reason::DISABLED)
+    );
+}
+
+#[test]
 fn a_majority_counting_the_primary_lost_promotes_the_replica_through_the_failover_path() {
     let mut sim = Sim::ring(&["a", "b"]);
     sim.topo.spec.automatic_failover =
