@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 //! The controller against the emulator's CNPG faults (contract §6): a stuck demotion and a
-//! skipped demotion hold the switchover with a condition and a Warning Event and never promote;
+//! skipped demotion hold the switchover with a condition and a Warning Event and never promote
+//! (a demotion stalled until the Cluster changes resumes after the runbook's nudge);
 //! a demotion token wiped after clean-up (#11074) does not stop the switchover, because the
 //! controller persisted it when it first appeared — or, if no reconcile ran while it was there,
 //! because the member pool's watch kept it. A token that decodes but is wrong is never applied
@@ -138,6 +139,56 @@ async fn stuck_demotion_holds_on_the_token_deadline_and_never_promotes() {
         switchover_with_fault("ctl-stuck", faults::HANG_BEFORE_TRANSITION, "true").await;
     assert_held_without_promotion(&ns, &pair, code, &out, &topo, reason::TOKEN_TIMEOUT).await;
     pair.delete().await;
+}
+
+/// A demotion that stalls until the Cluster changes (real CNPG 1.28.1 after an instance-manager
+/// restart, docs/lab-real.md): the switchover holds at `TokenTimeout` without promoting, and the
+/// runbook's nudge (docs/operations.md: annotate the Cluster) brings the token late; the held
+/// switchover resumes by itself from it — CheckToken, Promote — and succeeds, never with two
+/// primaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_demotion_holds_and_the_runbooks_nudge_resumes_the_switchover() {
+    let (t, code, out, topo) =
+        switchover_with_fault("ctl-nudge", faults::STALL_DEMOTION_UNTIL_CHANGED, "true").await;
+    assert_held_without_promotion(&t.ns, &t.pair, code, &out, &topo, reason::TOKEN_TIMEOUT).await;
+    let held = topo
+        .status
+        .and_then(|s| s.operation)
+        .expect("the held operation");
+    assert!(
+        t.pair
+            .api_a
+            .get(t.pair.a.name)
+            .await
+            .expect("A")
+            .status
+            .and_then(|s| s.demotion_token)
+            .is_none_or(|token| token.is_empty()),
+        "inconclusive: A published its token before the nudge"
+    );
+
+    let load = Load::start(t.lab, t.ns(), &t.members(), true);
+    testkit::annotate(
+        &t.pair.api_a,
+        t.pair.a.name,
+        "federator.dev/nudge",
+        Some("1"),
+    )
+    .await;
+    let done = wait_operation(&t.hub, "the held switchover to finish", |topo| {
+        in_history(topo, &held.id)
+    })
+    .await;
+    assert_eq!(done.outcome, Some(Outcome::Succeeded), "{done:#?}");
+    assert!(
+        done.steps.iter().any(|s| s.step == StepKind::CheckToken)
+            && done.steps.iter().any(|s| s.step == StepKind::Promote),
+        "resumed through CheckToken and Promote: {done:#?}"
+    );
+    assert!(!t.pair.b_in_recovery().await, "B is the primary");
+    let acked = load.finish().await;
+    assert_rows_kept(t.lab, t.ns(), t.pair.b, &acked).await;
+    t.pair.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,6 +101,19 @@ fn await_token_waits_until_its_deadline_then_holds() {
     }
     let late = decide(&topology, &observed, &progress, limit.as_secs() as i64 + 1);
     assert_eq!(held(&late), reason::TOKEN_TIMEOUT);
+    // A token that comes after the hold (the runbook's nudge) is used: the held step is decided
+    // again at every reconcile, and the deadline does not outlive the wait it bounds.
+    let mut nudged = observed.clone();
+    nudged.members.get_mut("a").unwrap().status.demotion_token = Some(token(3, "42"));
+    let resumed = decide(&topology, &nudged, &progress, 10 * limit.as_secs() as i64);
+    assert_eq!(
+        resumed,
+        Decision::Advance(Transition {
+            next: StepKind::CheckToken,
+            token: Some(token(3, "42")),
+            rollback: false
+        })
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@ use super::error::Result;
 use super::faults::Wipe;
 use super::pass::Pass;
 use super::settings;
+use super::stall;
 use super::status::{condition_is, remove_condition, set_condition, text};
 
 /// Whether a demotion is due or underway. `standby` is whether the data directory already
@@ -167,6 +168,30 @@ async fn complete_transition(pass: &mut Pass<'_>) -> Result<Action> {
         tracing::info!(cluster = %pass.name, "fault: waiting for the instance manager to transition the primary instance to a designated primary");
         return Ok(Action::requeue(timing.operator()));
     }
+    if pass.faults.stall_until_changed {
+        let file = stall_file(pass);
+        let version = pass
+            .cluster
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        let (verdict, next) = stall::decide(&stall::read(&file), &version);
+        if let Some(marker) = next {
+            stall::write(&file, &marker)?;
+        }
+        match verdict {
+            stall::Verdict::RestartNow => {
+                tracing::info!(cluster = %pass.name, "fault: the instance manager restarts mid-demotion");
+                return Ok(Action::requeue(timing.operator()));
+            }
+            stall::Verdict::Stalled => {
+                tracing::info!(cluster = %pass.name, resource_version = %version, "fault: the demotion stalls until the Cluster changes (#5754)");
+                return Ok(Action::await_change());
+            }
+            stall::Verdict::Proceed => {}
+        }
+    }
     if !pass.instance.controldata().await?.is_shut_down() {
         return Ok(Action::requeue(timing.instance_manager()));
     }
@@ -190,7 +215,16 @@ async fn complete_transition(pass: &mut Pass<'_>) -> Result<Action> {
     Ok(Action::requeue(timing.operator()))
 }
 
+fn stall_file(pass: &Pass<'_>) -> std::path::PathBuf {
+    let dir = pass
+        .layout
+        .cluster_dir(&pass.config.member, pass.namespace(), &pass.name);
+    stall::marker_file(&dir)
+}
+
 async fn cleanup(pass: &mut Pass<'_>) -> Result<()> {
+    // The next demotion stalls again, as each one did on real CNPG.
+    stall::clear(&stall_file(pass))?;
     if pass.is_fenced() {
         pass.set_fenced(false).await?;
     }

@@ -25,6 +25,11 @@ pub const REPLAYED_PAST_TOKEN: &str = "emulator.federator.dev/replayed-past-toke
 /// `"true"`: the instance manager never sets `TransitionCompleted`; the demotion hangs fenced
 /// with no token (#5754, #6317, #9591).
 pub const HANG_BEFORE_TRANSITION: &str = "emulator.federator.dev/hang-before-transition-completed";
+/// `"true"`: the demoting primary's instance manager restarts before `TransitionCompleted` and
+/// then stalls, fenced, with no token, until the Cluster object changes (real CNPG 1.28.1 in the
+/// lab, like #5754; `super::stall`): the runbook's annotation releases it.
+pub const STALL_DEMOTION_UNTIL_CHANGED: &str =
+    "emulator.federator.dev/stall-demotion-until-changed";
 /// `"true"`: the role turns replica on paper but the demotion never starts, and the primary
 /// keeps accepting writes (PR 11268).
 pub const SKIP_DEMOTION: &str = "emulator.federator.dev/skip-demotion";
@@ -81,6 +86,7 @@ pub struct Faults {
     pub corrupt_demotion_token: Option<Corruption>,
     pub replayed_past_token: bool,
     pub hang_before_transition: bool,
+    pub stall_until_changed: bool,
     pub skip_demotion: bool,
     pub slow_shutdown: Option<Duration>,
     pub slow_promotion: Option<Duration>,
@@ -112,6 +118,7 @@ impl Faults {
             },
             replayed_past_token: on(REPLAYED_PAST_TOKEN),
             hang_before_transition: on(HANG_BEFORE_TRANSITION),
+            stall_until_changed: on(STALL_DEMOTION_UNTIL_CHANGED),
             skip_demotion: on(SKIP_DEMOTION),
             slow_shutdown: get(SLOW_SHUTDOWN).and_then(parse_duration),
             slow_promotion: get(SLOW_PROMOTION).and_then(parse_duration),

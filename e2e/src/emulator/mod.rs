@@ -15,6 +15,7 @@ pub mod promotion;
 pub mod reconcile;
 pub mod run;
 pub mod settings;
+pub mod stall;
 pub mod status;
 pub mod status_only;
 pub mod steady;

@@ -90,6 +90,7 @@ fn parse_dsn(text: &str) -> Result<(String, String), String> {
 pub fn run(args: Args, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "warn,kube_client=off".into()),
