@@ -258,6 +258,7 @@ async fn serve(args: Args, kube: &super::hub::KubeArgs, liveness: Liveness) -> a
         clock,
         ledger: controller::Ledger::new(monotonic),
         voters: federator::autofailover::hub::HubVoters::default(),
+        status_schemes: Default::default(),
     });
     tracing::info!(%identity, "federator controller running");
     let leadership = ctx.leader.clone();

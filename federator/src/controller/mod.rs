@@ -55,6 +55,8 @@ pub struct Context {
     /// The hub voter's memory of the agents' heartbeats (automatic failover), on its own
     /// monotonic clock.
     pub voters: crate::autofailover::hub::HubVoters,
+    /// Each instance pod's status scheme, so the replay read before Promote is one request.
+    pub status_schemes: replay::StatusSchemes,
 }
 
 /// Runs the controller on the topologies of `namespace` (all namespaces: `None`) until

@@ -96,11 +96,13 @@ async fn observe(ctx: &Context, stored: &DistributedTopology, view: &View) -> Op
     super::votes::observe(ctx, stored, status, &key_of(stored), &mut observation).await;
     // The target's replay position, only while a switchover waits for it (a pods/proxy read).
     let observed = &mut observation.observed;
-    super::replay::observe(ctx.members.as_ref(), members, operation, observed).await;
+    let schemes = &ctx.status_schemes;
+    super::replay::observe(ctx.members.as_ref(), schemes, members, operation, observed).await;
     // The failover report's positions: its target until promoted, the old primary once back.
     let failover = (stored.spec.failover.as_ref(), stored.status.as_ref());
     super::replay::observe_failover(
         ctx.members.as_ref(),
+        schemes,
         members,
         failover,
         ctx.clock.now(),

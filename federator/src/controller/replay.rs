@@ -41,6 +41,7 @@ const READ_WITHIN: Duration = Duration::from_secs(15);
 /// otherwise (one `pods/proxy` read per switchover in the usual case).
 pub async fn observe(
     pool: &dyn Members,
+    schemes: &StatusSchemes,
     members: &[Member],
     operation: Option<&Operation>,
     observed: &mut Observed,
@@ -55,7 +56,7 @@ pub async fn observe(
     let Some(target) = observed.members.get_mut(&op.to) else {
         return;
     };
-    let replay = read(pool, member).await;
+    let replay = read(pool, schemes, member).await;
     match &replay {
         Replay::At(lsn) => {
             tracing::debug!(member = %member.name, replay_lsn = %lsn, "target's replay position")
@@ -101,6 +102,7 @@ const RETURN_READ_FOR: SignedDuration = SignedDuration::from_mins(10);
 /// otherwise.
 pub async fn observe_failover(
     pool: &dyn Members,
+    schemes: &StatusSchemes,
     members: &[Member],
     (request, status): (Option<&FailoverRequest>, Option<&DistributedTopologyStatus>),
     now: Timestamp,
@@ -113,7 +115,7 @@ pub async fn observe_failover(
         let Some(target) = observed.members.get_mut(&name) else {
             continue;
         };
-        let wal = match read_status(pool, member).await {
+        let wal = match read_status(pool, schemes, member).await {
             Ok(text) => parse_wal(&text).map_or_else(
                 |why| InstanceWal::Unknown(format!("{}: {why}", member.name)),
                 |(primary, lsn, timeline)| InstanceWal::At {
@@ -186,15 +188,19 @@ fn failover_reads(
     reads
 }
 
-async fn read(pool: &dyn Members, member: &Member) -> Replay {
-    match read_status(pool, member).await {
+async fn read(pool: &dyn Members, schemes: &StatusSchemes, member: &Member) -> Replay {
+    match read_status(pool, schemes, member).await {
         Ok(text) => parse_replay_lsn(&text).map_or_else(Replay::Unknown, Replay::At),
         Err(why) => Replay::Unknown(why),
     }
 }
 
 /// The instance status document of `member`'s current primary pod, or why it cannot be read.
-async fn read_status(pool: &dyn Members, member: &Member) -> Result<String, String> {
+async fn read_status(
+    pool: &dyn Members,
+    schemes: &StatusSchemes,
+    member: &Member,
+) -> Result<String, String> {
     let name = member.cluster_name();
     let pod = match pool.read(&member.cluster, &member.namespace, name) {
         MemberRead::Seen(cluster) => cluster
@@ -215,25 +221,56 @@ async fn read_status(pool: &dyn Members, member: &Member) -> Result<String, Stri
         ));
     };
     let client = pool.client(&member.cluster)?;
-    match tokio::time::timeout(READ_WITHIN, status_text(client, &member.namespace, &pod)).await {
+    let key = PodKey {
+        cluster: member.cluster.clone(),
+        namespace: member.namespace.clone(),
+        pod,
+    };
+    match tokio::time::timeout(READ_WITHIN, status_text(client, schemes, &key)).await {
         Ok(Ok(text)) => Ok(text),
         Ok(Err(why)) => Err(pool.redact(&member.cluster, &why)),
         Err(_) => Err(format!(
-            "no answer from pod {}/{pod}'s instance status within {}s",
+            "no answer from pod {}/{}'s instance status within {}s",
             member.namespace,
+            key.pod,
             READ_WITHIN.as_secs()
         )),
     }
 }
 
-/// Pod `namespace/pod`'s instance status document, through the API server's pods/proxy, with
-/// the scheme CNPG uses for that pod.
-async fn status_text(client: kube::Client, namespace: &str, pod: &str) -> Result<String, String> {
+/// The pod's instance status document, through the API server's pods/proxy, with the scheme
+/// CNPG uses for that pod: remembered from an earlier read of the pod, else read from the pod
+/// first. The read sits in series before the Promote patch (the switchover's one reaction that
+/// reads outside the Cluster objects), so the pod's `get` is spared when the scheme is known; a
+/// remembered scheme that fails (the pod re-created with another command) is forgotten and the
+/// pod read again, once.
+async fn status_text(
+    client: kube::Client,
+    schemes: &StatusSchemes,
+    key: &PodKey,
+) -> Result<String, String> {
+    if let Some(scheme) = schemes.get(key) {
+        match status_get(&client, key, scheme).await {
+            Ok(text) => return Ok(text),
+            Err(why) => {
+                tracing::debug!(pod = %key.pod, %why, "remembered status scheme failed; reading the pod");
+                schemes.forget(key);
+            }
+        }
+    }
+    let (namespace, pod) = (&key.namespace, &key.pod);
     let object = Api::<Pod>::namespaced(client.clone(), namespace)
         .get(pod)
         .await
         .map_err(|e| format!("reading pod {namespace}/{pod}: {e}"))?;
-    let path = status_path(namespace, pod, status_scheme(&object));
+    let scheme = status_scheme(&object);
+    let text = status_get(&client, key, scheme).await?;
+    schemes.remember(key, scheme);
+    Ok(text)
+}
+
+async fn status_get(client: &kube::Client, key: &PodKey, scheme: &str) -> Result<String, String> {
+    let path = status_path(&key.namespace, &key.pod, scheme);
     let request = http::Request::get(&path)
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
@@ -241,6 +278,38 @@ async fn status_text(client: kube::Client, namespace: &str, pod: &str) -> Result
         .request_text(request)
         .await
         .map_err(|e| format!("GET {path}: {e}"))
+}
+
+/// One instance pod of one member cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PodKey {
+    pub cluster: String,
+    pub namespace: String,
+    pub pod: String,
+}
+
+/// The status scheme (`http`/`https`) of each instance pod read so far, kept for the
+/// controller's life: one entry per instance pod a switchover targeted, dropped when a read
+/// with it fails.
+#[derive(Debug, Default)]
+pub struct StatusSchemes(std::sync::Mutex<std::collections::HashMap<PodKey, &'static str>>);
+
+impl StatusSchemes {
+    fn get(&self, key: &PodKey) -> Option<&'static str> {
+        self.0.lock().ok()?.get(key).copied()
+    }
+
+    fn remember(&self, key: &PodKey, scheme: &'static str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(key.clone(), scheme);
+        }
+    }
+
+    fn forget(&self, key: &PodKey) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(key);
+        }
+    }
 }
 
 /// `https` when the pod's `postgres` container runs with `--status-port-tls`, else `http`
@@ -323,6 +392,72 @@ fn parse_replay_lsn(text: &str) -> Result<Lsn, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pod's scheme is read once and then remembered (the read before Promote is one
+    /// request); a pod re-created with another scheme fails once, is read again, and works.
+    #[tokio::test]
+    async fn a_pods_status_scheme_is_remembered_and_read_again_when_it_fails() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        use std::sync::{Arc, Mutex};
+
+        let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+        let tls = Arc::new(AtomicBool::new(false));
+        let (seen, now_tls) = (calls.clone(), tls.clone());
+        let client = crate::fake_api::client(move |call| {
+            seen.lock().unwrap().push(call.path.clone());
+            let tls = now_tls.load(SeqCst);
+            if call.path.ends_with("/pods/pg-b-1") {
+                let mut command = vec!["/controller/manager", "instance", "run"];
+                if tls {
+                    command.push(STATUS_TLS_FLAG);
+                }
+                let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "pg-b-1", "namespace": "db"},
+                    "spec": {"containers": [{"name": "postgres", "command": command}]}});
+                return (200, pod);
+            }
+            let scheme = if tls { "https" } else { "http" };
+            if call.path == status_path("db", "pg-b-1", scheme) {
+                (
+                    200,
+                    serde_json::json!({"replayLsn": "0/C0000A0", "isPrimary": false}),
+                )
+            } else {
+                crate::fake_api::refusal(503, "ServiceUnavailable", "error trying to reach service")
+            }
+        });
+        let schemes = StatusSchemes::default();
+        let key = PodKey {
+            cluster: "k8s-b".into(),
+            namespace: "db".into(),
+            pod: "pg-b-1".into(),
+        };
+        let read = || async { status_text(client.clone(), &schemes, &key).await };
+        let paths = || calls.lock().unwrap().clone();
+
+        assert!(read().await.unwrap().contains("0/C0000A0"));
+        assert_eq!(paths().len(), 2, "the pod, then its status: {:?}", paths());
+        assert!(read().await.unwrap().contains("0/C0000A0"));
+        assert_eq!(
+            paths()[2..],
+            [status_path("db", "pg-b-1", "http")],
+            "the remembered scheme: one request"
+        );
+
+        tls.store(true, SeqCst);
+        assert!(read().await.unwrap().contains("0/C0000A0"));
+        assert_eq!(
+            paths()[3..],
+            [
+                status_path("db", "pg-b-1", "http"),
+                "/api/v1/namespaces/db/pods/pg-b-1".to_owned(),
+                status_path("db", "pg-b-1", "https"),
+            ],
+            "a failed remembered scheme: the pod read again, once"
+        );
+        assert!(read().await.is_ok());
+        assert_eq!(paths().len(), 7, "https remembered: {:?}", paths());
+    }
 
     #[test]
     fn the_replay_position_comes_from_cnpgs_status_document() {

@@ -140,6 +140,7 @@ impl World {
             clock: Arc::new(At(now)),
             ledger: Ledger::new(clock.clone()),
             voters: crate::autofailover::hub::HubVoters::default(),
+            status_schemes: Default::default(),
         });
         World {
             sim,
