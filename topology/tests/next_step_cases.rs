@@ -101,6 +101,9 @@ fn await_token_waits_until_its_deadline_then_holds() {
     }
     let late = decide(&topology, &observed, &progress, limit.as_secs() as i64 + 1);
     assert_eq!(held(&late), reason::TOKEN_TIMEOUT);
+    // Decided again later (a member change), the hold is the same, text included: announced once.
+    let later = decide(&topology, &observed, &progress, limit.as_secs() as i64 + 40);
+    assert_eq!(later, late);
     // A token that comes after the hold (the runbook's nudge) is used: the held step is decided
     // again at every reconcile, and the deadline does not outlive the wait it bounds.
     let mut nudged = observed.clone();

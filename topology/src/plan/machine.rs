@@ -271,7 +271,9 @@ fn deadline(progress: &Progress, ctx: &Context<'_>, limit: Duration) -> Result<D
 }
 
 /// Waits while the step's deadline has not passed; past it, holds with `reason` and the message
-/// `expired` builds from the elapsed time.
+/// `expired` builds from the step's limit. The limit, not the time elapsed: a hold's text stays
+/// the same at every reconcile while it lasts (every member change decides it again), so it is
+/// announced once — one Warning Event and one status write, not one per member change.
 fn wait_until_deadline(
     progress: &Progress,
     ctx: &Context<'_>,
@@ -285,7 +287,7 @@ fn wait_until_deadline(
             reason: waiting,
             recheck_after: Some(left),
         }),
-        Err(elapsed) => hold(reason, expired(elapsed)),
+        Err(_) => hold(reason, expired(limit)),
     }
 }
 
@@ -412,11 +414,11 @@ fn await_demotion_started(observed: &Observed, progress: &Progress, ctx: &Contex
         limit,
         format!("waiting for {} to start its demotion", progress.from),
         reason::DEMOTION_NOT_STARTED,
-        |elapsed| {
+        |limit| {
             format!(
                 "{} shows no demotion {}s after the demote patch (no inProgress, no token). Check the CNPG operator in that cluster; the primary may still accept writes (PR 11268). Federator will not promote.",
                 progress.from,
-                elapsed.as_secs()
+                limit.as_secs()
             )
         },
     )
@@ -452,11 +454,11 @@ fn await_token(observed: &Observed, progress: &Progress, ctx: &Context<'_>) -> D
         limit,
         format!("waiting for {}'s demotion token", progress.from),
         reason::TOKEN_TIMEOUT,
-        |elapsed| {
+        |limit| {
             format!(
                 "no demotion token from {} after {}s (CNPG #5754/#9591: demotion stuck). Check its pods (fenced?) and operator log.",
                 progress.from,
-                elapsed.as_secs()
+                limit.as_secs()
             )
         },
     )
@@ -573,11 +575,11 @@ fn await_replay(observed: &Observed, progress: &Progress, ctx: &Context<'_>) -> 
             reason: waiting,
             recheck_after: Some(left.min(recheck)),
         }),
-        Err(elapsed) => hold(
+        Err(_) => hold(
             reason::REPLAY_TIMEOUT,
             format!(
                 "{target} has not replayed the demotion token's LSN {wanted} after {}s; {seen}. Check its WAL restore from {}'s object store (instance-manager log, barman-cloud-wal-restore) and, if the status cannot be read, that Federator may get pods and pods/proxy in its namespace. Federator does not promote it before: CNPG would then restore from {target}'s own store and wait for the LSN forever.",
-                elapsed.as_secs(),
+                limit.as_secs(),
                 progress.from
             ),
         ),
@@ -660,10 +662,10 @@ fn await_promotion(observed: &Observed, progress: &Progress, ctx: &Context<'_>) 
             m.status.phase.as_deref().unwrap_or("unknown")
         ),
         reason::PROMOTION_TIMEOUT,
-        |elapsed| {
+        |limit| {
             format!(
                 "{target} has not reported the promotion after {}s. It may still be replaying WAL up to the token's LSN; check its instance-manager log (tokenStatus).",
-                elapsed.as_secs()
+                limit.as_secs()
             )
         },
     )
