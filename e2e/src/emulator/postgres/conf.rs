@@ -127,13 +127,19 @@ fn check_shell_safe(path: &Path) -> Result<String> {
     Ok(text)
 }
 
-/// Atomic copy into the archive (temp file + rename). An existing file is accepted only if it
-/// is identical: with `archive_mode=always` a waiting standby re-restores and re-archives the
-/// same `.partial` content under the segment name on every retry (contract §10).
+/// Atomic copy into the archive (temp file + rename) that replaces a file of the same name, as
+/// barman-cloud-wal-archive's upload (an object-store PUT, no existence check) does under CNPG's
+/// `wal-archive`. Refusing a different file would be wrong: with `archive_mode=always` one
+/// standby archives the same segment name twice with different bytes past the end of WAL — the
+/// copy its WAL receiver closed at "End of WAL reached on timeline N" (its own recycled tail)
+/// and the copy it restored (another server's tail) — and a refusal then blocks its archiver on
+/// that segment for good (docs/lab-real.md, fidelity table). An identical file is left as it
+/// is: the same outcome as a replacement, without writing 16 MB again each time a waiting
+/// standby re-archives the segment it re-restored.
 pub fn archive_command(dir: &Path) -> Result<String> {
     let dir = check_shell_safe(dir)?;
     Ok(format!(
-        r#"f="{dir}/%f"; if [ -f "$f" ]; then cmp -s "%p" "$f"; else cp "%p" "$f.tmp$$" && mv -f "$f.tmp$$" "$f"; fi"#
+        r#"f="{dir}/%f"; if [ -f "$f" ] && cmp -s "%p" "$f"; then :; else cp "%p" "$f.tmp$$" && mv -f "$f.tmp$$" "$f"; fi"#
     ))
 }
 
@@ -225,6 +231,56 @@ mod tests {
         assert!(cmd.contains(r#"f="/lab/object-stores/pg16-eu-south/%f""#));
         assert!(cmd.ends_with("else exit 1; fi"));
         assert!(archive_command(Path::new("/tmp/it's")).is_err());
+    }
+
+    /// Runs `command` as PostgreSQL would (`%p` relative to the data directory `cwd`, `%f` the
+    /// file name) and returns its exit status.
+    fn run_archive(command: &str, cwd: &Path, name: &str) -> std::process::ExitStatus {
+        let command = command
+            .replace("%p", &format!("pg_wal/{name}"))
+            .replace("%f", name);
+        std::process::Command::new("/bin/sh")
+            .args(["-c", &command])
+            .current_dir(cwd)
+            .status()
+            .expect("/bin/sh runs")
+    }
+
+    /// The session-8 ring stall: a segment already in the store with other bytes (a WAL
+    /// receiver's copy, then a restored copy of the same segment) made every later archive of
+    /// it fail, so the archiver never moved past it.
+    #[test]
+    fn archiving_a_segment_again_with_other_bytes_replaces_it() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let pgdata = tmp.path().join("pgdata");
+        let store = tmp.path().join("store");
+        std::fs::create_dir_all(pgdata.join("pg_wal")).expect("pg_wal");
+        std::fs::create_dir_all(&store).expect("store");
+        let name = "000000210000000000000042";
+        std::fs::write(store.join(name), b"streamed prefix, own tail").expect("first copy");
+        std::fs::write(
+            pgdata.join("pg_wal").join(name),
+            b"streamed prefix, other tail",
+        )
+        .expect("second copy");
+        let command = archive_command(&store).expect("safe");
+
+        assert!(run_archive(&command, &pgdata, name).success());
+        assert_eq!(
+            std::fs::read(store.join(name)).expect("archived"),
+            b"streamed prefix, other tail"
+        );
+        // Identical again (a standby re-archiving what it re-restored): still accepted.
+        assert!(run_archive(&command, &pgdata, name).success());
+        let left: Vec<_> = std::fs::read_dir(&store)
+            .expect("store")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from(name)],
+            "no temp file left"
+        );
     }
 
     #[test]

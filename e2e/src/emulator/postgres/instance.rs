@@ -274,23 +274,14 @@ impl Instance {
         Ok(ControlData::parse(&text))
     }
 
-    /// Copies a WAL segment of this instance into `dest` atomically; an identical file already
-    /// there is accepted, a different one is an error (the archive command's rules).
+    /// Copies a WAL segment of this instance into `dest` atomically, replacing a file of that
+    /// name as the archive command does (CNPG archives the `.partial` through the same
+    /// `wal-archive`, an object-store upload).
     pub async fn archive_copy(&self, wal_file: &str, dest: &Path) -> Result<()> {
         let source = self.pgdata().join("pg_wal").join(wal_file);
         let bytes = tokio::fs::read(&source)
             .await
             .map_err(EmulatorError::io("reading", &source))?;
-        if let Ok(existing) = tokio::fs::read(dest).await {
-            return if existing == bytes {
-                Ok(())
-            } else {
-                Err(EmulatorError::Config(format!(
-                    "{} already archived with different content",
-                    dest.display()
-                )))
-            };
-        }
         let tmp = dest.with_extension("tmp-emulator");
         tokio::fs::write(&tmp, &bytes)
             .await
