@@ -145,13 +145,21 @@ pub fn archive_command(dir: &Path) -> Result<String> {
 
 /// Exact name, else `<name>.partial` (what barman-cloud's `download_wal` does), else exit 1 —
 /// never 126/127, which make a standby FATAL (contract §10).
+///
+/// A file identical to the copy already in `pg_wal` is not copied again: exit 1, and PostgreSQL
+/// reads that copy instead (a failed restore falls back to `pg_wal`, `XLogFileReadAnyTLI`), so
+/// it replays the same bytes. Why: a standby waiting for WAL re-requests the segment its WAL
+/// ends in every `wal_retrieve_retry_interval` (100 ms in the lab); copying 16 MB each time
+/// (then fsynced, and re-archived with `archive_mode=always`) was what made ten region switches
+/// at once take 5–10× the slowest alone (docs/benchmarks.md "Region switches"). Real CNPG does
+/// download it again each time, but at PostgreSQL's default 5 s interval.
 pub fn restore_command(dir: &Path, delay: Option<Duration>) -> Result<String> {
     let dir = check_shell_safe(dir)?;
     let wait = delay
         .map(|d| format!("sleep {:.3}; ", d.as_secs_f64()))
         .unwrap_or_default();
     Ok(format!(
-        r#"f="{dir}/%f"; if [ -f "$f" ]; then {wait}cp "$f" "%p"; elif [ -f "$f.partial" ]; then {wait}cp "$f.partial" "%p"; else exit 1; fi"#
+        r#"f="{dir}/%f"; if [ -f "$f" ]; then s="$f"; elif [ -f "$f.partial" ]; then s="$f.partial"; else exit 1; fi; if [ -f "pg_wal/%f" ] && cmp -s "$s" "pg_wal/%f"; then exit 1; fi; {wait}cp "$s" "%p""#
     ))
 }
 
@@ -229,7 +237,7 @@ mod tests {
         let cmd =
             restore_command(Path::new("/lab/object-stores/pg16-eu-south"), None).expect("safe");
         assert!(cmd.contains(r#"f="/lab/object-stores/pg16-eu-south/%f""#));
-        assert!(cmd.ends_with("else exit 1; fi"));
+        assert!(cmd.contains("else exit 1; fi"));
         assert!(archive_command(Path::new("/tmp/it's")).is_err());
     }
 
@@ -280,6 +288,59 @@ mod tests {
             left,
             vec![std::ffi::OsString::from(name)],
             "no temp file left"
+        );
+    }
+
+    /// Runs the restore command for `name` in the data directory `pgdata`, as PostgreSQL does
+    /// (`%p` = `pg_wal/RECOVERYXLOG`); returns whether it succeeded and what it wrote.
+    fn run_restore(command: &str, pgdata: &Path, name: &str) -> (bool, Option<Vec<u8>>) {
+        let target = pgdata.join("pg_wal/RECOVERYXLOG");
+        let _ = std::fs::remove_file(&target);
+        let command = command
+            .replace("%p", "pg_wal/RECOVERYXLOG")
+            .replace("%f", name);
+        let ok = std::process::Command::new("/bin/sh")
+            .args(["-c", &command])
+            .current_dir(pgdata)
+            .status()
+            .expect("/bin/sh runs")
+            .success();
+        (ok, std::fs::read(&target).ok())
+    }
+
+    #[test]
+    fn a_restore_copies_what_is_new_and_fails_fast_on_what_pg_wal_already_holds() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let pgdata = tmp.path().join("pgdata");
+        let store = tmp.path().join("store");
+        std::fs::create_dir_all(pgdata.join("pg_wal")).expect("pg_wal");
+        std::fs::create_dir_all(&store).expect("store");
+        let command = restore_command(&store, None).expect("safe");
+        let name = "000000090000000000000014";
+
+        assert_eq!(
+            run_restore(&command, &pgdata, name),
+            (false, None),
+            "absent"
+        );
+        // Only the demoted primary's `.partial`: served under the segment's name.
+        std::fs::write(store.join(format!("{name}.partial")), b"end of WAL").expect("partial");
+        assert_eq!(
+            run_restore(&command, &pgdata, name),
+            (true, Some(b"end of WAL".to_vec()))
+        );
+        // PostgreSQL kept it as pg_wal/<name>: the next retry copies nothing.
+        std::fs::write(pgdata.join("pg_wal").join(name), b"end of WAL").expect("kept");
+        assert_eq!(
+            run_restore(&command, &pgdata, name),
+            (false, None),
+            "unchanged"
+        );
+        // The segment completed in the store (or pg_wal holds other bytes): copied again.
+        std::fs::write(store.join(name), b"end of WAL, then more").expect("full");
+        assert_eq!(
+            run_restore(&command, &pgdata, name),
+            (true, Some(b"end of WAL, then more".to_vec()))
         );
     }
 
