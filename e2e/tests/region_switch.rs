@@ -1964,11 +1964,24 @@ async fn a_killed_region_drill_is_continued_with_resume_and_reports_what_it_coul
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("running federator region drill");
-    let drills_ref = &drills;
-    wait_for("the drill at SwitchThere", DEADLINE, || async move {
-        let d = drills_ref.get("resumed").await.ok()?;
-        (d.status?.step? == topology::region_drill_api::RegionDrillStep::SwitchThere).then_some(())
-    })
+    // Killed once the way there's switchover was asked for, not merely once the drill's status
+    // says SwitchThere: that step is recorded before the region switch is created and resumed,
+    // and a CLI killed in between left it to the resumed one, whose probe then watched the
+    // switchover from its start (every check passed, exit 0: the flake of sessions 8 and 9).
+    let ns_name = ns.name().to_owned();
+    let ns_name = &ns_name;
+    wait_for(
+        "the way there's switchover asked for",
+        DEADLINE,
+        || async move {
+            let rs = region_switch(ns_name, "resumed-there").await?;
+            rs.status?
+                .topologies
+                .iter()
+                .any(|t| t.requested_at.is_some())
+                .then_some(())
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     cli.start_kill().expect("kill -9 of the CLI");
