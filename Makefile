@@ -21,7 +21,7 @@ help:
 	@echo "make test      fmt, clippy, no-OpenSSL check, cargo deny, CRD drift check, every test (e2e on a real lab), the real-CNPG subset"
 	@echo "make test-real the real-CNPG tier's e2e tests (root; real nodes, the real operator; docs/lab-real.md)"
 	@echo "make image     the Federator image (OCI archive in target/image/) from Debian packages, no registry"
-	@echo "make fuzz      libFuzzer on every parser of outside input (nightly; FUZZ_SECONDS per target), not part of make test"
+	@echo "make fuzz      libFuzzer on every parser of outside input (nightly; FUZZ_SECONDS or FUZZ_RUNS per target), not part of make test"
 	@echo "make bench     the planner bench, then the switchover bench on the e2e lab (docs/benchmarks.md)"
 	@echo "make bench-real the switchover bench on real CloudNativePG (root, deps-real; not part of make test)"
 	@echo "make bench-region N region switches at once vs each alone, and the controller at 200 topologies (docs/benchmarks.md)"

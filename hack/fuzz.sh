@@ -6,6 +6,7 @@
 # committed input on stable instead (fuzzing/tests/corpus.rs).
 #
 #   FUZZ_SECONDS=60    time per target
+#   FUZZ_RUNS=N        executions per target instead (e.g. 10000000; no time limit then)
 #   FUZZ_TARGETS="..." targets to run (default: all in fuzz/fuzz_targets/)
 #   FUZZ_JOBS=1        parallel fuzzing processes per target (-fork)
 #
@@ -17,6 +18,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 seconds="${FUZZ_SECONDS:-60}"
+runs="${FUZZ_RUNS:-}"
+if [ -n "$runs" ]; then
+  limit="-runs=$runs" what="$runs executions"
+else
+  limit="-max_total_time=$seconds" what="${seconds}s"
+fi
 jobs="${FUZZ_JOBS:-1}"
 targets="${FUZZ_TARGETS:-$(cd fuzz_targets && ls ./*.rs | sed 's|^\./||; s|\.rs$||')}"
 triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
@@ -39,9 +46,9 @@ status=0
 for target in $targets; do
   mkdir -p "corpus/$target" "artifacts/$target"
   log="artifacts/$target/last-run.log"
-  echo "== $target: ${seconds}s"
+  echo "== $target: $what"
   if ! "target/$triple/release/$target" "corpus/$target" "seeds/$target" \
-      -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+      "$limit" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
       -print_final_stats=1 -artifact_prefix="artifacts/$target/" \
       ${FUZZ_JOBS:+-fork="$jobs"} >"$log" 2>&1; then
     echo "$target: CRASH, see $log and artifacts/$target/" >&2
