@@ -480,21 +480,7 @@ async fn ten_pairs_move_out_of_a_region_with_their_apps_and_traffic_through_a_ki
             .find(|t| t.name == *name)
             .unwrap_or_else(|| panic!("{name} in {status:#?}"));
         assert_eq!(entry.state, TopologyState::Moved, "{entry:#?}");
-        let runs: Vec<(&str, bool)> = entry
-            .hooks
-            .iter()
-            .map(|h| (h.hook.as_str(), h.ok))
-            .collect();
-        assert_eq!(
-            runs,
-            [
-                ("beforeDemotion/From-0", true),
-                ("beforeDemotion/cut-traffic", true),
-                ("afterPromotion/To-2", true),
-                ("afterPromotion/move-traffic", true)
-            ],
-            "{entry:#?}"
-        );
+        assert_scale_and_traffic_hooks_ran_in_order(entry);
         let topo = wait_condition_of(&hub, name, kind::READY).await;
         let history = topo.status.clone().unwrap_or_default().history;
         let moves: Vec<_> = history
@@ -957,21 +943,7 @@ async fn hooks_stop_the_old_regions_apps_before_the_demotion_and_start_the_new_o
         "{status:#?}"
     );
     let entry = &status.topologies[0];
-    let runs: Vec<(&str, bool)> = entry
-        .hooks
-        .iter()
-        .map(|h| (h.hook.as_str(), h.ok))
-        .collect();
-    assert_eq!(
-        runs,
-        [
-            ("beforeDemotion/From-0", true),
-            ("beforeDemotion/cut-traffic", true),
-            ("afterPromotion/To-2", true),
-            ("afterPromotion/move-traffic", true)
-        ],
-        "{entry:#?}"
-    );
+    assert_scale_and_traffic_hooks_ran_in_order(entry);
     let hostname = |region: &'static str| async move {
         use k8s_openapi::api::core::v1::Service;
         let svc = Api::<Service>::namespaced(lab.admin(region).await, ns_of_test)
@@ -2305,4 +2277,24 @@ async fn a_region_drill_without_its_secret_names_it_moves_nothing_and_releases_t
     create_switch(ns.name(), "after", json!({"from": CENTRAL, "to": WESTERN})).await;
     wait_succeeded(ns.name(), "after", Duration::from_secs(180)).await;
     testkit::delete_all(lab, ns.name(), &[c, w]).await;
+}
+
+/// The region switch's hooks for one topology ran, all successfully, in order: scale the apps
+/// down and cut traffic before the demotion, scale up and move traffic after the promotion.
+fn assert_scale_and_traffic_hooks_ran_in_order(entry: &topology::region_api::TopologyProgress) {
+    let runs: Vec<(&str, bool)> = entry
+        .hooks
+        .iter()
+        .map(|h| (h.hook.as_str(), h.ok))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("beforeDemotion/From-0", true),
+            ("beforeDemotion/cut-traffic", true),
+            ("afterPromotion/To-2", true),
+            ("afterPromotion/move-traffic", true)
+        ],
+        "{entry:#?}"
+    );
 }
